@@ -1,0 +1,317 @@
+/* kmq configuration: kmq.* table, librdkafka pass-through and baselines. */
+#include "kmq/conf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum { KMQ__T_INT, KMQ__T_STR } kmq__prop_type_t;
+
+typedef struct {
+  const char *name;
+  kmq__prop_type_t type;
+  const char *def; /* NULL: no default (string unset) */
+  int64_t min, max;
+  const char *desc;
+} kmq__prop_t;
+
+/* "0" as default for kmq.sched.workers means "number of online CPUs". */
+static const kmq__prop_t kmq__props[] = {
+    {"kmq.topic", KMQ__T_STR, NULL, 0, 0, "Main topic (produce and consume)"},
+    {"kmq.dlq.topic", KMQ__T_STR, NULL, 0, 0,
+     "Dead-letter topic (default: <kmq.topic>.dlq)"},
+    {"kmq.queue.full.timeout.ms", KMQ__T_INT, "5000", 0, 3600000,
+     "How long send waits on a full producer queue before KMQ_ERR_QUEUE_FULL"},
+    {"kmq.flush.timeout.ms", KMQ__T_INT, "30000", 0, 3600000,
+     "How long destroy waits for outstanding deliveries"},
+    {"kmq.commit.interval.ms", KMQ__T_INT, "1000", 1, 3600000,
+     "Asynchronous commit every this many ms when offsets advanced"},
+    {"kmq.commit.batch", KMQ__T_INT, "1000", 1, 100000000,
+     "...or as soon as this many offsets advanced since the last commit"},
+    {"kmq.gate.window", KMQ__T_INT, "65536", 64, 1 << 24,
+     "Commit gate window (offsets tracked past the committable one)"},
+    {"kmq.max.inflight", KMQ__T_INT, "10000", 1, 1 << 22,
+     "Messages dispatched but not acknowledged, over all partitions"},
+    {"kmq.revoke.timeout.ms", KMQ__T_INT, "10000", 0, 600000,
+     "On revoke, how long to wait for in-flight messages to finish"},
+    {"kmq.commit.timeout.ms", KMQ__T_INT, "10000", 100, 600000,
+     "Timeout of synchronous commits and committed-offset queries"},
+    {"kmq.poll.batch", KMQ__T_INT, "500", 1, 100000,
+     "Messages handled per poll_and_dispatch call at most"},
+    {"kmq.sched.workers", KMQ__T_INT, "0", 0, 1024,
+     "Worker threads running actors (0: number of CPUs)"},
+    {"kmq.sched.mailbox.size", KMQ__T_INT, "256", 2, 1 << 20,
+     "Per-user mailbox capacity (rounded up to a power of two)"},
+    {"kmq.sched.idle.ms", KMQ__T_INT, "30000", 0, 86400000,
+     "Idle actors are reclaimed after this many ms"},
+    {"kmq.sched.max.actors", KMQ__T_INT, "1048576", 16, 1 << 26,
+     "Maximum live actors"},
+    {"kmq.proc.retries", KMQ__T_INT, "3", 0, 1000,
+     "Processor retries before a message goes to the DLQ"},
+    {"kmq.proc.backoff.ms", KMQ__T_INT, "100", 0, 600000,
+     "Backoff before the first retry (doubles each retry)"},
+    {"kmq.msg.max.bytes", KMQ__T_INT, "1048576", 64, 1 << 30,
+     "Largest accepted message value; larger ones go to the DLQ"},
+    {"kmq.fallback.path", KMQ__T_STR, NULL, 0, 0,
+     "Durable fallback store (SQLite file) for records the DLQ rejected"},
+};
+#define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
+
+typedef struct {
+  char *name;
+  char *value;
+} kmq__kv_t;
+
+struct kmq_conf_s {
+  kmq__kv_t *kv;
+  size_t cnt, size;
+};
+
+static const kmq__prop_t *kmq__prop_find(const char *name) {
+  for (size_t i = 0; i < KMQ__NPROPS; i++)
+    if (!strcmp(kmq__props[i].name, name))
+      return &kmq__props[i];
+  return NULL;
+}
+
+kmq_conf_t *kmq_conf_new(void) { return calloc(1, sizeof(kmq_conf_t)); }
+
+void kmq_conf_destroy(kmq_conf_t *conf) {
+  if (!conf)
+    return;
+  for (size_t i = 0; i < conf->cnt; i++) {
+    free(conf->kv[i].name);
+    free(conf->kv[i].value);
+  }
+  free(conf->kv);
+  free(conf);
+}
+
+static kmq__kv_t *kmq__kv_find(const kmq_conf_t *conf, const char *name) {
+  for (size_t i = 0; i < conf->cnt; i++)
+    if (!strcmp(conf->kv[i].name, name))
+      return &conf->kv[i];
+  return NULL;
+}
+
+static kmq_err_t kmq__kv_put(kmq_conf_t *conf, const char *name,
+                             const char *value) {
+  kmq__kv_t *kv = kmq__kv_find(conf, name);
+  char *v = strdup(value);
+  if (!v)
+    return KMQ_ERR_NOMEM;
+  if (kv) {
+    free(kv->value);
+    kv->value = v;
+    return KMQ_OK;
+  }
+  if (conf->cnt == conf->size) {
+    size_t ns = conf->size ? conf->size * 2 : 16;
+    kmq__kv_t *nkv = realloc(conf->kv, ns * sizeof(*nkv));
+    if (!nkv) {
+      free(v);
+      return KMQ_ERR_NOMEM;
+    }
+    conf->kv = nkv;
+    conf->size = ns;
+  }
+  conf->kv[conf->cnt].name = strdup(name);
+  if (!conf->kv[conf->cnt].name) {
+    free(v);
+    return KMQ_ERR_NOMEM;
+  }
+  conf->kv[conf->cnt++].value = v;
+  return KMQ_OK;
+}
+
+kmq_conf_t *kmq_conf_dup(const kmq_conf_t *conf) {
+  kmq_conf_t *n = kmq_conf_new();
+  if (!n)
+    return NULL;
+  for (size_t i = 0; i < conf->cnt; i++)
+    if (kmq__kv_put(n, conf->kv[i].name, conf->kv[i].value)) {
+      kmq_conf_destroy(n);
+      return NULL;
+    }
+  return n;
+}
+
+static int kmq__parse_int(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Validates a librdkafka key by setting it on a scratch configuration:
+ * librdkafka is the authority on its own keys and value syntax. */
+static kmq_err_t kmq__rdk_validate(const char *name, const char *value,
+                                   char *errstr, size_t errstr_size) {
+  rd_kafka_conf_t *scratch = rd_kafka_conf_new();
+  char rderr[256];
+  rd_kafka_conf_res_t r =
+      rd_kafka_conf_set(scratch, name, value, rderr, sizeof(rderr));
+  rd_kafka_conf_destroy(scratch);
+  if (r == RD_KAFKA_CONF_OK)
+    return KMQ_OK;
+  snprintf(errstr, errstr_size, "%s", rderr);
+  return r == RD_KAFKA_CONF_UNKNOWN ? KMQ_ERR_CONF_UNKNOWN
+                                    : KMQ_ERR_CONF_INVALID;
+}
+
+kmq_err_t kmq_conf_set(kmq_conf_t *conf, const char *name, const char *value,
+                       char *errstr, size_t errstr_size) {
+  if (!conf || !name || !value) {
+    snprintf(errstr, errstr_size, "conf, name and value are required");
+    return KMQ_ERR_INVALID_ARG;
+  }
+  if (!strncmp(name, "kmq.", 4)) {
+    const kmq__prop_t *p = kmq__prop_find(name);
+    if (!p) {
+      snprintf(errstr, errstr_size, "No such configuration property: \"%s\"",
+               name);
+      return KMQ_ERR_CONF_UNKNOWN;
+    }
+    if (p->type == KMQ__T_INT) {
+      int64_t v;
+      if (kmq__parse_int(value, &v)) {
+        snprintf(errstr, errstr_size,
+                 "Invalid value \"%s\" for \"%s\": expected an integer", value,
+                 name);
+        return KMQ_ERR_CONF_INVALID;
+      }
+      if (v < p->min || v > p->max) {
+        snprintf(errstr, errstr_size,
+                 "Invalid value %lld for \"%s\": must be in %lld..%lld",
+                 (long long)v, name, (long long)p->min, (long long)p->max);
+        return KMQ_ERR_CONF_INVALID;
+      }
+    } else if (!*value) {
+      snprintf(errstr, errstr_size, "\"%s\" must not be empty", name);
+      return KMQ_ERR_CONF_INVALID;
+    }
+  } else {
+    const char *rdkey = name;
+    if (!strncmp(name, "producer.", 9))
+      rdkey = name + 9;
+    else if (!strncmp(name, "consumer.", 9))
+      rdkey = name + 9;
+    kmq_err_t err = kmq__rdk_validate(rdkey, value, errstr, errstr_size);
+    if (err)
+      return err;
+  }
+  kmq_err_t err = kmq__kv_put(conf, name, value);
+  if (err)
+    snprintf(errstr, errstr_size, "Out of memory");
+  return err;
+}
+
+const char *kmq_conf_get(const kmq_conf_t *conf, const char *name) {
+  const kmq__kv_t *kv = kmq__kv_find(conf, name);
+  if (kv)
+    return kv->value;
+  const kmq__prop_t *p = kmq__prop_find(name);
+  return p ? p->def : NULL;
+}
+
+int64_t kmq_conf_get_int(const kmq_conf_t *conf, const char *name) {
+  const char *v = kmq_conf_get(conf, name);
+  int64_t out = 0;
+  if (!v || kmq__parse_int(v, &out))
+    return 0;
+  return out;
+}
+
+void kmq_conf_dump(const kmq_conf_t *conf,
+                   void (*cb)(const char *, const char *, const char *, void *),
+                   void *opaque) {
+  for (size_t i = 0; i < KMQ__NPROPS; i++) {
+    const char *v = kmq_conf_get(conf, kmq__props[i].name);
+    cb(kmq__props[i].name, v ? v : "", kmq__props[i].desc, opaque);
+  }
+}
+
+/* The design's baselines, with librdkafka's own key names. The partitioner is
+ * set at top level (not through the deprecated default.topic.config) and is
+ * murmur2_random so that a key maps to the partition the Java client picks. */
+static const char *kmq__producer_baseline[][2] = {
+    {"acks", "all"},
+    {"enable.idempotence", "true"},
+    {"message.send.max.retries", "2147483647"},
+    {"retry.backoff.ms", "100"},
+    {"message.timeout.ms", "30000"},
+    {"linger.ms", "10"},
+    {"batch.num.messages", "1000"},
+    {"queue.buffering.max.messages", "100000"},
+    {"queue.buffering.max.kbytes", "1048576"},
+    {"compression.type", "lz4"},
+    {"partitioner", "murmur2_random"},
+    {"statistics.interval.ms", "60000"},
+};
+
+static const char *kmq__consumer_baseline[][2] = {
+    {"partition.assignment.strategy", "cooperative-sticky"},
+    {"enable.auto.commit", "false"},
+    {"enable.auto.offset.store", "false"},
+    {"auto.offset.reset", "earliest"},
+    {"session.timeout.ms", "45000"},
+    {"heartbeat.interval.ms", "3000"},
+    {"max.poll.interval.ms", "300000"},
+    {"enable.partition.eof", "false"},
+    {"statistics.interval.ms", "60000"},
+};
+
+static int kmq__rdk_set(rd_kafka_conf_t *rc, const char *k, const char *v,
+                        char *errstr, size_t errstr_size) {
+  char rderr[256];
+  if (rd_kafka_conf_set(rc, k, v, rderr, sizeof(rderr)) != RD_KAFKA_CONF_OK) {
+    snprintf(errstr, errstr_size, "%s=%s: %s", k, v, rderr);
+    return -1;
+  }
+  return 0;
+}
+
+rd_kafka_conf_t *kmq_conf_build_rdkafka(const kmq_conf_t *conf,
+                                        kmq_client_type_t type, char *errstr,
+                                        size_t errstr_size) {
+  rd_kafka_conf_t *rc = rd_kafka_conf_new();
+  const char *(*base)[2] = type == KMQ_CLIENT_PRODUCER ? kmq__producer_baseline
+                                                       : kmq__consumer_baseline;
+  size_t nbase = type == KMQ_CLIENT_PRODUCER
+                     ? sizeof(kmq__producer_baseline) / sizeof(base[0])
+                     : sizeof(kmq__consumer_baseline) / sizeof(base[0]);
+  const char *own = type == KMQ_CLIENT_PRODUCER ? "producer." : "consumer.";
+  const char *other = type == KMQ_CLIENT_PRODUCER ? "consumer." : "producer.";
+
+  for (size_t i = 0; i < nbase; i++)
+    if (kmq__rdk_set(rc, base[i][0], base[i][1], errstr, errstr_size))
+      goto fail;
+  if (conf) {
+    /* Two passes so that client-specific keys win over bare keys whatever
+     * order the application set them in. */
+    for (size_t i = 0; i < conf->cnt; i++) {
+      const char *k = conf->kv[i].name;
+      if (!strncmp(k, "kmq.", 4) || !strncmp(k, own, 9) ||
+          !strncmp(k, other, 9))
+        continue;
+      if (kmq__rdk_set(rc, k, conf->kv[i].value, errstr, errstr_size))
+        goto fail;
+    }
+    for (size_t i = 0; i < conf->cnt; i++) {
+      const char *k = conf->kv[i].name;
+      if (strncmp(k, own, 9))
+        continue;
+      if (kmq__rdk_set(rc, k + 9, conf->kv[i].value, errstr, errstr_size))
+        goto fail;
+    }
+  }
+  return rc;
+fail:
+  rd_kafka_conf_destroy(rc);
+  return NULL;
+}
