@@ -38,3 +38,77 @@ const char *kt_bootstrap(void) {
                          "scripts/kafka.sh start (scripts/test.sh does)");
   return b;
 }
+
+#include <string.h>
+
+int kt_read_topic(const char *bootstrap, const char *topic, int expect,
+                  int timeout_ms,
+                  void (*cb)(const rd_kafka_message_t *m, void *opaque),
+                  void *opaque) {
+  char errstr[512];
+  rd_kafka_conf_t *rc = rd_kafka_conf_new();
+  rd_kafka_conf_set(rc, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
+  rd_kafka_conf_set(rc, "group.id", "kt-reader", errstr, sizeof(errstr));
+  rd_kafka_conf_set(rc, "enable.auto.commit", "false", errstr, sizeof(errstr));
+  rd_kafka_conf_set(rc, "enable.partition.eof", "false", errstr,
+                    sizeof(errstr));
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, sizeof(errstr));
+  ck_assert_msg(rk, "%s", errstr);
+  rd_kafka_poll_set_consumer(rk);
+  const rd_kafka_metadata_t *md = NULL;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  int64_t deadline = kt_now_ms() + timeout_ms;
+  /* The topic may still be propagating: retry metadata until it has
+   * partitions. */
+  for (;;) {
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
+    if (!err && md->topic_cnt == 1 && !md->topics[0].err &&
+        md->topics[0].partition_cnt > 0)
+      break;
+    if (md)
+      rd_kafka_metadata_destroy(md);
+    md = NULL;
+    ck_assert_msg(kt_now_ms() < deadline, "no metadata for %s", topic);
+  }
+  rd_kafka_topic_partition_list_t *parts =
+      rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+  for (int i = 0; i < md->topics[0].partition_cnt; i++)
+    rd_kafka_topic_partition_list_add(parts, topic,
+                                      md->topics[0].partitions[i].id)
+        ->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  ck_assert_int_eq(rd_kafka_assign(rk, parts), 0);
+  rd_kafka_topic_partition_list_destroy(parts);
+  int seen = 0;
+  while (seen < expect && kt_now_ms() < deadline) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (!m)
+      continue;
+    if (!m->err) {
+      seen++;
+      if (cb)
+        cb(m, opaque);
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return seen;
+}
+
+const char *kt_header(const rd_kafka_message_t *m, const char *name, char *buf,
+                      size_t size) {
+  rd_kafka_headers_t *h = NULL;
+  const void *v;
+  size_t n;
+  buf[0] = '\0';
+  if (rd_kafka_message_headers(m, &h) == 0 &&
+      rd_kafka_header_get_last(h, name, &v, &n) == 0 && v) {
+    if (n >= size)
+      n = size - 1;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+  }
+  return buf;
+}

@@ -23,3 +23,27 @@ void kt_unique_name(char *buf, size_t size, const char *prefix);
 const char *kt_bootstrap(void);
 
 #endif
+
+#include <librdkafka/rdkafka.h>
+
+/* Reads every partition of `topic` from the beginning (no consumer group)
+ * until `expect` messages were seen or timeout_ms passed, calling cb for each
+ * (the message is destroyed after cb returns). Returns the count seen. */
+int kt_read_topic(const char *bootstrap, const char *topic, int expect,
+                  int timeout_ms,
+                  void (*cb)(const rd_kafka_message_t *m, void *opaque),
+                  void *opaque);
+
+/* Value of header `name` as a NUL-terminated copy in buf ("" when absent). */
+const char *kt_header(const rd_kafka_message_t *m, const char *name, char *buf,
+                      size_t size);
+
+/* Kafka protocol ApiKeys for the mock cluster's error injection (librdkafka
+ * keeps its RD_KAFKAP_* names in a private header). */
+enum {
+  KT_API_PRODUCE = 0,
+  KT_API_FETCH = 1,
+  KT_API_OFFSET_COMMIT = 8,
+  KT_API_OFFSET_FETCH = 9,
+  KT_API_HEARTBEAT = 12,
+};

@@ -1,0 +1,124 @@
+/*
+ * Producer: WeCom messages into Kafka, keyed by external_userid.
+ *
+ * Built on an idempotent librdkafka producer (acks=all, lz4, murmur2_random
+ * so a key lands on the partition the Java client picks). kmq_producer_send()
+ * is asynchronous; every message ends in exactly one delivery report to the
+ * application's callback with its final status:
+ *   DELIVERED  written to the topic;
+ *   DLQ        delivery failed; the record is in the DLQ with the same key,
+ *              headers and the reason;
+ *   FALLBACK   the DLQ failed too; the fallback hook persisted it;
+ *   LOST       the fallback hook is missing or failed: counted and logged.
+ *
+ * A fatal idempotent-producer error (rd_kafka_fatal_error(), e.g. sequence
+ * desynchronisation) is detected from the error callback: the next send
+ * purges the dead instance (its undelivered messages fail through the path
+ * above, so none is lost), builds a new one and goes on; the event is
+ * counted in fatal_resets and its reason kept for kmq_producer_last_fatal().
+ *
+ * Threads: kmq_producer_send() may be called from any number of threads. A
+ * producer-owned thread serves delivery reports; the application's delivery
+ * callback runs on it (or on the DLQ's thread for DLQ/FALLBACK/LOST) and must
+ * not block. kmq_producer_destroy() flushes, bounded by kmq.flush.timeout.ms.
+ */
+#ifndef KMQ_PRODUCER_H
+#define KMQ_PRODUCER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kmq/conf.h"
+#include "kmq/dlq.h"
+#include "kmq/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kmq_producer_s kmq_producer_t;
+
+/* One message to send. Every pointer is borrowed for the duration of the
+ * call: key, value and header strings are copied. */
+typedef struct {
+  const char *topic;  /* NULL: kmq.topic */
+  const void *key;    /* external_userid (required, non-empty) */
+  size_t key_len;
+  const void *value;
+  size_t value_len;
+  const char *msg_type; /* header "msg_type"; may be NULL */
+  const char *msg_id;   /* header "msg_id"; may be NULL */
+  void *opaque;         /* handed back in the delivery report */
+} kmq_produce_msg_t;
+
+typedef enum {
+  KMQ_DELIVERY_DELIVERED,
+  KMQ_DELIVERY_DLQ,
+  KMQ_DELIVERY_FALLBACK,
+  KMQ_DELIVERY_LOST,
+} kmq_delivery_status_t;
+
+typedef struct {
+  kmq_delivery_status_t status;
+  rd_kafka_resp_err_t kafka_err; /* the original delivery error, if any */
+  kmq_err_t err;                 /* for LOST: what failed last */
+  int32_t partition;             /* DELIVERED: where it went, else -1 */
+  int64_t offset;                /* DELIVERED: its offset, else -1 */
+  void *opaque;                  /* kmq_produce_msg_t.opaque */
+} kmq_delivery_t;
+
+/* Valid only during the call. */
+typedef void(kmq_delivery_cb)(const kmq_delivery_t *d, void *opaque);
+
+typedef struct {
+  int64_t produced;     /* accepted by send */
+  int64_t delivered;    /* DELIVERED */
+  int64_t failed;       /* delivery reports with an error */
+  int64_t dlq;          /* DLQ */
+  int64_t fallback;     /* FALLBACK */
+  int64_t lost;         /* LOST */
+  int64_t queue_full;   /* sends refused after the bounded wait */
+  int64_t fatal_resets; /* instances replaced after a fatal error */
+} kmq_producer_stats_t;
+
+/* Creates a producer and its DLQ from conf. dr_cb may be NULL; fallback may
+ * be NULL (see kmq_dlq_new). Unknown or invalid librdkafka keys are refused
+ * here with librdkafka's message in errstr. Returns NULL on error. */
+kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
+                                 void *dr_opaque, kmq_fallback_cb *fallback,
+                                 void *fallback_opaque, char *errstr,
+                                 size_t errstr_size);
+
+/* Flushes (bounded by kmq.flush.timeout.ms; what is still undelivered then
+ * is purged into the DLQ path), stops threads, frees. No-op on NULL. */
+void kmq_producer_destroy(kmq_producer_t *p);
+
+/* Queues msg. On KMQ_OK exactly one delivery report follows; on error none.
+ * Errors: KMQ_ERR_INVALID_ARG (no key or topic), KMQ_ERR_QUEUE_FULL (local
+ * queue still full after kmq.queue.full.timeout.ms), KMQ_ERR_FATAL (the
+ * instance could not be replaced after a fatal error), KMQ_ERR_KAFKA (other
+ * librdkafka refusals, e.g. message too large; *kafka_err says which).
+ * kafka_err may be NULL. */
+kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
+                            rd_kafka_resp_err_t *kafka_err);
+
+/* Waits until every sent message has its delivery report (DLQ included).
+ * KMQ_ERR_TIMED_OUT if some are still outstanding after timeout_ms. */
+kmq_err_t kmq_producer_flush(kmq_producer_t *p, int timeout_ms);
+
+void kmq_producer_stats(const kmq_producer_t *p, kmq_producer_stats_t *out);
+
+/* Reason of the last fatal error into buf; KMQ_ERR_NOT_FOUND when none. */
+kmq_err_t kmq_producer_last_fatal(kmq_producer_t *p, char *buf, size_t size);
+
+/* The underlying DLQ (owned by the producer; valid until destroy). */
+kmq_dlq_t *kmq_producer_dlq(kmq_producer_t *p);
+
+/* The current librdkafka handle, for tests and tools (e.g. to trigger
+ * rd_kafka_test_fatal_error). Valid until the next fatal reset or destroy. */
+rd_kafka_t *kmq_producer_rk(kmq_producer_t *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KMQ_PRODUCER_H */

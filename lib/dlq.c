@@ -1,0 +1,299 @@
+/* Dead-letter queue: JSON envelope, own idempotent producer, fallback hook. */
+#include "kmq/dlq.h"
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/util.h"
+
+struct kmq_dlq_s {
+  rd_kafka_t *rk;
+  char *topic;
+  kmq_fallback_cb *fallback;
+  void *fallback_opaque;
+  int64_t queue_full_ms;
+  int64_t flush_ms;
+  kmq__poller_t poller;
+  /* Counters are read by any thread for metrics; relaxed ordering suffices
+   * because no other data is published through them. */
+  atomic_llong sent, written, fallbacks, lost, outstanding;
+};
+
+/* Per-record completion, allocated only on this (failure) path. */
+typedef struct {
+  kmq_dlq_t *dlq;
+  kmq_dlq_done_cb *done;
+  void *opaque;
+} kmq__dlq_ctx_t;
+
+char *kmq_dlq_envelope(const kmq_dlq_record_t *rec, int64_t now_ms,
+                       size_t *len) {
+  char ts[40];
+  kmq__rfc3339(now_ms, ts, sizeof(ts));
+  json_t *o = json_object();
+  if (!o)
+    return NULL;
+  json_object_set_new(o, "version", json_integer(1));
+  json_object_set_new(o, "original_topic", rec->original_topic
+                                               ? json_string(rec->original_topic)
+                                               : json_null());
+  json_object_set_new(o, "original_partition",
+                      rec->original_partition >= 0
+                          ? json_integer(rec->original_partition)
+                          : json_null());
+  json_object_set_new(o, "original_offset",
+                      rec->original_offset >= 0
+                          ? json_integer(rec->original_offset)
+                          : json_null());
+  json_object_set_new(o, "reason",
+                      json_string(rec->reason ? rec->reason : "unknown"));
+  json_object_set_new(o, "error",
+                      rec->error ? json_string(rec->error) : json_null());
+  json_object_set_new(o, "kafka_error",
+                      rec->kafka_err
+                          ? json_string(rd_kafka_err2name(rec->kafka_err))
+                          : json_null());
+  json_object_set_new(o, "failed_at", json_string(ts));
+  json_object_set_new(o, "source",
+                      json_string(rec->source ? rec->source : "unknown"));
+  /* The key is the user id: keep it readable when it is UTF-8. */
+  json_t *k = rec->key ? json_stringn(rec->key, rec->key_len) : NULL;
+  json_object_set_new(o, "key", k ? k : json_null());
+  /* The payload is arbitrary bytes: text when it is valid UTF-8 (jansson
+   * refuses anything else), base64 otherwise, so nothing is altered. */
+  json_t *p = json_stringn(rec->payload ? rec->payload : "",
+                           rec->payload ? rec->payload_len : 0);
+  if (p) {
+    json_object_set_new(o, "payload", p);
+  } else {
+    char *b64 = kmq__base64(rec->payload, rec->payload_len, NULL);
+    if (!b64) {
+      json_decref(o);
+      return NULL;
+    }
+    json_object_set_new(o, "payload_base64", json_string(b64));
+    free(b64);
+  }
+  char *s = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  if (s && len)
+    *len = strlen(s);
+  return s;
+}
+
+static void kmq__dlq_finish(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx,
+                            kmq_dlq_outcome_t outcome, kmq_err_t err) {
+  switch (outcome) {
+  case KMQ_DLQ_OUTCOME_DLQ:
+    atomic_fetch_add_explicit(&dlq->written, 1, memory_order_relaxed);
+    break;
+  case KMQ_DLQ_OUTCOME_FALLBACK:
+    atomic_fetch_add_explicit(&dlq->fallbacks, 1, memory_order_relaxed);
+    break;
+  case KMQ_DLQ_OUTCOME_LOST:
+    atomic_fetch_add_explicit(&dlq->lost, 1, memory_order_relaxed);
+    break;
+  }
+  if (ctx) {
+    if (ctx->done)
+      ctx->done(outcome, err, ctx->opaque);
+    free(ctx);
+  }
+  /* Release: the done callback's effects happen before a flusher that sees
+   * the count drop (acquire in kmq_dlq_flush). */
+  atomic_fetch_sub_explicit(&dlq->outstanding, 1, memory_order_release);
+}
+
+/* The DLQ could not take the record: hand it to the fallback hook. */
+static void kmq__dlq_fallback(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx,
+                              const kmq_fallback_record_t *fr) {
+  kmq_err_t err = KMQ_ERR_NO_FALLBACK;
+  if (dlq->fallback)
+    err = dlq->fallback(fr, dlq->fallback_opaque);
+  if (err == KMQ_OK) {
+    kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_FALLBACK, KMQ_OK);
+    return;
+  }
+  kmq__log("ERROR", "dlq",
+           "record for key \"%.*s\" LOST: DLQ failed (%s) and fallback "
+           "failed (%s)",
+           (int)(fr->key_len > 64 ? 64 : fr->key_len),
+           fr->key ? (const char *)fr->key : "", rd_kafka_err2str(fr->kafka_err),
+           kmq_err2str(err));
+  kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_LOST, err);
+}
+
+/* @locality DLQ poll thread (or the destroying thread after it stopped). */
+static void kmq__dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                        void *opaque) {
+  (void)rk;
+  kmq_dlq_t *dlq = opaque;
+  kmq__dlq_ctx_t *ctx = m->_private;
+  if (!m->err) {
+    kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_DLQ, KMQ_OK);
+    return;
+  }
+  rd_kafka_headers_t *hdrs = NULL;
+  rd_kafka_message_headers(m, &hdrs);
+  kmq_fallback_record_t fr = {dlq->topic, m->key,     m->key_len,
+                              m->payload, m->len,     hdrs,
+                              m->err};
+  kmq__dlq_fallback(dlq, ctx, &fr);
+}
+
+kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
+                       void *fallback_opaque, char *errstr,
+                       size_t errstr_size) {
+  kmq_dlq_t *dlq = calloc(1, sizeof(*dlq));
+  if (!dlq) {
+    snprintf(errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  const char *t = kmq_conf_get(conf, "kmq.dlq.topic");
+  const char *main_topic = kmq_conf_get(conf, "kmq.topic");
+  if (t) {
+    dlq->topic = strdup(t);
+  } else if (main_topic) {
+    size_t n = strlen(main_topic) + 5;
+    dlq->topic = malloc(n);
+    if (dlq->topic)
+      snprintf(dlq->topic, n, "%s.dlq", main_topic);
+  } else {
+    snprintf(errstr, errstr_size,
+             "no DLQ topic: set kmq.dlq.topic or kmq.topic");
+    goto fail_topic;
+  }
+  if (!dlq->topic) {
+    snprintf(errstr, errstr_size, "out of memory");
+    goto fail_topic;
+  }
+  dlq->fallback = fallback;
+  dlq->fallback_opaque = fallback_opaque;
+  dlq->queue_full_ms = kmq_conf_get_int(conf, "kmq.queue.full.timeout.ms");
+  dlq->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
+
+  rd_kafka_conf_t *rc =
+      kmq_conf_build_rdkafka(conf, KMQ_CLIENT_PRODUCER, errstr, errstr_size);
+  if (!rc)
+    goto fail_conf;
+  rd_kafka_conf_set_opaque(rc, dlq);
+  rd_kafka_conf_set_dr_msg_cb(rc, kmq__dlq_dr);
+  dlq->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
+  if (!dlq->rk) {
+    rd_kafka_conf_destroy(rc);
+    goto fail_conf;
+  }
+  if (kmq__poller_start(&dlq->poller, dlq->rk)) {
+    snprintf(errstr, errstr_size, "cannot start the DLQ poll thread");
+    goto fail_thread;
+  }
+  return dlq;
+
+fail_thread:
+  rd_kafka_destroy(dlq->rk);
+fail_conf:
+  free(dlq->topic);
+fail_topic:
+  free(dlq);
+  return NULL;
+}
+
+kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
+                       kmq_dlq_done_cb *done, void *opaque) {
+  if (!dlq || !rec)
+    return KMQ_ERR_INVALID_ARG;
+  int64_t now = kmq__wall_ms();
+  size_t vlen;
+  char *value = kmq_dlq_envelope(rec, now, &vlen);
+  if (!value)
+    return KMQ_ERR_NOMEM;
+  rd_kafka_headers_t *hdrs = rec->headers ? rd_kafka_headers_copy(rec->headers)
+                                          : rd_kafka_headers_new(3);
+  char nowbuf[24];
+  snprintf(nowbuf, sizeof(nowbuf), "%lld", (long long)now);
+  const char *source = rec->source ? rec->source : "unknown";
+  const char *reason = rec->reason ? rec->reason : "unknown";
+  rd_kafka_header_add(hdrs, "dlq_timestamp", -1, nowbuf, -1);
+  rd_kafka_header_add(hdrs, "dlq_source", -1, source, -1);
+  rd_kafka_header_add(hdrs, "dlq_reason", -1, reason, -1);
+
+  kmq__dlq_ctx_t *ctx = malloc(sizeof(*ctx));
+  if (!ctx) {
+    free(value);
+    rd_kafka_headers_destroy(hdrs);
+    return KMQ_ERR_NOMEM;
+  }
+  *ctx = (kmq__dlq_ctx_t){dlq, done, opaque};
+  atomic_fetch_add_explicit(&dlq->sent, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&dlq->outstanding, 1, memory_order_relaxed);
+
+  int64_t deadline = kmq__mono_ms() + dlq->queue_full_ms;
+  rd_kafka_resp_err_t err;
+  for (;;) {
+    /* RD_KAFKA_MSG_F_FREE: librdkafka frees the envelope after delivery. */
+    err = rd_kafka_producev(
+        dlq->rk, RD_KAFKA_V_TOPIC(dlq->topic),
+        RD_KAFKA_V_KEY(rec->key, rec->key ? rec->key_len : 0),
+        RD_KAFKA_V_VALUE(value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || kmq__mono_ms() >= deadline)
+      break;
+    rd_kafka_poll(dlq->rk, 10); /* serve delivery reports to make room */
+  }
+  if (!err)
+    return KMQ_OK;
+
+  /* Not even queued: the fallback hook gets it now, on this thread. */
+  kmq_fallback_record_t fr = {dlq->topic, rec->key, rec->key_len,
+                              value,      vlen,     hdrs,
+                              err};
+  kmq__dlq_fallback(dlq, ctx, &fr);
+  rd_kafka_headers_destroy(hdrs);
+  free(value);
+  return KMQ_OK;
+}
+
+kmq_err_t kmq_dlq_flush(kmq_dlq_t *dlq, int timeout_ms) {
+  int64_t deadline = kmq__mono_ms() + timeout_ms;
+  /* rd_kafka_flush waits for librdkafka's queue; the counter also covers
+   * delivery reports still being served by the poll thread. */
+  for (;;) {
+    if (atomic_load_explicit(&dlq->outstanding, memory_order_acquire) == 0)
+      return KMQ_OK;
+    int64_t left = deadline - kmq__mono_ms();
+    if (left <= 0)
+      return KMQ_ERR_TIMED_OUT;
+    rd_kafka_flush(dlq->rk, (int)(left < 100 ? left : 100));
+  }
+}
+
+void kmq_dlq_destroy(kmq_dlq_t *dlq) {
+  if (!dlq)
+    return;
+  kmq__poller_stop(&dlq->poller);
+  rd_kafka_flush(dlq->rk, (int)dlq->flush_ms);
+  if (rd_kafka_outq_len(dlq->rk) > 0) {
+    /* Still undelivered: purge so that each gets a delivery report with an
+     * error, which sends it to the fallback hook instead of dropping it. */
+    rd_kafka_purge(dlq->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(dlq->rk, 5000);
+  }
+  if (atomic_load(&dlq->outstanding) != 0)
+    kmq__log("ERROR", "dlq", "%lld records without outcome at destroy",
+             (long long)atomic_load(&dlq->outstanding));
+  rd_kafka_destroy(dlq->rk);
+  free(dlq->topic);
+  free(dlq);
+}
+
+const char *kmq_dlq_topic(const kmq_dlq_t *dlq) { return dlq->topic; }
+
+void kmq_dlq_stats(const kmq_dlq_t *dlq, kmq_dlq_stats_t *out) {
+  out->sent = atomic_load_explicit(&dlq->sent, memory_order_relaxed);
+  out->written = atomic_load_explicit(&dlq->written, memory_order_relaxed);
+  out->fallback = atomic_load_explicit(&dlq->fallbacks, memory_order_relaxed);
+  out->lost = atomic_load_explicit(&dlq->lost, memory_order_relaxed);
+}

@@ -1,0 +1,40 @@
+/* Internal helpers of the Kafka layer (kmq__ prefix: not public API). */
+#ifndef KMQ_LIB_UTIL_H
+#define KMQ_LIB_UTIL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+/* Wall clock, ms since the epoch. */
+int64_t kmq__wall_ms(void);
+/* Monotonic clock, ms. */
+int64_t kmq__mono_ms(void);
+/* RFC 3339 UTC with milliseconds into buf (at least 32 bytes). */
+void kmq__rfc3339(int64_t wall_ms, char *buf, size_t size);
+/* Base64 (RFC 4648, padded) of in into a new NUL-terminated string the caller
+ * frees; NULL when out of memory. */
+char *kmq__base64(const void *in, size_t len, size_t *out_len);
+
+/* A thread that serves one client's callbacks with rd_kafka_poll() until
+ * stopped: delivery reports, errors and statistics. */
+typedef struct {
+  rd_kafka_t *rk;
+  pthread_t thread;
+  atomic_int stop;
+  int running;
+} kmq__poller_t;
+
+int kmq__poller_start(kmq__poller_t *p, rd_kafka_t *rk);
+/* Joins the thread; callbacks are served by the caller from then on. */
+void kmq__poller_stop(kmq__poller_t *p);
+
+/* Logs "%KMQ|<level>|<who>: <message>" to stderr, like librdkafka's default
+ * logger, so that both interleave readably. */
+void kmq__log(const char *level, const char *who, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,1 @@
+kmq_add_test(test_gate SOURCES test_gate.c LIBS kmq_core LABELS "unit;tsan")

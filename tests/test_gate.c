@@ -1,0 +1,273 @@
+/* Commit gate: the design's worked example, a reference model over random
+ * permutations, duplicates, stale offsets, window overflow, gap filling, and
+ * the threading contract (completions from many threads through an MPSC ring
+ * to the single owner thread). */
+#include <check.h>
+#include <ck_ring.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kmq/gate.h"
+#include "testutil.h"
+
+static kmq_gate_t *new_gate(int64_t start, size_t window) {
+  char errstr[128];
+  kmq_gate_t *g = kmq_gate_new(start, window, errstr, sizeof(errstr));
+  ck_assert_msg(g, "%s", errstr);
+  return g;
+}
+
+START_TEST(worked_example) {
+  kmq_gate_t *g = new_gate(8, 64);
+  int64_t c = -1;
+  for (int64_t o = 8; o <= 12; o++)
+    ck_assert_int_eq(kmq_gate_track(g, o), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_in_flight(g), 5);
+
+  ck_assert_int_eq(kmq_gate_mark_done(g, 10, &c), KMQ_OK);
+  ck_assert_int_eq(c, 8); /* 8 still running: nothing to commit */
+  ck_assert_int_eq(kmq_gate_backlog(g), 1);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 8, &c), KMQ_OK);
+  ck_assert_int_eq(c, 9);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 12, &c), KMQ_OK);
+  ck_assert_int_eq(c, 9);
+  ck_assert_int_eq(kmq_gate_backlog(g), 2); /* 10 and 12 */
+  ck_assert_int_eq(kmq_gate_mark_done(g, 9, &c), KMQ_OK);
+  ck_assert_int_eq(c, 11);
+  ck_assert_int_eq(kmq_gate_backlog(g), 1); /* 12 */
+  ck_assert_int_eq(kmq_gate_in_flight(g), 1); /* 11 */
+  ck_assert_int_eq(kmq_gate_mark_done(g, 11, &c), KMQ_OK);
+  ck_assert_int_eq(c, 13);
+  ck_assert_int_eq(kmq_gate_backlog(g), 0);
+  ck_assert_int_eq(kmq_gate_in_flight(g), 0);
+  kmq_gate_destroy(g);
+}
+END_TEST
+
+/* Reference model: a plain array of flags. */
+typedef struct {
+  int64_t start;
+  bool *done;
+  size_t n;
+} model_t;
+
+static int64_t model_committable(const model_t *m) {
+  size_t i = 0;
+  while (i < m->n && m->done[i])
+    i++;
+  return m->start + (int64_t)i;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void) { /* xorshift64*: deterministic per run */
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 2685821657736338717ull;
+}
+
+START_TEST(random_permutations_match_model) {
+  for (int round = 0; round < 200; round++) {
+    size_t n = 1 + rnd() % 3000;
+    int64_t start = (int64_t)(rnd() % 1000000);
+    size_t window = 4096;
+    kmq_gate_t *g = new_gate(start, window);
+    model_t m = {start, calloc(n, sizeof(bool)), n};
+    int64_t *perm = malloc(n * sizeof(*perm));
+    for (size_t i = 0; i < n; i++)
+      perm[i] = start + (int64_t)i;
+    /* Fisher-Yates: any finish order; n < window so every offset fits. */
+    for (size_t i = n; i > 1; i--) {
+      size_t j = rnd() % i;
+      int64_t t = perm[i - 1];
+      perm[i - 1] = perm[j];
+      perm[j] = t;
+    }
+    for (size_t i = 0; i < n; i++)
+      ck_assert_int_eq(kmq_gate_track(g, start + (int64_t)i), KMQ_OK);
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+      int64_t c;
+      ck_assert_int_eq(kmq_gate_mark_done(g, perm[i], &c), KMQ_OK);
+      m.done[perm[i] - start] = true;
+      done++;
+      int64_t mc = model_committable(&m);
+      ck_assert_int_eq(c, mc);
+      ck_assert_int_eq(kmq_gate_committable(g), mc);
+      ck_assert_int_eq(kmq_gate_backlog(g), (int64_t)done - (mc - start));
+      ck_assert_int_eq(kmq_gate_in_flight(g), (int64_t)(n - done));
+      /* Every 7th step re-marks something already finished. */
+      if (i % 7 == 0)
+        ck_assert_int_eq(kmq_gate_mark_done(g, perm[rnd() % (i + 1)], NULL),
+                         KMQ_ERR_DUPLICATE);
+    }
+    ck_assert_int_eq(kmq_gate_committable(g), start + (int64_t)n);
+    free(perm);
+    free(m.done);
+    kmq_gate_destroy(g);
+  }
+}
+END_TEST
+
+START_TEST(duplicates_and_stale_offsets) {
+  kmq_gate_t *g = new_gate(100, 64);
+  int64_t c = -1;
+  ck_assert_int_eq(kmq_gate_mark_done(g, 99, &c), KMQ_ERR_DUPLICATE);
+  ck_assert_int_eq(c, -1); /* untouched on error */
+  ck_assert_int_eq(kmq_gate_mark_done(g, 0, NULL), KMQ_ERR_DUPLICATE);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 101, &c), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 101, &c), KMQ_ERR_DUPLICATE);
+  ck_assert_int_eq(kmq_gate_backlog(g), 1);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 100, &c), KMQ_OK);
+  ck_assert_int_eq(c, 102);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 100, &c), KMQ_ERR_DUPLICATE);
+  ck_assert_int_eq(kmq_gate_committable(g), 102);
+  ck_assert_int_eq(kmq_gate_backlog(g), 0);
+  /* Tracking an offset twice (a re-fetch) is refused, as is one below start. */
+  ck_assert_int_eq(kmq_gate_track(g, 102), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_track(g, 102), KMQ_ERR_STATE);
+  ck_assert_int_eq(kmq_gate_track(g, 50), KMQ_ERR_STATE);
+  kmq_gate_destroy(g);
+}
+END_TEST
+
+START_TEST(window_overflow) {
+  kmq_gate_t *g = new_gate(0, 100); /* rounded up to 128 */
+  ck_assert_uint_eq(kmq_gate_window(g), 128);
+  for (int64_t o = 0; o < 128; o++)
+    ck_assert_int_eq(kmq_gate_track(g, o), KMQ_OK);
+  ck_assert(kmq_gate_would_overflow(g, 128));
+  ck_assert_int_eq(kmq_gate_track(g, 128), KMQ_ERR_GATE_WINDOW);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 128, NULL), KMQ_ERR_GATE_WINDOW);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 5000, NULL), KMQ_ERR_GATE_WINDOW);
+  ck_assert_int_eq(kmq_gate_high(g), 128); /* refused calls changed nothing */
+  /* Finishing everything but 0 leaves the window pinned at 0... */
+  for (int64_t o = 1; o < 128; o++)
+    ck_assert_int_eq(kmq_gate_mark_done(g, o, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 0);
+  ck_assert_int_eq(kmq_gate_backlog(g), 127);
+  ck_assert_int_eq(kmq_gate_track(g, 128), KMQ_ERR_GATE_WINDOW);
+  /* ...and finishing 0 slides it over all 128 at once. */
+  ck_assert_int_eq(kmq_gate_mark_done(g, 0, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 128);
+  ck_assert_int_eq(kmq_gate_track(g, 128), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_track(g, 255), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_track(g, 256), KMQ_ERR_GATE_WINDOW);
+  kmq_gate_destroy(g);
+}
+END_TEST
+
+START_TEST(gaps_are_finished) {
+  /* Offsets the consumer never sees (compaction, transaction markers) must
+   * not block the prefix. */
+  kmq_gate_t *g = new_gate(10, 64);
+  ck_assert_int_eq(kmq_gate_track(g, 10), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_track(g, 14), KMQ_OK); /* 11..13 never come */
+  ck_assert_int_eq(kmq_gate_in_flight(g), 2);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 10, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 14);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 14, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 15);
+  /* With nothing outstanding a jump far past the window is fine: everything
+   * below it is finished or will never be delivered. */
+  ck_assert_int_eq(kmq_gate_track(g, 1000000), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 1000000);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 1000000, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 1000001);
+  kmq_gate_destroy(g);
+}
+END_TEST
+
+START_TEST(bad_arguments) {
+  char errstr[128] = "";
+  ck_assert_ptr_null(kmq_gate_new(-1, 64, errstr, sizeof(errstr)));
+  ck_assert(strstr(errstr, "negative"));
+  kmq_gate_destroy(NULL);
+}
+END_TEST
+
+/* The threading contract: workers finish offsets on their own threads and
+ * hand them to the owner through an MPSC ring; only the owner touches the
+ * gate. Run under TSan this proves the intended use is race-free. */
+#define MT_THREADS 4
+#define MT_PER_THREAD 20000
+#define MT_RING 1024
+
+typedef struct {
+  ck_ring_t ring;
+  ck_ring_buffer_t buf[MT_RING];
+  int id;
+} mt_shared_t;
+
+typedef struct {
+  mt_shared_t *sh;
+  int id;
+} mt_arg_t;
+
+static void *mt_worker(void *p) {
+  mt_arg_t *a = p;
+  /* Thread t finishes offsets t, t+T, t+2T... in its own order. */
+  for (int i = 0; i < MT_PER_THREAD; i++) {
+    uintptr_t o = (uintptr_t)(i * MT_THREADS + a->id) + 1; /* 0 is NULL */
+    while (!ck_ring_enqueue_mpsc(&a->sh->ring, a->sh->buf, (void *)o))
+      sched_yield();
+  }
+  return NULL;
+}
+
+START_TEST(mpsc_completions_single_owner) {
+  static mt_shared_t sh;
+  ck_ring_init(&sh.ring, MT_RING);
+  const int64_t n = (int64_t)MT_THREADS * MT_PER_THREAD;
+  kmq_gate_t *g = new_gate(0, 1 << 17);
+  for (int64_t o = 0; o < n; o++)
+    ck_assert_int_eq(kmq_gate_track(g, o), KMQ_OK);
+  pthread_t th[MT_THREADS];
+  mt_arg_t args[MT_THREADS];
+  for (int t = 0; t < MT_THREADS; t++) {
+    args[t] = (mt_arg_t){&sh, t};
+    pthread_create(&th[t], NULL, mt_worker, &args[t]);
+  }
+  int64_t seen = 0, last_c = 0;
+  int64_t deadline = kt_now_ms() + 60000;
+  while (seen < n && kt_now_ms() < deadline) {
+    void *v;
+    if (!ck_ring_dequeue_mpsc(&sh.ring, sh.buf, &v)) {
+      sched_yield();
+      continue;
+    }
+    int64_t c;
+    ck_assert_int_eq(kmq_gate_mark_done(g, (int64_t)(uintptr_t)v - 1, &c),
+                     KMQ_OK);
+    ck_assert_int_ge(c, last_c); /* never moves back */
+    last_c = c;
+    seen++;
+  }
+  for (int t = 0; t < MT_THREADS; t++)
+    pthread_join(th[t], NULL);
+  ck_assert_int_eq(seen, n);
+  ck_assert_int_eq(kmq_gate_committable(g), n);
+  ck_assert_int_eq(kmq_gate_backlog(g), 0);
+  kmq_gate_destroy(g);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("gate");
+  TCase *tc = tcase_create("gate");
+  tcase_add_test(tc, worked_example);
+  tcase_add_test(tc, random_permutations_match_model);
+  tcase_add_test(tc, duplicates_and_stale_offsets);
+  tcase_add_test(tc, window_overflow);
+  tcase_add_test(tc, gaps_are_finished);
+  tcase_add_test(tc, bad_arguments);
+  tcase_add_test(tc, mpsc_completions_single_owner);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
