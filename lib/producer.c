@@ -239,14 +239,6 @@ kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
   if (!p || !msg || !topic || !msg->key || !msg->key_len)
     return KMQ_ERR_INVALID_ARG;
 
-  if (atomic_load_explicit(&p->fatal, memory_order_acquire)) {
-    pthread_rwlock_wrlock(&p->lock);
-    kmq_err_t err = kmq__reset(p);
-    pthread_rwlock_unlock(&p->lock);
-    if (err)
-      return err;
-  }
-
   rd_kafka_headers_t *hdrs = rd_kafka_headers_new(3);
   if (msg->msg_type)
     rd_kafka_header_add(hdrs, "msg_type", -1, msg->msg_type, -1);
@@ -254,27 +246,48 @@ kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
     rd_kafka_header_add(hdrs, "msg_id", -1, msg->msg_id, -1);
   rd_kafka_header_add(hdrs, "user_id", -1, msg->key, (ssize_t)msg->key_len);
 
-  pthread_rwlock_rdlock(&p->lock);
-  if (!p->rk) {
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__FATAL;
+  /* Two attempts: librdkafka can refuse with ERR__FATAL before our error
+   * callback has run; then this thread flags and replaces the instance. */
+  for (int attempt = 0; attempt < 2 && err == RD_KAFKA_RESP_ERR__FATAL;
+       attempt++) {
+    if (atomic_load_explicit(&p->fatal, memory_order_acquire)) {
+      pthread_rwlock_wrlock(&p->lock);
+      kmq_err_t rerr = kmq__reset(p);
+      pthread_rwlock_unlock(&p->lock);
+      if (rerr) {
+        rd_kafka_headers_destroy(hdrs);
+        return rerr;
+      }
+    }
+    pthread_rwlock_rdlock(&p->lock);
+    if (!p->rk) {
+      pthread_rwlock_unlock(&p->lock);
+      rd_kafka_headers_destroy(hdrs);
+      return KMQ_ERR_FATAL;
+    }
+    atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
+    int64_t deadline = kmq__mono_ms() + p->queue_full_ms;
+    for (;;) {
+      err = rd_kafka_producev(
+          p->rk, RD_KAFKA_V_TOPIC(topic),
+          RD_KAFKA_V_KEY(msg->key, msg->key_len),
+          RD_KAFKA_V_VALUE((void *)msg->value, msg->value_len),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+          RD_KAFKA_V_OPAQUE(msg->opaque), RD_KAFKA_V_END);
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || kmq__mono_ms() >= deadline)
+        break;
+      /* Bounded wait: serve delivery reports, which is what frees room. */
+      rd_kafka_poll(p->rk, 10);
+    }
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+      atomic_fetch_sub_explicit(&p->outstanding, 1, memory_order_relaxed);
+      atomic_store_explicit(&p->fatal, 1, memory_order_release);
+    }
     pthread_rwlock_unlock(&p->lock);
-    rd_kafka_headers_destroy(hdrs);
-    return KMQ_ERR_FATAL;
   }
-  atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
-  int64_t deadline = kmq__mono_ms() + p->queue_full_ms;
-  rd_kafka_resp_err_t err;
-  for (;;) {
-    err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(msg->key, msg->key_len),
-        RD_KAFKA_V_VALUE((void *)msg->value, msg->value_len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(msg->opaque), RD_KAFKA_V_END);
-    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || kmq__mono_ms() >= deadline)
-      break;
-    /* Bounded wait: serve delivery reports, which is what frees room. */
-    rd_kafka_poll(p->rk, 10);
-  }
-  pthread_rwlock_unlock(&p->lock);
+  if (err == RD_KAFKA_RESP_ERR__FATAL) /* outstanding already taken back */
+    atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
   if (!err) {
     atomic_fetch_add_explicit(&p->produced, 1, memory_order_relaxed);
     return KMQ_OK;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every kmq test from a clean checkout (the README's test command; CI runs
+# it through .ci/run):
+#   1. scripts/setup.sh: packages, Kafka jars, Java reference tools;
+#   2. builds: plain (-Werror), ASan+UBSan, TSan;
+#   3. starts a real single-node Kafka broker (scripts/kafka.sh) on free
+#      loopback ports, and stops it on exit whatever happens;
+#   4. ctest: the whole suite on the plain and the ASan+UBSan builds (unit,
+#      mock cluster, real broker, Java partitioner), and the tests labelled
+#      "tsan" (gate, scheduler) on the TSan build.
+# Options: --quick (plain build only, no sanitizer passes).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+QUICK=0
+[[ ${1:-} == --quick ]] && QUICK=1
+
+bash scripts/setup.sh
+
+JOBS=$(nproc)
+build() { # dir, cmake args...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  ninja -C "$dir" -j "$JOBS" >/dev/null
+}
+
+echo "test: building (plain)"
+build build
+if ((!QUICK)); then
+  echo "test: building (ASan+UBSan)"
+  build build-asan -DKMQ_ASAN=ON
+  echo "test: building (TSan)"
+  build build-tsan -DKMQ_TSAN=ON
+fi
+
+export KMQ_KAFKA_STATE=$REPO/build/kafka-state
+cleanup() { bash scripts/kafka.sh stop >/dev/null 2>&1 || true; }
+trap cleanup EXIT INT TERM
+bash scripts/kafka.sh stop >/dev/null 2>&1 || true
+eval "$(bash scripts/kafka.sh start)"
+export KMQ_BOOTSTRAP
+echo "test: broker at $KMQ_BOOTSTRAP"
+
+# librdkafka's own stderr logs stay in the ctest logs; failures print them.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$REPO/tests/lsan.supp:print_suppressions=0
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+status=0
+run() { # title, build dir, ctest args...
+  local title=$1 dir=$2
+  shift 2
+  echo "test: ctest ($title)"
+  ctest --test-dir "$dir" --output-on-failure --timeout 900 "$@" || status=1
+}
+run plain build
+if ((!QUICK)); then
+  run "ASan+UBSan" build-asan
+  run TSan build-tsan -L tsan
+fi
+exit $status
