@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/util.h"
 
@@ -266,7 +267,13 @@ kmq_err_t kmq_dlq_flush(kmq_dlq_t *dlq, int timeout_ms) {
     int64_t left = deadline - kmq__mono_ms();
     if (left <= 0)
       return KMQ_ERR_TIMED_OUT;
-    rd_kafka_flush(dlq->rk, (int)(left < 100 ? left : 100));
+    if (rd_kafka_flush(dlq->rk, (int)(left < 100 ? left : 100)) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      /* librdkafka's queue is empty but a report is being served on the
+       * poll thread: wait for it without spinning. */
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/util.h"
 
@@ -319,7 +320,13 @@ kmq_err_t kmq_producer_flush(kmq_producer_t *p, int timeout_ms) {
       rd_kafka_flush(p->rk, slice);
     pthread_rwlock_unlock(&p->lock);
     /* Failed deliveries finish on the DLQ's thread. */
-    kmq_dlq_flush(p->dlq, slice);
+    if (kmq_dlq_flush(p->dlq, slice) == KMQ_OK &&
+        atomic_load_explicit(&p->outstanding, memory_order_acquire) != 0) {
+      /* Both queues empty yet reports in progress on a poll thread: wait
+       * for it without spinning. */
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
   }
 }
 
