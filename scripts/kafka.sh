@@ -374,28 +374,47 @@ wait_ready() {
   wait "$probe_pid"
 }
 
-# TERM the given nodes, KILL what is left after a bounded wait, wait until gone.
+# True while pid runs; a zombie (exited, not yet reaped by whatever adopted it)
+# counts as gone.
+proc_alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+
+# Signals the given nodes ($1 = TERM or KILL) and waits until they are gone; after
+# TERM, KILLs what is left after a bounded wait.
 kill_nodes() {
-  local sig=$1 n pid pids=() i
+  local sig=$1 n pid pids=() i left total majority
   shift
   for n in "$@"; do
     pid=$(node_pid "$n") && pids+=("$pid")
   done
   ((${#pids[@]})) || return 0
+  total=$(nodes_count)
+  majority=$((total / 2 + 1))
   kill "-$sig" "${pids[@]}" 2>/dev/null || true
-  # Controlled shutdown of a single node takes ~1-3 s; if the quorum is gone it can
-  # hang, so give up after 20 s and KILL.
+  # Controlled shutdown of a node takes ~1-3 s, but needs the controller quorum: once
+  # fewer than a majority of the cluster's nodes are left, the survivors would hang
+  # (until the 20 s bound below), so they are KILLed at once - the data is thrown
+  # away anyway.
   for ((i = 0; i < 200; i++)); do
-    local left=()
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+    left=()
+    for pid in "${pids[@]}"; do proc_alive "$pid" && left+=("$pid"); done
     ((${#left[@]})) || return 0
+    if ((total > 1 && $(alive_count) < majority)); then
+      break
+    fi
     sleep 0.1
   done
-  log "nodes still alive after 20 s: SIGKILL ${left[*]}"
+  if ((i == 200)); then
+    log "nodes still alive after 20 s: SIGKILL ${left[*]}"
+  fi
   kill -KILL "${left[@]}" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do
     left=()
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+    for pid in "${pids[@]}"; do proc_alive "$pid" && left+=("$pid"); done
     ((${#left[@]})) || return 0
     sleep 0.1
   done
@@ -463,6 +482,10 @@ cmd_start() {
   printf '%s\n' "$nodes" >"$STATE/nodes"
   # On any failure from here on: show the logs, then leave nothing running.
   trap 'rc=$?; if ((rc)); then print_log_tails; cmd_stop; fi' EXIT
+  # Bash skips the EXIT trap when a signal kills it (ctest timeout, Ctrl-C): turn
+  # those into an exit so the half-started nodes are cleaned up too.
+  trap 'exit 130' INT
+  trap 'exit 143' TERM HUP
   write_log_configs "$tmp"
 
   mapfile -t ports < <(pick_ports $((2 * nodes)))
@@ -505,7 +528,7 @@ cmd_start() {
   exec 9>&-
 
   wait_ready "$nodes" || { log "cluster not ready within ${START_TIMEOUT}s"; exit 1; }
-  trap - EXIT
+  trap - EXIT INT TERM HUP
 
   local line
   line="KMQ_BOOTSTRAP=$(bootstrap_servers)"
