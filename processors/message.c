@@ -93,131 +93,6 @@ size_t kmq_msg_decoder_max_bytes(const kmq_msg_decoder_t *d) {
   return d->max_bytes;
 }
 
-/* ---- field access ------------------------------------------------------- */
-
-static const char *kmq__json_type(const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    return "an object";
-  case JSON_ARRAY:
-    return "an array";
-  case JSON_STRING:
-    return "a string";
-  case JSON_INTEGER:
-    return "an integer";
-  case JSON_REAL:
-    return "a real number";
-  case JSON_TRUE:
-    return "true";
-  case JSON_FALSE:
-    return "false";
-  case JSON_NULL:
-    return "null";
-  }
-  return "?";
-}
-
-/* "content.text." + "content" for reasons; where == "" for the envelope. */
-#define KMQ__F(where, key) (where), (*(where) ? "." : ""), (key)
-
-/* A present, non-null member of obj, or NULL. JSON null reads as absent. */
-static json_t *kmq__member(const json_t *obj, const char *key) {
-  json_t *v = obj ? json_object_get(obj, key) : NULL;
-  return v && !json_is_null(v) ? v : NULL;
-}
-
-static const kmq_msg_str_t kmq__absent = {"", 0};
-
-/* Reads a string member into *out ("" when absent). required: absent or
- * empty is an error. */
-static kmq_err_t kmq__get_str(const json_t *obj, const char *where,
-                              const char *key, int required,
-                              kmq_msg_str_t *out, char *errstr,
-                              size_t errstr_size) {
-  json_t *v = kmq__member(obj, key);
-  *out = kmq__absent;
-  if (!v) {
-    if (!required)
-      return KMQ_OK;
-    kmq__errset(errstr, errstr_size, "%s%s%s is missing", KMQ__F(where, key));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  if (!json_is_string(v)) {
-    kmq__errset(errstr, errstr_size, "%s%s%s: expected a string, got %s",
-                KMQ__F(where, key), kmq__json_type(v));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  out->ptr = json_string_value(v);
-  out->len = json_string_length(v);
-  /* Only reachable through kmq_msg_encode(): the parser rejects \u0000. */
-  if (memchr(out->ptr, '\0', out->len)) {
-    *out = kmq__absent;
-    kmq__errset(errstr, errstr_size, "%s%s%s contains a NUL character",
-                KMQ__F(where, key));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  if (required && !out->len) {
-    kmq__errset(errstr, errstr_size, "%s%s%s is empty", KMQ__F(where, key));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  return KMQ_OK;
-}
-
-static kmq_err_t kmq__get_int(const json_t *obj, const char *where,
-                              const char *key, int64_t absent, int64_t *out,
-                              char *errstr, size_t errstr_size) {
-  json_t *v = kmq__member(obj, key);
-  *out = absent;
-  if (!v)
-    return KMQ_OK;
-  if (!json_is_integer(v)) {
-    kmq__errset(errstr, errstr_size, "%s%s%s: expected an integer, got %s",
-                KMQ__F(where, key), kmq__json_type(v));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  *out = (int64_t)json_integer_value(v);
-  return KMQ_OK;
-}
-
-static kmq_err_t kmq__get_num(const json_t *obj, const char *where,
-                              const char *key, double *out, char *errstr,
-                              size_t errstr_size) {
-  json_t *v = kmq__member(obj, key);
-  *out = 0;
-  if (!v) {
-    kmq__errset(errstr, errstr_size, "%s%s%s is missing", KMQ__F(where, key));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  if (!json_is_number(v)) {
-    kmq__errset(errstr, errstr_size, "%s%s%s: expected a number, got %s",
-                KMQ__F(where, key), kmq__json_type(v));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  *out = json_number_value(v);
-  return KMQ_OK;
-}
-
-/* An object member; NULL in *out when absent and not required. */
-static kmq_err_t kmq__get_obj(const json_t *obj, const char *where,
-                              const char *key, int required, json_t **out,
-                              char *errstr, size_t errstr_size) {
-  json_t *v = kmq__member(obj, key);
-  *out = NULL;
-  if (!v) {
-    if (!required)
-      return KMQ_OK;
-    kmq__errset(errstr, errstr_size, "%s%s%s is missing", KMQ__F(where, key));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  if (!json_is_object(v)) {
-    kmq__errset(errstr, errstr_size, "%s%s%s: expected an object, got %s",
-                KMQ__F(where, key), kmq__json_type(v));
-    return KMQ_ERR_BAD_FIELD;
-  }
-  *out = v;
-  return KMQ_OK;
-}
-
 /* ---- identity: user id and open_kfid ------------------------------------ */
 
 typedef struct {
@@ -252,9 +127,9 @@ static kmq_err_t kmq__resolve_ids(const json_t *root, const json_t *content,
                                   const json_t *event, kmq_chat_msg_t *msg,
                                   char *errstr, size_t errstr_size) {
   kmq_err_t err;
-  kmq__cand_t u[3] = {{"external_user_id", kmq__absent},
-                      {"content.external_userid", kmq__absent},
-                      {"content.event.external_userid", kmq__absent}};
+  kmq__cand_t u[3] = {{"external_user_id", KMQ__ABSENT},
+                      {"content.external_userid", KMQ__ABSENT},
+                      {"content.event.external_userid", KMQ__ABSENT}};
   int nu = event ? 3 : 2;
   if ((err = kmq__get_str(root, "", "external_user_id", 0, &u[0].val, errstr,
                           errstr_size)) ||
@@ -286,9 +161,9 @@ static kmq_err_t kmq__resolve_ids(const json_t *root, const json_t *content,
   }
   msg->external_user_id = u[pick].val;
 
-  kmq__cand_t k[3] = {{"open_kfid", kmq__absent},
-                      {"content.open_kfid", kmq__absent},
-                      {"content.event.open_kfid", kmq__absent}};
+  kmq__cand_t k[3] = {{"open_kfid", KMQ__ABSENT},
+                      {"content.open_kfid", KMQ__ABSENT},
+                      {"content.event.open_kfid", KMQ__ABSENT}};
   if ((err = kmq__get_str(root, "", "open_kfid", 0, &k[0].val, errstr,
                           errstr_size)) ||
       (err = kmq__get_str(content, "content", "open_kfid", 0, &k[1].val,
@@ -299,116 +174,7 @@ static kmq_err_t kmq__resolve_ids(const json_t *root, const json_t *content,
   pick = kmq__pick(k, nu, errstr, errstr_size);
   if (pick == -2)
     return KMQ_ERR_BAD_FIELD;
-  msg->open_kfid = pick >= 0 ? k[pick].val : kmq__absent;
-  return KMQ_OK;
-}
-
-/* ---- bodies ------------------------------------------------------------- */
-
-static kmq_err_t kmq__extract_event(const json_t *b, kmq_msg_event_t *e,
-                                    char *errstr, size_t errstr_size) {
-  static const char *w = "content.event";
-  kmq_err_t err;
-  struct {
-    const char *key;
-    kmq_msg_str_t *dst;
-  } strs[] = {
-      {"open_kfid", &e->open_kfid},
-      {"external_userid", &e->external_userid},
-      {"servicer_userid", &e->servicer_userid},
-      {"scene", &e->scene},
-      {"scene_param", &e->scene_param},
-      {"welcome_code", &e->welcome_code},
-      {"fail_msgid", &e->fail_msgid},
-      {"old_servicer_userid", &e->old_servicer_userid},
-      {"new_servicer_userid", &e->new_servicer_userid},
-      {"msg_code", &e->msg_code},
-      {"recall_msgid", &e->recall_msgid},
-  };
-  struct {
-    const char *key;
-    int64_t *dst;
-  } ints[] = {{"fail_type", &e->fail_type},
-              {"status", &e->status},
-              {"stop_type", &e->stop_type},
-              {"change_type", &e->change_type}};
-  if ((err = kmq__get_str(b, w, "event_type", 1, &e->event_type, errstr,
-                          errstr_size)))
-    return err;
-  for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
-    if ((err = kmq__get_str(b, w, strs[i].key, 0, strs[i].dst, errstr,
-                            errstr_size)))
-      return err;
-  for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
-    if ((err = kmq__get_int(b, w, ints[i].key, -1, ints[i].dst, errstr,
-                            errstr_size)))
-      return err;
-  return KMQ_OK;
-}
-
-/* b is content.<msgtype>, an object; where is "content.<msgtype>". */
-static kmq_err_t kmq__extract_body(const json_t *b, const char *where,
-                                   kmq_chat_msg_t *m, char *errstr,
-                                   size_t errstr_size) {
-  kmq_err_t err = KMQ_OK;
-  char *es = errstr;
-  size_t en = errstr_size;
-#define KMQ__S(key, req, dst)                                                  \
-  if ((err = kmq__get_str(b, where, key, req, dst, es, en)))                   \
-  return err
-  switch (m->type) {
-  case KMQ_MSG_TEXT:
-    KMQ__S("content", 1, &m->body.text.content);
-    KMQ__S("menu_id", 0, &m->body.text.menu_id);
-    break;
-  case KMQ_MSG_IMAGE:
-  case KMQ_MSG_VOICE:
-  case KMQ_MSG_VIDEO:
-  case KMQ_MSG_FILE:
-    KMQ__S("media_id", 1, &m->body.media.media_id);
-    break;
-  case KMQ_MSG_LOCATION:
-    if ((err = kmq__get_num(b, where, "latitude", &m->body.location.latitude,
-                            es, en)) ||
-        (err = kmq__get_num(b, where, "longitude", &m->body.location.longitude,
-                            es, en)))
-      return err;
-    KMQ__S("name", 0, &m->body.location.name);
-    KMQ__S("address", 0, &m->body.location.address);
-    break;
-  case KMQ_MSG_LINK:
-    KMQ__S("url", 1, &m->body.link.url);
-    KMQ__S("title", 0, &m->body.link.title);
-    KMQ__S("desc", 0, &m->body.link.desc);
-    KMQ__S("pic_url", 0, &m->body.link.pic_url);
-    break;
-  case KMQ_MSG_BUSINESS_CARD:
-    KMQ__S("userid", 1, &m->body.business_card.userid);
-    break;
-  case KMQ_MSG_MINIPROGRAM:
-    KMQ__S("appid", 1, &m->body.miniprogram.appid);
-    KMQ__S("title", 0, &m->body.miniprogram.title);
-    KMQ__S("pagepath", 0, &m->body.miniprogram.pagepath);
-    KMQ__S("thumb_media_id", 0, &m->body.miniprogram.thumb_media_id);
-    break;
-  case KMQ_MSG_MSGMENU: {
-    KMQ__S("head_content", 0, &m->body.msgmenu.head_content);
-    KMQ__S("tail_content", 0, &m->body.msgmenu.tail_content);
-    json_t *l = kmq__member(b, "list");
-    if (l && !json_is_array(l)) {
-      kmq__errset(es, en, "%s.list: expected an array, got %s", where,
-                  kmq__json_type(l));
-      return KMQ_ERR_BAD_FIELD;
-    }
-    m->body.msgmenu.list = l;
-    break;
-  }
-  case KMQ_MSG_EVENT:
-    return kmq__extract_event(b, &m->body.event, es, en);
-  default:
-    break;
-  }
-#undef KMQ__S
+  msg->open_kfid = pick >= 0 ? k[pick].val : KMQ__ABSENT;
   return KMQ_OK;
 }
 
@@ -417,54 +183,8 @@ static kmq_err_t kmq__extract_body(const json_t *b, const char *where,
 void kmq__msg_reset(kmq_chat_msg_t *m) {
   memset(m, 0, sizeof(*m));
   m->message_id = m->external_user_id = m->open_kfid = m->msg_type =
-      m->servicer_userid = kmq__absent;
+      m->servicer_userid = KMQ__ABSENT;
   m->type = KMQ_MSG_UNKNOWN;
-}
-
-void kmq__msg_body_reset(kmq_chat_msg_t *m) {
-  const kmq_msg_str_t a = kmq__absent;
-  memset(&m->body, 0, sizeof(m->body));
-  switch (m->type) {
-  case KMQ_MSG_TEXT:
-    m->body.text.content = m->body.text.menu_id = a;
-    break;
-  case KMQ_MSG_IMAGE:
-  case KMQ_MSG_VOICE:
-  case KMQ_MSG_VIDEO:
-  case KMQ_MSG_FILE:
-    m->body.media.media_id = a;
-    break;
-  case KMQ_MSG_LOCATION:
-    m->body.location.name = m->body.location.address = a;
-    break;
-  case KMQ_MSG_LINK: {
-    kmq_msg_link_t *l = &m->body.link;
-    l->title = l->desc = l->url = l->pic_url = a;
-    break;
-  }
-  case KMQ_MSG_BUSINESS_CARD:
-    m->body.business_card.userid = a;
-    break;
-  case KMQ_MSG_MINIPROGRAM: {
-    kmq_msg_miniprogram_t *p = &m->body.miniprogram;
-    p->title = p->appid = p->pagepath = p->thumb_media_id = a;
-    break;
-  }
-  case KMQ_MSG_MSGMENU:
-    m->body.msgmenu.head_content = m->body.msgmenu.tail_content = a;
-    break;
-  case KMQ_MSG_EVENT: {
-    kmq_msg_event_t *e = &m->body.event;
-    e->event_type = e->open_kfid = e->external_userid = e->servicer_userid = a;
-    e->scene = e->scene_param = e->welcome_code = e->fail_msgid = a;
-    e->old_servicer_userid = e->new_servicer_userid = e->msg_code = a;
-    e->recall_msgid = a;
-    e->fail_type = e->status = e->stop_type = e->change_type = -1;
-    break;
-  }
-  default:
-    break;
-  }
 }
 
 kmq_err_t kmq__msg_extract(json_t *root, kmq_chat_msg_t *m, char *errstr,
@@ -478,7 +198,7 @@ kmq_err_t kmq__msg_extract(json_t *root, kmq_chat_msg_t *m, char *errstr,
   kmq__msg_reset(m);
   /* The type first (leniently) so that the user id may come from the event
    * body; msg_type's own errors are reported after the user id's. */
-  kmq_msg_str_t t = kmq__absent;
+  kmq_msg_str_t t = KMQ__ABSENT;
   json_t *tv = kmq__member(root, "msg_type");
   if (tv && json_is_string(tv)) {
     t.ptr = json_string_value(tv);
@@ -511,8 +231,8 @@ kmq_err_t kmq__msg_extract(json_t *root, kmq_chat_msg_t *m, char *errstr,
     char qa[KMQ__QUOTE_MAX * 4 + 8], qb[KMQ__QUOTE_MAX * 4 + 8];
     kmq__quote(qa, sizeof(qa), m->msg_type.ptr, m->msg_type.len);
     kmq__quote(qb, sizeof(qb), ctype.ptr, ctype.len);
-    kmq__errset(errstr, errstr_size, "msg_type %s differs from content.msgtype %s",
-                qa, qb);
+    kmq__errset(errstr, errstr_size,
+                "msg_type %s differs from content.msgtype %s", qa, qb);
     err = KMQ_ERR_BAD_FIELD;
     goto fail;
   }
@@ -538,7 +258,7 @@ kmq_err_t kmq__msg_extract(json_t *root, kmq_chat_msg_t *m, char *errstr,
     snprintf(where, sizeof(where), "content.%s", kmq_msg_type_name(m->type));
     if ((err = kmq__get_obj(content, "content", kmq_msg_type_name(m->type), 1,
                             &b, errstr, errstr_size)) ||
-        (err = kmq__extract_body(b, where, m, errstr, errstr_size)))
+        (err = kmq__msg_extract_body(b, where, m, errstr, errstr_size)))
       goto fail;
   }
   m->content = content;
@@ -550,15 +270,6 @@ fail:
 }
 
 /* ---- decode ------------------------------------------------------------- */
-
-/* jansson's message may quote input: keep reasons printable, valid UTF-8. */
-static void kmq__sanitize(char *s) {
-  size_t n = strlen(s);
-  s[kmq__utf8_trim(s, n)] = '\0';
-  for (; *s; s++)
-    if ((unsigned char)*s < 0x20 || *s == 0x7F)
-      *s = '?';
-}
 
 kmq_err_t kmq_msg_decode(kmq_msg_decoder_t *d, const void *buf, size_t len,
                          kmq_chat_msg_t *out, char *errstr,
@@ -603,7 +314,9 @@ kmq_err_t kmq_msg_decode(kmq_msg_decoder_t *d, const void *buf, size_t len,
       kmq__errset(errstr, errstr_size, "out of memory parsing %zu bytes", len);
       return KMQ_ERR_NOMEM;
     }
-    kmq__sanitize(je.text);
+    /* jansson quotes the offending token, cut at any byte: keep the reason
+     * valid UTF-8 and printable (it goes into DLQ JSON and headers). */
+    kmq__utf8_scrub(je.text);
     kmq__errset(errstr, errstr_size,
                 "invalid JSON at line %d column %d (byte %d): %s", je.line,
                 je.column, je.position, je.text);

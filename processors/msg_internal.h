@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kmq/message.h"
@@ -37,6 +38,57 @@ void kmq__quote(char *dst, size_t dst_size, const char *s, size_t len);
  * U+002F (0xc0 0xaf)". */
 int kmq__utf8_check(const void *buf, size_t len, char *errstr,
                     size_t errstr_size);
+
+/* Makes a NUL-terminated string printable, valid UTF-8 in place: every byte
+ * that does not start a valid character, and every control character,
+ * becomes '?'. For text quoted from input by a library (jansson's "near
+ * '...'" cuts tokens anywhere). */
+void kmq__utf8_scrub(char *s);
+
+/* The absent string of a decoded message: "" (never NULL). */
+#define KMQ__ABSENT ((kmq_msg_str_t){"", 0})
+
+/* ---- JSON member access (msg_field.c) ------------------------------------
+ * `where` is the path of obj for reasons ("" for the envelope, "content",
+ * "content.text"); failures are KMQ_ERR_BAD_FIELD. JSON null reads as
+ * absent. Pointers stored are borrowed from obj's tree. */
+
+/* "where.key" (or "key" when where is "") as three printf "%s" arguments. */
+#define KMQ__F(where, key) (where), (*(where) ? "." : ""), (key)
+
+/* "an object", "a string", "an integer", ...: for reasons. */
+const char *kmq__json_type(const json_t *v);
+
+/* obj's member key, or NULL when obj is NULL, key is absent or null. */
+json_t *kmq__member(const json_t *obj, const char *key);
+
+/* A string member into *out ("" when absent). required: absent or empty is
+ * an error too. A string holding a NUL is an error. */
+kmq_err_t kmq__get_str(const json_t *obj, const char *where, const char *key,
+                       int required, kmq_msg_str_t *out, char *errstr,
+                       size_t errstr_size);
+
+/* An optional integer member; *out = absent when missing. */
+kmq_err_t kmq__get_int(const json_t *obj, const char *where, const char *key,
+                       int64_t absent, int64_t *out, char *errstr,
+                       size_t errstr_size);
+
+/* A required number (integer or real). */
+kmq_err_t kmq__get_num(const json_t *obj, const char *where, const char *key,
+                       double *out, char *errstr, size_t errstr_size);
+
+/* An object member; *out NULL when absent and not required. */
+kmq_err_t kmq__get_obj(const json_t *obj, const char *where, const char *key,
+                       int required, json_t **out, char *errstr,
+                       size_t errstr_size);
+
+/* ---- message view -------------------------------------------------------- */
+
+/* Fills m->body for m->type from b, the object content.<msgtype> whose path
+ * is `where`; checks the type's required fields (message_body.c). */
+kmq_err_t kmq__msg_extract_body(const json_t *b, const char *where,
+                                kmq_chat_msg_t *m, char *errstr,
+                                size_t errstr_size);
 
 /* Empties a message without releasing anything: strings "", event integers
  * -1, type UNKNOWN, content and _root NULL. */

@@ -85,6 +85,36 @@ void kmq__quote(char *dst, size_t dst_size, const char *s, size_t len) {
   dst[kmq__utf8_trim(dst, o)] = '\0';
 }
 
+/* Length of the valid UTF-8 character at p (avail bytes readable), or 0. */
+static size_t kmq__utf8_char_len(const unsigned char *p, size_t avail) {
+  size_t need = kmq__utf8_seqlen(p[0]);
+  if (!need || need > avail)
+    return 0;
+  uint32_t cp = p[0] & (0xFFu >> (need + 1));
+  for (size_t k = 1; k < need; k++) {
+    if ((p[k] & 0xC0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (p[k] & 0x3Fu);
+  }
+  static const uint32_t kmin[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kmin[need] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+    return 0;
+  return need;
+}
+
+void kmq__utf8_scrub(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  size_t len = strlen(s);
+  for (size_t i = 0; i < len;) {
+    size_t n = kmq__utf8_char_len(p + i, len - i);
+    if (!n || p[i] < 0x20 || p[i] == 0x7F) {
+      p[i++] = '?';
+      continue;
+    }
+    i += n;
+  }
+}
+
 /* "0xe0 0x80 0x80": the n bytes at p, for reasons. */
 static void kmq__hexbytes(char *dst, size_t size, const unsigned char *p,
                           size_t n) {

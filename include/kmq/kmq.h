@@ -3,4 +3,14 @@
 #define KMQ_KMQ_H
 #include "kmq/err.h"
 #include "kmq/conf.h"
+#include "kmq/gate.h"
+#include "kmq/hist.h"
+#include "kmq/dlq.h"
+#include "kmq/producer.h"
+#include "kmq/consumer.h"
+#include "kmq/admin.h"
+#include "kmq/message.h"
+#include "kmq/processor.h"
+#include "kmq/sched.h"
+#include "kmq/runtime.h"
 #endif

@@ -2,15 +2,16 @@
  * kmq message model: the ChatMessage envelope carried on the Kafka topic.
  *
  * Wire format (the record value, UTF-8 JSON, one object):
- *   {"message_id": "<id>", "external_user_id": "<wm...>", "open_kfid": "<wk...>",
- *    "msg_type": "text", "timestamp": <ms since epoch>,
+ *   {"message_id": "<id>", "external_user_id": "<wm...>",
+ *    "open_kfid": "<wk...>", "msg_type": "text", "timestamp": <ms>,
  *    "content": <one msg_list item of WeCom kf/sync_msg, as WeCom sent it>}
  * The record key is the external_user_id (kmq_msg_key_matches()).
  *
  * Validation (kmq_msg_decode), in this order, each failure with its own code
  * and a reason in errstr that names the offending detail:
  *   1. size > kmq.msg.max.bytes            -> KMQ_ERR_TOO_LARGE (nothing read)
- *   2. empty value, invalid UTF-8          -> KMQ_ERR_BAD_JSON / KMQ_ERR_BAD_UTF8
+ *   2. empty value (or tombstone)          -> KMQ_ERR_BAD_JSON
+ *      invalid UTF-8 (strict, RFC 3629)    -> KMQ_ERR_BAD_UTF8
  *   3. not JSON, duplicate key, \u0000, not an object -> KMQ_ERR_BAD_JSON
  *   4. the user id, resolved as: envelope "external_user_id" (authoritative),
  *      else content.external_userid, else content.event.external_userid (WeCom
@@ -209,7 +210,8 @@ size_t kmq_msg_decoder_max_bytes(const kmq_msg_decoder_t *d);
  * one of TOO_LARGE, BAD_UTF8, BAD_JSON, MISSING_USER, BAD_FIELD (INVALID_ARG
  * for NULL d/out, NOMEM) with the reason in errstr and `out` empty: on every
  * return kmq_chat_msg_clear(out) is valid and a no-op after an error.
- * @locality the thread that owns d */
+ * @locality any thread: decode only reads d's limits, so one decoder may
+ * serve every worker (the runtime shares one). */
 kmq_err_t kmq_msg_decode(kmq_msg_decoder_t *d, const void *buf, size_t len,
                          kmq_chat_msg_t *out, char *errstr,
                          size_t errstr_size);
