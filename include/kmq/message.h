@@ -36,8 +36,8 @@
  * actor's); clear exactly one copy. Parsing allocates the tree (jansson); the
  * decoder itself allocates nothing per message.
  *
- * Threads: a decoder is used by one thread at a time (one per poll thread);
- * decoded messages are plain data that any one thread may read and clear.
+ * Threads: decoding only reads the decoder's limits, so one decoder may be
+ * shared by every worker (the runtime does); decoded messages are plain data that any one thread may read and clear.
  * Encoding functions are reentrant.
  */
 #ifndef KMQ_MESSAGE_H
