@@ -304,12 +304,219 @@ START_TEST(members_join_and_leave_midstream) {
 }
 END_TEST
 
+
+/* ---- processor outcomes: retry, fail, async; order kept throughout ---- */
+
+typedef struct {
+  check_t *ck;
+  atomic_int attempts_seen;
+  pthread_t th;
+  /* A one-slot hand-off to the completer thread. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  kmq_proc_ctx_t *pending;
+  int stop;
+} outcome_app_t;
+
+static void *completer(void *arg) {
+  outcome_app_t *a = arg;
+  pthread_mutex_lock(&a->mu);
+  for (;;) {
+    while (!a->pending && !a->stop)
+      pthread_cond_wait(&a->cv, &a->mu);
+    if (!a->pending && a->stop)
+      break;
+    kmq_proc_ctx_t *ctx = a->pending;
+    a->pending = NULL;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    ck_assert_int_eq(kmq_proc_ctx_complete(ctx, KMQ_PROC_OK), KMQ_OK);
+    pthread_mutex_lock(&a->mu);
+  }
+  pthread_mutex_unlock(&a->mu);
+  return NULL;
+}
+
+/* seq % 10: 3 -> RETRY on the first two attempts then OK; 7 -> FAIL
+ * (dead-lettered); 5 -> ASYNC completed by another thread; else OK. */
+static kmq_proc_result_t outcomes(const kmq_chat_msg_t *msg,
+                                  kmq_proc_ctx_t *ctx, void *opaque) {
+  outcome_app_t *a = opaque;
+  int u, seq;
+  ck_assert_int_eq(
+      kmq_traffic_parse_id(msg->message_id.ptr, msg->message_id.len, &u, &seq),
+      0);
+  atomic_fetch_add(&a->attempts_seen, 1);
+  /* Order: whatever the outcome, a user's seqs arrive increasing, and a
+   * retried message is retried before the user's next one. */
+  if (kmq_proc_ctx_attempt(ctx) == 1) {
+    if (seq != a->ck->last[u] + 1)
+      atomic_fetch_add(&a->ck->violations, 1);
+    a->ck->last[u] = seq;
+  } else if (seq != a->ck->last[u]) {
+    atomic_fetch_add(&a->ck->violations, 1);
+  }
+  if (seq % 10 == 3 && kmq_proc_ctx_attempt(ctx) < 3)
+    return KMQ_PROC_RETRY;
+  if (seq % 10 == 7) {
+    kmq_proc_ctx_set_reason(ctx, "seq %d is refused by the test", seq);
+    return KMQ_PROC_FAIL;
+  }
+  atomic_fetch_add(&a->ck->processed, 1);
+  if (seq % 10 == 5) {
+    pthread_mutex_lock(&a->mu);
+    while (a->pending)
+      pthread_cond_wait(&a->cv, &a->mu);
+    a->pending = ctx;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return KMQ_PROC_ASYNC;
+  }
+  return KMQ_PROC_OK;
+}
+
+typedef struct {
+  int processor_failed;
+  int other;
+} reason_count_t;
+
+static void count_failed(const rd_kafka_message_t *m, void *opaque) {
+  reason_count_t *r = opaque;
+  json_t *j = json_loadb(m->payload, m->len, 0, NULL);
+  const char *reason = json_string_value(json_object_get(j, "reason"));
+  const char *error = json_string_value(json_object_get(j, "error"));
+  if (reason && !strcmp(reason, "processor_failed") && error &&
+      strstr(error, "refused by the test"))
+    r->processor_failed++;
+  else
+    r->other++;
+  json_decref(j);
+}
+
+START_TEST(processor_retry_fail_async) {
+  const int users = 50, per = 20;
+  setup_topics();
+  produce(users, 0, per, 0);
+  char group[64], errstr[512];
+  kt_unique_name(group, sizeof(group), "rt3");
+  outcome_app_t a = {.ck = check_new(users, per, 0)};
+  pthread_mutex_init(&a.mu, NULL);
+  pthread_cond_init(&a.cv, NULL);
+  pthread_create(&a.th, NULL, completer, &a);
+  kmq_conf_t *c = conf_for(group);
+  kmq_conf_set(c, "kmq.proc.retries", "3", errstr, sizeof(errstr));
+  kmq_conf_set(c, "kmq.proc.backoff.ms", "1", errstr, sizeof(errstr));
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_default(reg, outcomes, &a), KMQ_OK);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  const int failing = users * (per / 10);
+  kmq_runtime_metrics_t mx;
+  int64_t deadline = kt_now_ms() + 120000;
+  do {
+    kmq_runtime_poll(rt, 100);
+    kmq_runtime_metrics(rt, &mx);
+  } while ((mx.processed + mx.failed < users * per) && kt_now_ms() < deadline);
+  ck_assert_int_eq(mx.failed, failing);
+  ck_assert_int_eq(mx.processed, users * per - failing);
+  ck_assert_int_eq(mx.retried, users * (per / 10) * 2);
+  kmq_runtime_destroy(rt);
+  pthread_mutex_lock(&a.mu);
+  a.stop = 1;
+  pthread_cond_broadcast(&a.cv);
+  pthread_mutex_unlock(&a.mu);
+  pthread_join(a.th, NULL);
+  ck_assert_int_eq(atomic_load(&a.ck->violations), 0);
+  for (int u = 0; u < users; u++)
+    ck_assert_int_eq(a.ck->last[u], per - 1);
+  assert_committed_at_end(group);
+  reason_count_t rc = {0};
+  ck_assert_int_eq(kt_read_topic(kt_bootstrap(), dlq_topic, failing, 30000,
+                                 count_failed, &rc),
+                   failing);
+  ck_assert_int_eq(rc.processor_failed, failing);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
+/* ---- backpressure: a slow processor pauses partitions, bounded memory ---- */
+
+static atomic_int slow_gate; /* processors wait while it is 0 */
+
+static kmq_proc_result_t slow(const kmq_chat_msg_t *msg, kmq_proc_ctx_t *ctx,
+                              void *opaque) {
+  (void)msg;
+  (void)ctx;
+  check_t *ck = opaque;
+  while (!atomic_load(&slow_gate)) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL); /* the test's brake, not a synchronisation */
+  }
+  atomic_fetch_add(&ck->processed, 1);
+  return KMQ_PROC_OK;
+}
+
+START_TEST(slow_processor_pauses_and_resumes) {
+  const int users = 20, per = 100;
+  setup_topics();
+  produce(users, 0, per, 0);
+  char group[64], errstr[512];
+  kt_unique_name(group, sizeof(group), "rt4");
+  check_t *ck = check_new(users, per, 0);
+  kmq_conf_t *c = conf_for(group);
+  kmq_conf_set(c, "kmq.sched.mailbox.size", "4", errstr, sizeof(errstr));
+  kmq_conf_set(c, "kmq.max.inflight", "64", errstr, sizeof(errstr));
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  kmq_proc_set_default(reg, slow, ck);
+  atomic_store(&slow_gate, 0);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  kmq_consumer_stats_t cs;
+  int64_t deadline = kt_now_ms() + 60000;
+  int64_t max_inflight = 0;
+  /* Blocked processors: the runtime must stop taking messages (pause)
+   * rather than queue all 2000. */
+  do {
+    kmq_runtime_poll(rt, 50);
+    kmq_consumer_stats(kmq_runtime_consumer(rt), &cs);
+    if (cs.in_flight > max_inflight)
+      max_inflight = cs.in_flight;
+  } while (cs.paused == 0 && kt_now_ms() < deadline);
+  ck_assert_int_gt(cs.paused, 0);
+  for (int i = 0; i < 50; i++) { /* keep polling: still bounded */
+    kmq_runtime_poll(rt, 10);
+    kmq_consumer_stats(kmq_runtime_consumer(rt), &cs);
+    if (cs.in_flight > max_inflight)
+      max_inflight = cs.in_flight;
+  }
+  ck_assert_int_le(max_inflight, 64);
+  atomic_store(&slow_gate, 1); /* release: everything drains and resumes */
+  deadline = kt_now_ms() + 60000;
+  do {
+    kmq_runtime_poll(rt, 50);
+    kmq_consumer_stats(kmq_runtime_consumer(rt), &cs);
+  } while ((atomic_load(&ck->processed) < users * per || cs.paused) &&
+           kt_now_ms() < deadline);
+  ck_assert_int_eq(atomic_load(&ck->processed), users * per);
+  ck_assert_int_eq(cs.paused, 0);
+  kmq_runtime_destroy(rt);
+  assert_committed_at_end(group);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("runtime_broker");
   TCase *tc = tcase_create("broker");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, thousand_users_in_order_with_random_delays);
   tcase_add_test(tc, members_join_and_leave_midstream);
+  tcase_add_test(tc, processor_retry_fail_async);
+  tcase_add_test(tc, slow_processor_pauses_and_resumes);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
