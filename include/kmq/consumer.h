@@ -22,7 +22,8 @@
  * partition's gate window (kmq.gate.window) is full.
  *
  * Rebalance: on assign, each partition's gate starts at the group's
- * committed offset (the low watermark when none). On revoke, the revoke hook
+ * committed offset; with none, at the first offset fetched (where
+ * auto.offset.reset put the fetcher: the low watermark by default). On revoke, the revoke hook
  * runs first (cancel queued work of those partitions), then in-flight
  * messages of the revoked partitions may finish for up to
  * kmq.revoke.timeout.ms, then their contiguous prefix is stored and committed
