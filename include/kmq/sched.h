@@ -1,0 +1,209 @@
+/*
+ * kmq scheduler: per-key ordered, cross-key parallel execution of opaque
+ * items on a fixed pool of worker threads (the actor model, no Kafka inside).
+ *
+ * Contract.
+ *   - Items are opaque `void *` owned by the caller. The scheduler stores the
+ *     pointer, never dereferences it and never allocates per item. An item
+ *     accepted by kmq_sched_submit() is handed back exactly once: either to
+ *     cbs->run (and later acknowledged with kmq_sched_done()) or to
+ *     cbs->cancel (kmq_sched_cancel_if(), kmq_sched_stop()/_destroy()).
+ *     A refused submit hands nothing back: the caller still owns the item.
+ *   - Items with the same key (a user id) form one actor. An actor runs at
+ *     most one item at a time, in submit order; the next item starts only
+ *     after kmq_sched_done() for the previous one, which may come from any
+ *     thread, long after cbs->run returned. Different actors run in parallel.
+ *   - Threads. One "dispatcher" thread (the Kafka poll thread) owns the
+ *     scheduler: it alone calls kmq_sched_new, _submit, _can_accept,
+ *     _reclaim, _cancel_if, _stop and _destroy. cbs->run, cbs->cancel and
+ *     cancellation predicates run on worker threads only, never on the
+ *     dispatcher.
+ *     kmq_sched_done, kmq_sched_actor_key and kmq_sched_stats are callable
+ *     from any thread.
+ *   - Bounds. Everything is bounded by configuration and a full bound is an
+ *     explicit KMQ_ERR_BACKPRESSURE, never silent growth:
+ *       kmq.sched.mailbox.size  items queued per actor (rounded up to a power
+ *                               of two N; N - 1 queued plus 1 running);
+ *       kmq.max.inflight        items submitted and not yet done/cancelled;
+ *       kmq.sched.max.actors    live actors (keys with state);
+ *       kmq.sched.workers       worker threads (0: online CPUs);
+ *       kmq.sched.idle.ms       idle time after which kmq_sched_reclaim()
+ *                               recycles an actor.
+ *     Memory grows only when a new key needs an actor and no recycled slot
+ *     is free; slots are reused after reclaim and freed by destroy.
+ *   - Failure. A function returning an error has done nothing (no item
+ *     enqueued, no callback called, no ownership taken) beyond counting a
+ *     backpressure refusal in the stats.
+ */
+#ifndef KMQ_SCHED_H
+#define KMQ_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kmq/conf.h"
+#include "kmq/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kmq_sched_s kmq_sched_t;
+
+/* The actor (key) an item runs under. Passed to cbs->run as the completion
+ * token for that item: give it back to kmq_sched_done(). Valid from the run
+ * callback until kmq_sched_done() returns; the actor may be recycled for
+ * another key afterwards. */
+typedef struct kmq_sched_actor_s kmq_sched_actor_t;
+
+typedef struct kmq_sched_callbacks_s {
+  /* Processes one item. @locality any worker thread.
+   * Called for the oldest queued item of an actor that has no other item
+   * running. Ownership of item passes to the callee. The item counts as
+   * running until kmq_sched_done(s, actor) is called, exactly once, from
+   * this callback or later from any thread; the actor's next item waits
+   * until then. Must not call kmq_sched_destroy(). Required. */
+  void (*run)(void *opaque, kmq_sched_actor_t *actor, void *item);
+
+  /* Hands back an item that will not run (matched a kmq_sched_cancel_if()
+   * predicate, or kmq_sched_stop()/_destroy() began). Ownership passes to
+   * the callee; kmq_sched_done() must NOT be called for it.
+   * @locality any worker thread. Required. */
+  void (*cancel)(void *opaque, void *item);
+} kmq_sched_callbacks_t;
+
+/* Counters, readable any time from any thread. Each field is read with a
+ * relaxed atomic load: every field is exact on its own, but fields are not a
+ * consistent snapshot of each other while the scheduler is busy. */
+typedef struct kmq_sched_stats_s {
+  uint64_t submitted;         /* items accepted by kmq_sched_submit */
+  uint64_t run;               /* items handed to cbs->run */
+  uint64_t completed;         /* items acknowledged by kmq_sched_done */
+  uint64_t cancelled;         /* items handed to cbs->cancel */
+  uint64_t inflight;          /* submitted, not yet completed nor cancelled */
+  uint64_t backpressure;      /* submits refused with KMQ_ERR_BACKPRESSURE */
+  uint64_t actors_live;       /* actors with a key (busy or idle) */
+  uint64_t actors_created;    /* actors ever bound to a key */
+  uint64_t actors_reclaimed;  /* actors recycled by kmq_sched_reclaim */
+  uint64_t actor_slots;       /* actor slots allocated (live + free): memory */
+  uint64_t mailbox_depth_max; /* most items ever queued in one mailbox */
+  uint32_t workers;           /* worker threads */
+  uint32_t mailbox_capacity;  /* items one mailbox can queue */
+} kmq_sched_stats_t;
+
+/* Creates a scheduler and starts its worker threads.
+ * conf is read (kmq.sched.*, kmq.max.inflight) and not kept. cbs is copied;
+ * both callbacks are required. opaque is passed to every callback and must
+ * outlive the scheduler.
+ * Returns NULL with the reason in errstr when an argument is invalid, memory
+ * is short or a thread cannot be started. Destroy with kmq_sched_destroy().
+ * @locality the thread that will be the dispatcher. */
+kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
+                           const kmq_sched_callbacks_t *cbs, void *opaque,
+                           char *errstr, size_t errstr_size);
+
+/* Stops the scheduler (kmq_sched_stop) and frees it. Blocks until every
+ * item already handed to cbs->run has been acknowledged with
+ * kmq_sched_done() (from other threads); items still queued are handed to
+ * cbs->cancel on worker threads instead of running; pending cancellation
+ * predicates are released (their arg_free called here). Then workers are
+ * joined and all memory is freed; no callback runs after it returns.
+ * NULL is a no-op. Must not be called from a callback.
+ * @locality dispatcher thread. */
+void kmq_sched_destroy(kmq_sched_t *s);
+
+/* Begins shutdown without blocking: from now on kmq_sched_submit() returns
+ * KMQ_ERR_SHUTDOWN and items still queued are handed to cbs->cancel instead
+ * of running; items already running finish normally with kmq_sched_done().
+ * The dispatcher may keep doing other work while the scheduler drains
+ * (kmq_sched_stats().inflight reaches 0), then must call
+ * kmq_sched_destroy(). Idempotent; NULL is a no-op. @locality dispatcher. */
+void kmq_sched_stop(kmq_sched_t *s);
+
+/* Queues item on the actor for key (key_len bytes, compared bytewise; the
+ * key is copied when the actor is created and need not outlive the call).
+ * On KMQ_OK the scheduler owns item until it hands it to cbs->run or
+ * cbs->cancel.
+ * Errors (item NOT queued; the caller keeps it; nothing else changed except
+ * the backpressure counter):
+ *   KMQ_ERR_BACKPRESSURE  the key's mailbox is full, kmq.max.inflight items
+ *                         are in flight, or the key has no actor and
+ *                         kmq.sched.max.actors actors are live. Retry after
+ *                         completions (kmq_sched_can_accept() says when) or,
+ *                         for the actor bound, after kmq_sched_reclaim().
+ *   KMQ_ERR_NOMEM         a new key needed an actor and memory is short.
+ *   KMQ_ERR_SHUTDOWN      kmq_sched_stop() was called.
+ *   KMQ_ERR_INVALID_ARG   s or item is NULL, or key is NULL with key_len > 0.
+ * Never blocks; allocates only when a new key finds no free actor slot.
+ * @locality dispatcher thread. */
+kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
+                           void *item);
+
+/* True when kmq_sched_submit() for this key would not return
+ * KMQ_ERR_BACKPRESSURE right now (it may still fail with KMQ_ERR_NOMEM).
+ * Workers only ever free capacity, so a true answer stays true until the
+ * dispatcher itself submits. Cheap: one hash lookup.
+ * @locality dispatcher thread. */
+bool kmq_sched_can_accept(const kmq_sched_t *s, const void *key,
+                          size_t key_len);
+
+/* Acknowledges the running item of actor: the item handed to cbs->run with
+ * this actor token. Must be called exactly once per run item, from any
+ * thread, with the s the item was submitted to. After it returns the actor's
+ * next item may start and the token must not be used again.
+ * Returns KMQ_ERR_STATE (and does nothing) when the actor has no running
+ * item, i.e. a detected second acknowledgement (detection is best effort: a
+ * late duplicate after the actor started its next item is not detected),
+ * KMQ_ERR_INVALID_ARG for NULL arguments. Never blocks, never allocates.
+ * @locality any thread. */
+kmq_err_t kmq_sched_done(kmq_sched_t *s, kmq_sched_actor_t *actor);
+
+/* The key of actor, its length in *key_lenp (if not NULL). The bytes are
+ * valid while the actor has an item running (from cbs->run until
+ * kmq_sched_done()). Not NUL-terminated. @locality any thread. */
+const void *kmq_sched_actor_key(const kmq_sched_actor_t *actor,
+                                size_t *key_lenp);
+
+/* Recycles idle actors: those with nothing queued or running whose last
+ * submit is at least kmq.sched.idle.ms old. now_ms is the dispatcher's
+ * monotonic clock (e.g. kt_now_ms / CLOCK_MONOTONIC in ms); the scheduler
+ * stamps submissions with the now_ms of the latest reclaim call, so idle
+ * time is measured with the resolution of the reclaim period. Busy actors
+ * found on the way have their stamp refreshed. Also releases cancellation
+ * predicates that no longer apply (their arg_free is called here).
+ * Cost: proportional to the actors examined (only those old enough).
+ * Returns the number of actors recycled. @locality dispatcher thread. */
+size_t kmq_sched_reclaim(kmq_sched_t *s, int64_t now_ms);
+
+/* Cancels items queued now whose pred(item, arg) is true: instead of
+ * running they are handed to cbs->cancel and count as finished. Items
+ * already running are not affected (they complete with kmq_sched_done());
+ * items submitted after this call are never tested against pred. Per-actor
+ * order of the remaining items is kept.
+ * Cancellation happens lazily on workers, when each queued item reaches the
+ * head of its actor's mailbox: an item queued behind a running item is
+ * cancelled when that item is done. Every actor with queued items is
+ * scheduled, so nothing waits for a new submit. To wait for a set of items
+ * (e.g. a revoked partition) the caller counts its own items back through
+ * cbs->run/kmq_sched_done and cbs->cancel.
+ * pred is called on worker threads, concurrently with itself and with the
+ * dispatcher; it must be thread-safe and must not call into the scheduler.
+ * On KMQ_OK the scheduler owns arg: arg_free(arg) (if not NULL) is called
+ * exactly once on the dispatcher thread, from this call, kmq_sched_reclaim()
+ * or kmq_sched_destroy(), once pred can no longer be called.
+ * Errors (nothing done, arg not taken): KMQ_ERR_INVALID_ARG (s or pred
+ * NULL); KMQ_ERR_BACKPRESSURE when 63 earlier cancellations still have
+ * items queued from before them (call kmq_sched_reclaim() and retry).
+ * @locality dispatcher thread. */
+kmq_err_t kmq_sched_cancel_if(kmq_sched_t *s,
+                              bool (*pred)(void *item, void *arg), void *arg,
+                              void (*arg_free)(void *arg));
+
+/* Fills *out with the current counters. @locality any thread. */
+void kmq_sched_stats(const kmq_sched_t *s, kmq_sched_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KMQ_SCHED_H */

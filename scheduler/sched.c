@@ -1,0 +1,493 @@
+/*
+ * kmq scheduler: lifecycle, submit (dispatcher), worker loop, completion.
+ * The ownership protocol is described in sched_int.h, the rings'
+ * ordering in sched_ring.h, cancellation in cancel.c, the actor table and
+ * slab in actor.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scheduler/sched_ring.h"
+
+_Noreturn void kmq__sched_bug(const char *file, int line, const char *msg) {
+  fprintf(stderr, "kmq scheduler: BUG at %s:%d: %s\n", file, line, msg);
+  abort();
+}
+
+static uint32_t kmq__pow2_u32(uint64_t v) {
+  uint32_t p = 2;
+  while (p < v)
+    p <<= 1;
+  return p;
+}
+
+/* ---- wake-up protocol (an event count) ----
+ *
+ * A producer publishes an actor on the run queue, then bumps wake_epoch and
+ * reads sleepers; a worker about to sleep, holding `lock`, bumps sleepers,
+ * reads wake_epoch, retries the run queue, and waits while wake_epoch is
+ * unchanged. All four are seq_cst, so in their single total order either
+ * the producer's sleepers load comes after the worker's increment (the
+ * producer then signals under `lock`, which the worker holds until it is
+ * inside pthread_cond_wait, so the signal cannot fall in between), or it
+ * comes before, and then the worker's epoch load comes after the producer's
+ * bump; that bump is a release RMW read by an acquire load, so the ring
+ * push before it is visible to the worker's retry. No wake-up is lost. */
+
+/* @locality any thread, after a kmq__runq_push */
+static void kmq__wake_one(kmq_sched_t *s) {
+  /* seq_cst, both: the event-count argument above (push -> bump ->
+   * sleepers load, against sleepers bump -> epoch load -> retry). */
+  atomic_fetch_add_explicit(&s->wake_epoch, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&s->sleepers, memory_order_seq_cst) == 0)
+    return;
+  pthread_mutex_lock(&s->lock);
+  pthread_cond_signal(&s->wake_cond);
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* Sleeps until an actor is available (returned) or the scheduler exits
+ * (NULL). @locality any worker */
+static kmq_sched_actor_t *kmq__worker_wait(kmq_sched_t *s) {
+  kmq_sched_actor_t *a = NULL;
+  pthread_mutex_lock(&s->lock);
+  /* seq_cst: pairs with kmq__wake_one (see above). */
+  atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
+  for (;;) {
+    uint64_t epoch =
+        atomic_load_explicit(&s->wake_epoch, memory_order_seq_cst);
+    if (kmq__runq_pop(s, &a))
+      break;
+    /* Relaxed: exiting is written under lock, which we hold. */
+    if (atomic_load_explicit(&s->exiting, memory_order_relaxed)) {
+      a = NULL;
+      break;
+    }
+    while (atomic_load_explicit(&s->wake_epoch, memory_order_seq_cst) ==
+               epoch &&
+           !atomic_load_explicit(&s->exiting, memory_order_relaxed))
+      pthread_cond_wait(&s->wake_cond, &s->lock);
+  }
+  /* Relaxed: leaving only makes producers signal needlessly. */
+  atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&s->lock);
+  return a;
+}
+
+/* ---- finishing an item ---- */
+
+/* Drops one in-flight item. The last access to s by a thread outside the
+ * pool: destroy frees s once it sees 0 under `lock`, so the 1 -> 0 step
+ * (and the signal) happen under `lock`, and other steps touch nothing after
+ * their CAS. Release on every decrement: what this thread did before
+ * happens before destroy's acquire load of 0 (decrements and the
+ * dispatcher's increments are RMWs, so they continue release sequences).
+ * @locality any thread */
+static void kmq__inflight_release(kmq_sched_t *s) {
+  uint64_t v = atomic_load_explicit(&s->inflight, memory_order_relaxed);
+  for (;;) {
+    if (v == 1) {
+      pthread_mutex_lock(&s->lock);
+      if (atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release) ==
+              1 &&
+          atomic_load_explicit(&s->stopping, memory_order_relaxed))
+        pthread_cond_broadcast(&s->drained_cond);
+      pthread_mutex_unlock(&s->lock);
+      return;
+    }
+    if (atomic_compare_exchange_weak_explicit(&s->inflight, &v, v - 1,
+                                              memory_order_release,
+                                              memory_order_relaxed))
+      return;
+  }
+}
+
+/* Finishes the actor's current item (run then done, or cancelled).
+ * Returns true when the actor has more items and the caller keeps running
+ * it (only if keep); otherwise the actor was re-queued or went idle and the
+ * caller must not touch it again. @locality the actor's runner */
+static bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a,
+                              bool keep) {
+  /* acq_rel. Release: our mailbox pop (c_head) and everything the item's
+   * processing did happen before the next runner's work (it is reached
+   * through this RMW: directly, or via the dispatcher's fetch_add that
+   * reads it) and before the dispatcher recycles the actor (acquire load
+   * of 0 in reclaim). Acquire: if items remain, their mailbox entries,
+   * committed before the dispatcher's release fetch_add, are visible to us
+   * and to whoever pops the actor from the run queue after our push. */
+  uint32_t prev =
+      atomic_fetch_sub_explicit(&a->pending, 1, memory_order_acq_rel);
+  bool kept = false;
+  if (prev > 1) {
+    if (keep) {
+      kept = true;
+    } else {
+      kmq__runq_push(s, a);
+      kmq__wake_one(s);
+    }
+  }
+  /* From here on a may be recycled unless kept. */
+  kmq__inflight_release(s);
+  return kept;
+}
+
+/* Runs or cancels the head item(s) of an actor popped from the run queue.
+ * @locality any worker (the actor's runner) */
+static void kmq__actor_step(kmq_sched_t *s, kmq_sched_actor_t *a) {
+  for (int n = 1;; n++) {
+    struct kmq__mbox_entry e;
+    /* pending > 0 and we are the runner, and every counted item was
+     * committed before its count: the mailbox cannot be empty. */
+    if (!kmq__mbox_pop(a, &e))
+      KMQ__SCHED_BUG("runnable actor with an empty mailbox");
+    bool cancel = kmq__gen_should_cancel(s, &e);
+    kmq__gen_dequeued(s, &e);
+    if (!cancel) {
+      /* Relaxed: the token reaches the completing thread through the
+       * caller's own hand-off, which orders this store before its done. */
+      atomic_store_explicit(&a->running, true, memory_order_relaxed);
+      atomic_fetch_add_explicit(&s->st_run, 1, memory_order_relaxed);
+      s->cbs.run(s->opaque, a, e.item);
+      /* a now belongs to the item's completer: not touched again here. */
+      return;
+    }
+    s->cbs.cancel(s->opaque, e.item);
+    atomic_fetch_add_explicit(&s->st_cancelled, 1, memory_order_relaxed);
+    /* Keep cancelling on this actor a bounded number of times, then
+     * re-queue it so other actors get a turn. */
+    if (!kmq__actor_finish(s, a, n < KMQ__SCHED_CANCEL_BATCH))
+      return;
+  }
+}
+
+static void *kmq__worker_main(void *arg) {
+  kmq_sched_t *s = arg;
+  for (;;) {
+    kmq_sched_actor_t *a = NULL;
+    bool got = false;
+    for (int spin = 0; spin < KMQ__SCHED_SPIN && !got; spin++) {
+      if (!(got = kmq__runq_pop(s, &a)))
+        ck_pr_stall();
+    }
+    if (!got && (a = kmq__worker_wait(s)) == NULL)
+      return NULL;
+    kmq__actor_step(s, a);
+  }
+}
+
+/* ---- public API ---- */
+
+kmq_err_t kmq_sched_done(kmq_sched_t *s, kmq_sched_actor_t *actor) {
+  if (s == NULL || actor == NULL)
+    return KMQ_ERR_INVALID_ARG;
+  /* Relaxed: a detector only (see the store in kmq__actor_step). */
+  if (!atomic_exchange_explicit(&actor->running, false, memory_order_relaxed))
+    return KMQ_ERR_STATE;
+  atomic_fetch_add_explicit(&s->st_completed, 1, memory_order_relaxed);
+  kmq__actor_finish(s, actor, false);
+  return KMQ_OK;
+}
+
+const void *kmq_sched_actor_key(const kmq_sched_actor_t *actor,
+                                size_t *key_lenp) {
+  if (key_lenp != NULL)
+    *key_lenp = actor->key_len;
+  return actor->key;
+}
+
+static bool kmq__inflight_full(const kmq_sched_t *s) {
+  /* Relaxed: only the dispatcher (us) increments; a stale value is larger
+   * than the truth, so the check errs on the side of refusing. */
+  return atomic_load_explicit(&s->inflight, memory_order_relaxed) >=
+         s->max_inflight;
+}
+
+kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
+                           void *item) {
+  if (s == NULL || item == NULL || (key == NULL && key_len > 0))
+    return KMQ_ERR_INVALID_ARG;
+  /* Relaxed: only the dispatcher (us) writes stopping. */
+  if (atomic_load_explicit(&s->stopping, memory_order_relaxed))
+    return KMQ_ERR_SHUTDOWN;
+  if (kmq__inflight_full(s))
+    goto backpressure;
+
+  uint64_t hash = kmq__key_hash(s, key, key_len);
+  kmq_sched_actor_t *a = kmq__actor_find(s, hash, key, key_len);
+  if (a == NULL) {
+    if (s->live >= s->max_actors)
+      goto backpressure;
+    kmq_err_t err = kmq__actor_bind(s, hash, key, key_len, &a);
+    if (err != KMQ_OK)
+      return err;
+  }
+
+  /* Relaxed: only the dispatcher (us) writes cancel_gen. */
+  uint64_t gen = atomic_load_explicit(&s->cancel_gen, memory_order_relaxed);
+  unsigned int depth;
+  if (!kmq__mbox_push(a, item, gen, &depth))
+    goto backpressure; /* a new actor is never full; an old one stays */
+  kmq__gen_count(s, gen);
+  /* The entry is committed but not runnable: a runner pops only counted
+   * entries, and this one is counted by the pending increment below. So
+   * both counts above/below are raised before the item can finish.
+   * Relaxed: ordering for destroy comes from the decrements' release
+   * sequence. */
+  atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+  kmq__dstat_add(&s->dstats.submitted, 1);
+  if (depth + 1 >
+      atomic_load_explicit(&s->dstats.mailbox_depth_max, memory_order_relaxed))
+    atomic_store_explicit(&s->dstats.mailbox_depth_max, depth + 1,
+                          memory_order_relaxed);
+  kmq__actor_touch(s, a, false);
+
+  /* acq_rel. Release: the committed entry (and the actor's key when new)
+   * happen before whatever finishes the running item and reads this count.
+   * Acquire: on 0, the last runner's accesses (release fetch_sub) happen
+   * before the next runner, which we publish on the run queue. */
+  if (atomic_fetch_add_explicit(&a->pending, 1, memory_order_acq_rel) == 0) {
+    kmq__runq_push(s, a);
+    kmq__wake_one(s);
+  }
+  return KMQ_OK;
+
+backpressure:
+  kmq__dstat_add(&s->dstats.backpressure, 1);
+  return KMQ_ERR_BACKPRESSURE;
+}
+
+bool kmq_sched_can_accept(const kmq_sched_t *s, const void *key,
+                          size_t key_len) {
+  if (s == NULL || (key == NULL && key_len > 0) || kmq__inflight_full(s) ||
+      atomic_load_explicit(&s->stopping, memory_order_relaxed))
+    return false;
+  const kmq_sched_actor_t *a =
+      kmq__actor_find(s, kmq__key_hash(s, key, key_len), key, key_len);
+  if (a == NULL)
+    return s->live < s->max_actors;
+  return kmq__mbox_depth(a) < s->mbox_size - 1;
+}
+
+size_t kmq_sched_reclaim(kmq_sched_t *s, int64_t now_ms) {
+  if (s == NULL)
+    return 0;
+  if (now_ms > s->clock_ms)
+    s->clock_ms = now_ms;
+  size_t freed = 0;
+  /* Each actor is looked at once: busy ones move behind the others. */
+  for (uint64_t n = s->live; n > 0; n--) {
+    kmq_sched_actor_t *a = s->lru_head;
+    if (a == NULL || s->clock_ms - a->stamp_ms < s->idle_ms)
+      break; /* sorted by stamp: the rest is younger */
+    /* Acquire: pairs with the release fetch_sub that took pending to 0,
+     * so the last runner's accesses to a (mailbox, key) happen before we
+     * rebind it. pending only grows through us, so 0 stays 0. */
+    if (atomic_load_explicit(&a->pending, memory_order_acquire) == 0) {
+      kmq__actor_unbind(s, a);
+      freed++;
+    } else {
+      kmq__actor_touch(s, a, true); /* busy: active now, move behind */
+    }
+  }
+  kmq__gen_retire(s, false);
+  return freed;
+}
+
+void kmq_sched_stats(const kmq_sched_t *s, kmq_sched_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (s == NULL)
+    return;
+  /* All relaxed: counters order nothing (see the header). */
+  const kmq__dstats_t *d = &s->dstats;
+  out->submitted = atomic_load_explicit(&d->submitted, memory_order_relaxed);
+  out->backpressure =
+      atomic_load_explicit(&d->backpressure, memory_order_relaxed);
+  out->actors_live =
+      atomic_load_explicit(&d->actors_live, memory_order_relaxed);
+  out->actors_created =
+      atomic_load_explicit(&d->actors_created, memory_order_relaxed);
+  out->actors_reclaimed =
+      atomic_load_explicit(&d->actors_reclaimed, memory_order_relaxed);
+  out->actor_slots =
+      atomic_load_explicit(&d->actor_slots, memory_order_relaxed);
+  out->mailbox_depth_max =
+      atomic_load_explicit(&d->mailbox_depth_max, memory_order_relaxed);
+  out->run = atomic_load_explicit(&s->st_run, memory_order_relaxed);
+  out->cancelled = atomic_load_explicit(&s->st_cancelled, memory_order_relaxed);
+  out->completed = atomic_load_explicit(&s->st_completed, memory_order_relaxed);
+  out->inflight = atomic_load_explicit(&s->inflight, memory_order_relaxed);
+  out->workers = (uint32_t)s->nworkers;
+  out->mailbox_capacity = s->mbox_size - 1;
+}
+
+/* ---- lifecycle ---- */
+
+/* Tells started workers to return and joins them. Only once nothing is in
+ * flight (the run queue is then empty). @locality dispatcher */
+static void kmq__workers_stop(kmq_sched_t *s) {
+  pthread_mutex_lock(&s->lock);
+  /* Relaxed: written and read under lock. */
+  atomic_store_explicit(&s->exiting, true, memory_order_relaxed);
+  pthread_cond_broadcast(&s->wake_cond);
+  pthread_mutex_unlock(&s->lock);
+  for (int i = 0; i < s->nstarted; i++)
+    pthread_join(s->threads[i], NULL);
+  s->nstarted = 0;
+}
+
+static kmq_err_t kmq__conf_read(kmq_sched_t *s, const kmq_conf_t *conf,
+                                char *errstr, size_t errstr_size) {
+  int64_t workers = kmq_conf_get_int(conf, "kmq.sched.workers");
+  int64_t mbox = kmq_conf_get_int(conf, "kmq.sched.mailbox.size");
+  int64_t idle = kmq_conf_get_int(conf, "kmq.sched.idle.ms");
+  int64_t actors = kmq_conf_get_int(conf, "kmq.sched.max.actors");
+  int64_t inflight = kmq_conf_get_int(conf, "kmq.max.inflight");
+  if (workers == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    workers = n > 0 ? n : 1;
+  }
+  if (workers < 1 || workers > 1024 || mbox < 2 || mbox > (1 << 20) ||
+      idle < 0 || actors < 1 || actors > (1 << 26) || inflight < 1 ||
+      inflight > (1 << 22)) {
+    snprintf(errstr, errstr_size,
+             "scheduler: kmq.sched.* / kmq.max.inflight out of range");
+    return KMQ_ERR_CONF_INVALID;
+  }
+  s->nworkers = (int)workers;
+  s->mbox_size = kmq__pow2_u32((uint64_t)mbox);
+  s->idle_ms = idle;
+  s->max_actors = (uint64_t)actors;
+  s->max_inflight = (uint64_t)inflight;
+  /* One slot more than the most actors that can be queued at once. */
+  uint64_t queued = s->max_actors < s->max_inflight ? s->max_actors
+                                                    : s->max_inflight;
+  s->runq_size = kmq__pow2_u32(queued + 1);
+  size_t stride =
+      sizeof(kmq_sched_actor_t) +
+      (size_t)s->mbox_size * sizeof(struct kmq__mbox_entry);
+  s->actor_stride =
+      (stride + KMQ__CACHELINE - 1) & ~(size_t)(KMQ__CACHELINE - 1);
+  return KMQ_OK;
+}
+
+kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
+                           const kmq_sched_callbacks_t *cbs, void *opaque,
+                           char *errstr, size_t errstr_size) {
+  static const char nomem[] = "scheduler: out of memory";
+  if (conf == NULL || cbs == NULL || cbs->run == NULL || cbs->cancel == NULL) {
+    snprintf(errstr, errstr_size,
+             "scheduler: conf and both callbacks (run, cancel) are required");
+    return NULL;
+  }
+  kmq_sched_t *s = aligned_alloc(KMQ__CACHELINE, sizeof(*s));
+  if (s == NULL) {
+    snprintf(errstr, errstr_size, nomem);
+    return NULL;
+  }
+  memset(s, 0, sizeof(*s));
+  s->cbs = *cbs;
+  s->opaque = opaque;
+  if (kmq__conf_read(s, conf, errstr, errstr_size) != KMQ_OK)
+    goto fail_conf;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  s->hash_seed = (uint64_t)(uintptr_t)s ^ ((uint64_t)ts.tv_nsec << 20) ^
+                 (uint64_t)ts.tv_sec;
+
+  if (kmq__table_init(&s->table, KMQ__SCHED_TABLE_MIN) != KMQ_OK) {
+    snprintf(errstr, errstr_size, nomem);
+    goto fail_table;
+  }
+  s->runq_buf = calloc(s->runq_size, sizeof(*s->runq_buf));
+  if (s->runq_buf == NULL) {
+    snprintf(errstr, errstr_size, nomem);
+    goto fail_runq;
+  }
+  ck_ring_init(&s->runq, s->runq_size);
+  s->threads = calloc((size_t)s->nworkers, sizeof(*s->threads));
+  if (s->threads == NULL) {
+    snprintf(errstr, errstr_size, nomem);
+    goto fail_threads_array;
+  }
+  if (pthread_mutex_init(&s->lock, NULL) != 0) {
+    snprintf(errstr, errstr_size, "scheduler: cannot initialise a mutex");
+    goto fail_mutex;
+  }
+  if (pthread_cond_init(&s->wake_cond, NULL) != 0) {
+    snprintf(errstr, errstr_size, "scheduler: cannot initialise a condvar");
+    goto fail_wake_cond;
+  }
+  if (pthread_cond_init(&s->drained_cond, NULL) != 0) {
+    snprintf(errstr, errstr_size, "scheduler: cannot initialise a condvar");
+    goto fail_drained_cond;
+  }
+  for (; s->nstarted < s->nworkers; s->nstarted++) {
+    int r = pthread_create(&s->threads[s->nstarted], NULL, kmq__worker_main, s);
+    if (r != 0) {
+      snprintf(errstr, errstr_size, "scheduler: cannot start worker %d: %s",
+               s->nstarted, strerror(r));
+      goto fail_workers;
+    }
+    char name[16];
+    snprintf(name, sizeof(name), "kmq-sched-%d", s->nstarted % 1000);
+    pthread_setname_np(s->threads[s->nstarted], name); /* cosmetic */
+  }
+  return s;
+
+fail_workers:
+  kmq__workers_stop(s); /* nothing was submitted: they just return */
+  pthread_cond_destroy(&s->drained_cond);
+fail_drained_cond:
+  pthread_cond_destroy(&s->wake_cond);
+fail_wake_cond:
+  pthread_mutex_destroy(&s->lock);
+fail_mutex:
+  free(s->threads);
+fail_threads_array:
+  free(s->runq_buf);
+fail_runq:
+  kmq__table_free(&s->table);
+fail_table:
+fail_conf:
+  free(s);
+  return NULL;
+}
+
+void kmq_sched_stop(kmq_sched_t *s) {
+  if (s == NULL)
+    return;
+  pthread_mutex_lock(&s->lock);
+  /* Relaxed: under lock because the final inflight decrement reads it
+   * under lock to decide whether destroy needs a signal; workers read it
+   * with no ordering needs (kmq__gen_should_cancel). */
+  atomic_store_explicit(&s->stopping, true, memory_order_relaxed);
+  pthread_mutex_unlock(&s->lock);
+}
+
+void kmq_sched_destroy(kmq_sched_t *s) {
+  if (s == NULL)
+    return;
+  /* Queued items get cancelled from now on; wait for everything handed to
+   * run to be done and everything queued to be cancelled. */
+  kmq_sched_stop(s);
+  pthread_mutex_lock(&s->lock);
+  /* Acquire: pairs with the release decrements (kmq__inflight_release), so
+   * no finishing thread's access to s or an actor is left after this. */
+  while (atomic_load_explicit(&s->inflight, memory_order_acquire) != 0)
+    pthread_cond_wait(&s->drained_cond, &s->lock);
+  pthread_mutex_unlock(&s->lock);
+
+  kmq__workers_stop(s);
+  kmq__gen_retire(s, true);
+  kmq__actors_free_all(s);
+  kmq__table_free(&s->table);
+  pthread_cond_destroy(&s->drained_cond);
+  pthread_cond_destroy(&s->wake_cond);
+  pthread_mutex_destroy(&s->lock);
+  free(s->threads);
+  free(s->runq_buf);
+  free(s);
+}

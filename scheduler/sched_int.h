@@ -1,0 +1,243 @@
+/*
+ * kmq scheduler internals: shared by the .c files of scheduler/ only.
+ *
+ * Who touches what.
+ *   - Dispatcher-only state (actor table, LRU list, free list, slabs, the
+ *     dispatcher clock, filter slots) is plain memory: a single thread reads
+ *     and writes it, no locks. Workers read the few fields of an actor that
+ *     are immutable while it is live (key, s, mailbox storage); the
+ *     happens-before edge is the run-queue publication (see sched_ring.h).
+ *   - An actor's `pending` counter is the ownership token. It counts items
+ *     pushed into the mailbox and not yet finished (done or cancelled). The
+ *     transition 0 -> 1 (dispatcher) and every finish that leaves it > 0
+ *     (any thread) put the actor on the run queue (a worker cancelling a
+ *     run of items may instead keep it, a bounded number of times); so an
+ *     actor is, at any
+ *     time, exactly one of: idle (pending == 0: owned by the dispatcher,
+ *     which may recycle it), queued on the run queue, or held by one runner
+ *     (the worker that popped it, then whoever holds the running item's
+ *     token until kmq_sched_done). The runner is the mailbox's single
+ *     consumer, the dispatcher its single producer: SPSC.
+ *   - Rule: whoever performs the finish that takes `pending` to 0 must not
+ *     touch the actor afterwards (the dispatcher may recycle it at once).
+ *   - `inflight` counts items not yet finished over the whole scheduler. A
+ *     thread finishing an item from outside the worker pool must not touch
+ *     the scheduler after its decrement of `inflight` (destroy waits for 0,
+ *     then frees); the 1 -> 0 step is done under `lock` for that reason.
+ */
+#ifndef KMQ_SCHED_INT_H
+#define KMQ_SCHED_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ck_ring.h>
+
+#include "kmq/sched.h"
+
+/* Keys up to this length live inside the actor; longer keys get one heap
+ * block when the actor is bound (a new user, never per item). */
+#define KMQ__SCHED_KEY_INLINE 48
+/* Actor slots allocated per slab chunk. */
+#define KMQ__SCHED_SLAB_ACTORS 64
+/* Outstanding cancellation generations (power of two). */
+#define KMQ__SCHED_FILTERS 64
+/* Empty run-queue polls before a worker goes to sleep. */
+#define KMQ__SCHED_SPIN 64
+/* Items a worker may cancel in a row on one actor before re-queueing it. */
+#define KMQ__SCHED_CANCEL_BATCH 64
+/* Initial actor-table size (power of two). */
+#define KMQ__SCHED_TABLE_MIN 1024
+
+#define KMQ__CACHELINE 64
+
+/* Aborts with a message: for broken internal invariants only. */
+#define KMQ__SCHED_BUG(msg) kmq__sched_bug(__FILE__, __LINE__, msg)
+_Noreturn void kmq__sched_bug(const char *file, int line, const char *msg);
+
+/* One mailbox slot: the caller's item and the cancellation generation that
+ * was current when it was submitted (cancel.c). */
+struct kmq__mbox_entry {
+  void *item;
+  uint64_t gen;
+};
+CK_RING_PROTOTYPE(kmq__mbox, kmq__mbox_entry)
+
+struct kmq_sched_actor_s {
+  /* -- Dispatcher-only (@locality dispatcher) -- */
+  kmq_sched_actor_t *lru_prev; /* LRU order = stamp order; free-list link */
+  kmq_sched_actor_t *lru_next;
+  uint64_t hash;
+  int64_t stamp_ms;   /* dispatcher clock at the last submit/busy check */
+  /* -- Immutable while live (written by the dispatcher before the actor is
+   *    first published on the run queue; read by runners) -- */
+  kmq_sched_t *s;
+  struct kmq__mbox_entry *mbox_buf; /* inside the slab, after this struct */
+  char *key;                        /* key_inline or a heap block */
+  size_t key_len;
+  char key_inline[KMQ__SCHED_KEY_INLINE];
+
+  /* -- Shared -- */
+  /* Items pushed and not finished; see the ownership rule above. */
+  _Alignas(KMQ__CACHELINE) _Atomic uint32_t pending;
+  /* An item of this actor is in cbs->run/awaiting kmq_sched_done. Only a
+   * double-done detector; ordering comes from `pending`. */
+  _Atomic bool running;
+
+  /* SPSC mailbox: producer = dispatcher, consumer = current runner. Its own
+   * cache lines (ck_ring pads c_head and p_tail apart). */
+  _Alignas(KMQ__CACHELINE) ck_ring_t mbox;
+};
+
+/* Open-addressing (linear probing) table key -> actor. Dispatcher only. */
+typedef struct kmq__table_slot_s {
+  uint64_t hash;
+  kmq_sched_actor_t *actor; /* NULL: empty */
+} kmq__table_slot_t;
+
+typedef struct kmq__table_s {
+  kmq__table_slot_t *slots;
+  size_t mask; /* size - 1 */
+  size_t used;
+} kmq__table_t;
+
+/* A slab chunk: this header, then KMQ__SCHED_SLAB_ACTORS actor slots of
+ * s->actor_stride bytes each (actor struct + its mailbox storage). */
+typedef struct kmq__slab_s {
+  struct kmq__slab_s *next;
+  char pad[KMQ__CACHELINE - sizeof(void *)];
+} kmq__slab_t;
+
+/* A cancellation predicate (cancel.c). Written by the dispatcher before it
+ * publishes the generation with a release store of cancel_gen; read by
+ * workers after an acquire load of it. */
+typedef struct kmq__filter_s {
+  bool (*pred)(void *item, void *arg);
+  void *arg;
+  void (*arg_free)(void *arg);
+} kmq__filter_t;
+
+/* Counters written by the dispatcher only: updated with a relaxed load and
+ * a relaxed store (no RMW needed with a single writer), read from anywhere
+ * with relaxed loads. Nothing is ordered by them. */
+typedef struct kmq__dstats_s {
+  _Atomic uint64_t submitted;
+  _Atomic uint64_t backpressure;
+  _Atomic uint64_t actors_live;
+  _Atomic uint64_t actors_created;
+  _Atomic uint64_t actors_reclaimed;
+  _Atomic uint64_t actor_slots;
+  _Atomic uint64_t mailbox_depth_max;
+} kmq__dstats_t;
+
+struct kmq_sched_s {
+  /* -- Immutable after kmq_sched_new -- */
+  kmq_sched_callbacks_t cbs;
+  void *opaque;
+  uint32_t mbox_size;    /* ring slots, power of two; holds mbox_size - 1 */
+  uint32_t runq_size;    /* ring slots, power of two */
+  uint64_t max_inflight;
+  uint64_t max_actors;
+  int64_t idle_ms;
+  size_t actor_stride;   /* bytes per actor slot in a slab chunk */
+  uint64_t hash_seed;
+  int nworkers;
+  int nstarted;          /* threads actually started */
+  pthread_t *threads;
+  ck_ring_buffer_t *runq_buf;
+
+  /* -- Dispatcher-only (@locality dispatcher) -- */
+  kmq__table_t table;
+  kmq_sched_actor_t *lru_head; /* oldest stamp */
+  kmq_sched_actor_t *lru_tail;
+  kmq_sched_actor_t *free_list;
+  kmq__slab_t *slabs;
+  uint64_t live;               /* mirror of dstats.actors_live */
+  int64_t clock_ms;            /* now_ms of the latest reclaim */
+  uint64_t gen_lo;             /* oldest generation that may have items */
+  kmq__filter_t filters[KMQ__SCHED_FILTERS]; /* slot g & (N-1): filter g */
+
+  /* -- Run queue: MPMC ring of actors with work (sched_ring.h) -- */
+  _Alignas(KMQ__CACHELINE) ck_ring_t runq;
+
+  /* -- Sleep / wake / shutdown -- */
+  _Alignas(KMQ__CACHELINE) pthread_mutex_t lock;
+  pthread_cond_t wake_cond;    /* idle workers wait here */
+  pthread_cond_t drained_cond; /* destroy waits here for inflight == 0 */
+  _Atomic uint32_t sleepers;   /* workers inside kmq__worker_wait */
+  _Atomic uint64_t wake_epoch; /* bumped after every run-queue push */
+  _Atomic bool stopping;       /* destroy began: cancel, don't run */
+  _Atomic bool exiting;        /* workers must return */
+
+  /* -- Cancellation generations (cancel.c) -- */
+  _Alignas(KMQ__CACHELINE) _Atomic uint64_t cancel_gen;
+  /* Items submitted under generation g and not yet dequeued, at g & (N-1). */
+  _Atomic uint64_t gen_queued[KMQ__SCHED_FILTERS];
+
+  _Alignas(KMQ__CACHELINE) _Atomic uint64_t inflight;
+
+  _Alignas(KMQ__CACHELINE) kmq__dstats_t dstats;
+  /* Worker/any-thread counters: relaxed RMW, order nothing. */
+  _Alignas(KMQ__CACHELINE) _Atomic uint64_t st_run;
+  _Atomic uint64_t st_cancelled;
+  _Alignas(KMQ__CACHELINE) _Atomic uint64_t st_completed;
+};
+
+/* Dispatcher-only counter update (single writer, see kmq__dstats_t). */
+static inline void kmq__dstat_add(_Atomic uint64_t *c, uint64_t n) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
+/* ---- actor.c: table, slab, LRU (@locality dispatcher for all) ---- */
+
+uint64_t kmq__key_hash(const kmq_sched_t *s, const void *key, size_t len);
+
+kmq_err_t kmq__table_init(kmq__table_t *t, size_t size);
+void kmq__table_free(kmq__table_t *t);
+
+/* The live actor bound to key, or NULL. */
+kmq_sched_actor_t *kmq__actor_find(const kmq_sched_t *s, uint64_t hash,
+                                   const void *key, size_t len);
+
+/* Binds a free (or newly allocated) slot to key: table, LRU tail, counters.
+ * The caller has checked kmq.sched.max.actors. Returns KMQ_ERR_NOMEM with
+ * nothing changed when a slab chunk, a long key or a bigger table cannot be
+ * allocated. */
+kmq_err_t kmq__actor_bind(kmq_sched_t *s, uint64_t hash, const void *key,
+                          size_t len, kmq_sched_actor_t **ap);
+
+/* Marks a as used at the dispatcher clock (moves it to the LRU tail when
+ * its stamp changes, or always when force). */
+void kmq__actor_touch(kmq_sched_t *s, kmq_sched_actor_t *a, bool force);
+
+/* Unbinds idle actor a (pending == 0 observed with acquire) and returns its
+ * slot to the free list. */
+void kmq__actor_unbind(kmq_sched_t *s, kmq_sched_actor_t *a);
+
+/* Frees every slab chunk and long key. Only when no thread runs. */
+void kmq__actors_free_all(kmq_sched_t *s);
+
+/* ---- cancel.c ---- */
+
+/* Counts one more queued item tagged gen (the current cancel_gen), before
+ * the item becomes runnable. @locality dispatcher. */
+void kmq__gen_count(kmq_sched_t *s, uint64_t gen);
+
+/* True when a dequeued item must be cancelled instead of run. Must be
+ * followed by kmq__gen_dequeued for the same entry. @locality runner. */
+bool kmq__gen_should_cancel(kmq_sched_t *s, const struct kmq__mbox_entry *e);
+
+/* Ends the entry's accounting: after it, filters newer than the entry's
+ * generation may be released by the dispatcher. @locality runner. */
+void kmq__gen_dequeued(kmq_sched_t *s, const struct kmq__mbox_entry *e);
+
+/* Releases filters no queued item can need any more (all of them when
+ * all is true: destroy, after the workers are joined). @locality dispatcher.
+ */
+void kmq__gen_retire(kmq_sched_t *s, bool all);
+
+#endif /* KMQ_SCHED_INT_H */

@@ -1,0 +1,156 @@
+/*
+ * The scheduler's two ck_ring uses, wrapped so that their memory ordering
+ * is stated once and ThreadSanitizer can follow it.
+ *
+ *   mailbox  ck_ring SPSC of struct kmq__mbox_entry, one per actor.
+ *            Producer: the dispatcher (kmq_sched_submit). Consumer: the
+ *            actor's current runner. Runners change over time, but two of
+ *            them never overlap: each one's last access to the ring happens
+ *            before the next one's first, through the acq_rel RMWs on the
+ *            actor's `pending` counter plus the run queue. That is all SPSC
+ *            needs (ck reads c_head unsynchronised on the consumer side).
+ *   run queue ck_ring MPMC of actor pointers. Producers: the dispatcher (an
+ *            idle actor got an item) and any thread finishing an item of an
+ *            actor that has more. Consumers: workers. It never fills: an
+ *            actor is on it at most once and only with pending > 0, so it
+ *            holds at most min(max.actors, max.inflight) entries and is
+ *            sized to hold one more than that.
+ *
+ * Ordering. ck_ring's producer commit is "write slot; ck_pr_fence_store;
+ * store p_tail" and its consumer is "load p_tail; ck_pr_fence_load; read
+ * slot": release/acquire on the ring's tail, which orders everything the
+ * producer wrote before the push (the item, the actor's key, the mailbox
+ * entry) before everything the consumer does after the pop.
+ *
+ * ThreadSanitizer does not see ck_pr's inline assembly, so it would report
+ * the slot copies as races and lose the happens-before edge for the data
+ * behind the pointers. Under TSan the ring operations run with memory
+ * access checks off (the slot copies are ck's business; an ignore region
+ * works whatever the compiler inlined) and carry explicit __tsan_release
+ * (before the push, so it precedes the commit) and __tsan_acquire (after
+ * the pop, so it follows the observed commit) on the ring's address:
+ * exactly the edge ck_ring provides. Everything else in kmq uses C11
+ * atomics, which TSan understands.
+ */
+#ifndef KMQ_SCHED_RING_H
+#define KMQ_SCHED_RING_H
+
+#include "scheduler/sched_int.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define KMQ__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KMQ__TSAN 1
+#endif
+#endif
+
+#ifdef KMQ__TSAN
+#include <sanitizer/tsan_interface.h>
+/* Dynamic annotations exported by the TSan runtime (no public header). */
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+void AnnotateIgnoreWritesBegin(const char *file, int line);
+void AnnotateIgnoreWritesEnd(const char *file, int line);
+#define KMQ__TSAN_IGNORE_BEGIN()                                               \
+  (AnnotateIgnoreReadsBegin(__FILE__, __LINE__),                               \
+   AnnotateIgnoreWritesBegin(__FILE__, __LINE__))
+#define KMQ__TSAN_IGNORE_END()                                                 \
+  (AnnotateIgnoreWritesEnd(__FILE__, __LINE__),                                \
+   AnnotateIgnoreReadsEnd(__FILE__, __LINE__))
+#define KMQ__TSAN_RELEASE(addr) __tsan_release((void *)(addr))
+#define KMQ__TSAN_ACQUIRE(addr) __tsan_acquire((void *)(addr))
+#else
+#define KMQ__TSAN_IGNORE_BEGIN() ((void)0)
+#define KMQ__TSAN_IGNORE_END() ((void)0)
+#define KMQ__TSAN_RELEASE(addr) ((void)(addr))
+#define KMQ__TSAN_ACQUIRE(addr) ((void)(addr))
+#endif
+
+/* Empties a's mailbox. Only while nobody else can reach a (binding).
+ * @locality dispatcher */
+static inline void kmq__mbox_init(kmq_sched_actor_t *a, uint32_t size) {
+  KMQ__TSAN_IGNORE_BEGIN();
+  ck_ring_init(&a->mbox, size);
+  KMQ__TSAN_IGNORE_END();
+}
+
+/* Appends (item, gen) to a's mailbox. Returns false when it is full.
+ * *depthp receives the number of entries queued before this one.
+ * @locality dispatcher (the single producer) */
+static inline bool kmq__mbox_push(kmq_sched_actor_t *a, void *item,
+                                  uint64_t gen, unsigned int *depthp) {
+  unsigned int depth;
+  KMQ__TSAN_IGNORE_BEGIN();
+  struct kmq__mbox_entry *e =
+      ck_ring_enqueue_reserve_spsc_size_kmq__mbox(&a->mbox, a->mbox_buf,
+                                                  &depth);
+  if (e != NULL) {
+    e->item = item;
+    e->gen = gen;
+    /* The consumer acquires this after seeing the commit below. */
+    KMQ__TSAN_RELEASE(&a->mbox);
+    /* ck: store fence, then p_tail store: publishes the entry. */
+    ck_ring_enqueue_commit_spsc(&a->mbox);
+  }
+  KMQ__TSAN_IGNORE_END();
+  *depthp = depth;
+  return e != NULL;
+}
+
+/* Removes the oldest entry of a's mailbox into *e. Returns false if empty.
+ * @locality the actor's runner (the single consumer) */
+static inline bool kmq__mbox_pop(kmq_sched_actor_t *a,
+                                 struct kmq__mbox_entry *e) {
+  /* ck: p_tail load, load fence, slot copy, store fence, c_head store: the
+   * producer sees the slot free only after we copied it out. */
+  struct kmq__mbox_entry tmp;
+  KMQ__TSAN_IGNORE_BEGIN();
+  bool ok = ck_ring_dequeue_spsc_kmq__mbox(&a->mbox, a->mbox_buf, &tmp);
+  KMQ__TSAN_IGNORE_END();
+  if (!ok)
+    return false;
+  KMQ__TSAN_ACQUIRE(&a->mbox);
+  *e = tmp;
+  return true;
+}
+
+/* Entries queued in a's mailbox (exact for the producer, which only sees
+ * it shrink concurrently). @locality dispatcher */
+static inline unsigned int kmq__mbox_depth(const kmq_sched_actor_t *a) {
+  KMQ__TSAN_IGNORE_BEGIN();
+  unsigned int n = ck_ring_size(&a->mbox);
+  KMQ__TSAN_IGNORE_END();
+  return n;
+}
+
+/* Puts a on the run queue. Never fails (see above); the loop only covers a
+ * producer whose snapshot of the consumer index was stale.
+ * @locality any thread */
+static inline void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a) {
+  /* The popping worker acquires this after seeing our commit. */
+  KMQ__TSAN_RELEASE(&s->runq);
+  KMQ__TSAN_IGNORE_BEGIN();
+  while (!ck_ring_enqueue_mpmc(&s->runq, s->runq_buf, a))
+    ck_pr_stall();
+  KMQ__TSAN_IGNORE_END();
+}
+
+/* Takes an actor off the run queue into *ap. Returns false, with *ap
+ * untouched, if it is empty. @locality any worker */
+static inline bool kmq__runq_pop(kmq_sched_t *s, kmq_sched_actor_t **ap) {
+  /* ck copies the slot out before its CAS on c_head decides which consumer
+   * wins it, and returns false after a lost race without restoring the
+   * copy: dequeue into a local and publish only on success. */
+  kmq_sched_actor_t *a;
+  KMQ__TSAN_IGNORE_BEGIN();
+  bool ok = ck_ring_dequeue_mpmc(&s->runq, s->runq_buf, &a);
+  KMQ__TSAN_IGNORE_END();
+  if (!ok)
+    return false;
+  KMQ__TSAN_ACQUIRE(&s->runq);
+  *ap = a;
+  return true;
+}
+
+#endif /* KMQ_SCHED_RING_H */
