@@ -111,7 +111,7 @@ kmq_err_t kmq__committer_commit_sync(kmq__committer_t *cm, kmq__part_t *parts,
       break; /* no longer a member: the new owner starts from the last commit */
   }
   rd_kafka_topic_partition_list_destroy(l);
-  cm->pending = 0;
+  cm->pending = ret == KMQ_OK ? 0 : 1; /* failed: retried by maybe_commit */
   cm->last_ms = kmq__mono_ms();
   return ret;
 }
@@ -123,6 +123,10 @@ void kmq__committer_on_commit(kmq__committer_t *cm, kmq__part_t *parts,
     cm->commit_errors++;
     kmq__log("WARN", "committer", "commit failed: %s (the stored position "
              "is kept and committed next time)", rd_kafka_err2str(err));
+    /* "Next time" must come even if nothing else finishes: retry after
+     * kmq.commit.interval.ms. */
+    if (cm->pending == 0)
+      cm->pending = 1;
   }
   if (!offsets)
     return;

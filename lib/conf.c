@@ -43,7 +43,8 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.sched.workers", KMQ__T_INT, "0", 0, 1024,
      "Worker threads running actors (0: number of CPUs)"},
     {"kmq.sched.mailbox.size", KMQ__T_INT, "64", 2, 1 << 20,
-     "Per-user mailbox capacity (rounded up to a power of two; memory per\n     live actor is about 16 bytes x this)"},
+     "Per-user mailbox capacity (rounded up to a power of two; a live "
+     "actor holds 16 bytes per slot)"},
     {"kmq.sched.idle.ms", KMQ__T_INT, "30000", 0, 86400000,
      "Idle actors are reclaimed after this many ms"},
     {"kmq.sched.max.actors", KMQ__T_INT, "1048576", 16, 1 << 26,

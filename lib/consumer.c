@@ -326,9 +326,12 @@ static void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
   free(p);
 }
 
-/* Gates start at the committed offset, or the low watermark when the group
- * has none. If the lookup fails the gate starts at the first offset that
- * arrives, which is the same point since fetching starts there. */
+/* Gates start at the committed offset. When the group has none (or the
+ * lookup fails) the gate starts at the first offset that arrives, which is
+ * the same point since fetching starts there. The low watermark is not
+ * queried: rd_kafka_query_watermark_offsets() ignores its timeout and
+ * blocks until the partition's leader is back in librdkafka < 2.3
+ * (#2588, fixed by #4460), which would stall this poll thread. */
 static void kmq__on_assign(kmq_consumer_t *c,
                            rd_kafka_topic_partition_list_t *parts) {
   rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_copy(parts);
@@ -343,12 +346,6 @@ static void kmq__on_assign(kmq_consumer_t *c,
     if (!err && !e->err && e->offset >= 0) {
       start = e->offset;
       p->committed = p->stored = e->offset;
-    } else if (!err && !e->err) {
-      int64_t lo, hi;
-      if (!rd_kafka_query_watermark_offsets(c->rk, e->topic, e->partition,
-                                            &lo, &hi,
-                                            (int)c->commit_timeout_ms))
-        start = lo;
     }
     if (start >= 0 && !p->gate)
       kmq__part_gate(c, p, start);
