@@ -27,7 +27,8 @@ typedef struct {
 
 typedef struct {
   atomic_llong consumed, dispatched, finished, unfinished, backpressured,
-      assigned, revoked, lost, rebalances, in_flight, paused, consume_errors;
+      assigned, revoked, lost, rebalances, in_flight, paused, consume_errors,
+      refetched;
 } kmq__cstats_t;
 
 struct kmq_consumer_s {
@@ -295,6 +296,13 @@ static void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m) {
   const char *topic = rd_kafka_topic_name(m->rkt);
   kmq__part_t *p = kmq__part_find(c, topic, m->partition);
   if (!p && !(p = kmq__part_add(c, topic, m->partition))) {
+    rd_kafka_message_destroy(m);
+    return;
+  }
+  if (p->gate && m->offset < kmq_gate_high(p->gate) && !p->held_cnt) {
+    /* Already handed out in this assignment: a re-fetch (librdkafka < 2.4
+     * can rewind the fetch position on resume, #4636). Never twice. */
+    KMQ__INC(c, refetched, 1);
     rd_kafka_message_destroy(m);
     return;
   }
@@ -663,6 +671,7 @@ void kmq_consumer_stats(const kmq_consumer_t *c, kmq_consumer_stats_t *out) {
   out->in_flight = KMQ__LD(in_flight);
   out->paused = KMQ__LD(paused);
   out->consume_errors = KMQ__LD(consume_errors);
+  out->refetched = KMQ__LD(refetched);
 #undef KMQ__LD
   /* Committer counters live on the poll thread; these reads are advisory. */
   out->commits = c->cm.commits;

@@ -98,6 +98,7 @@ typedef struct {
   int64_t in_flight;      /* awaiting ack now */
   int64_t paused;         /* partitions paused now */
   int64_t consume_errors; /* error events from librdkafka */
+  int64_t refetched;      /* re-fetched offsets dropped (already handed out) */
 } kmq_consumer_stats_t;
 
 /* Per-partition view for metrics: the gate's state and the commit lag. */
