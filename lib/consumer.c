@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "lib/committer.h"
+#include "lib/mpsc.h"
 #include "lib/part.h"
 #include "lib/util.h"
 
@@ -140,7 +141,7 @@ static void kmq__slot_free(kmq_consumer_t *c, uint32_t idx) {
 static int kmq__drain(kmq_consumer_t *c) {
   void *v;
   int n = 0;
-  while (ck_ring_dequeue_mpsc(&c->ring, c->ring_buf, &v)) {
+  while (kmq__mpsc_pop(&c->ring, c->ring_buf, &v)) {
     uint32_t idx = (uint32_t)((uintptr_t)v - 1);
     kmq__slot_t *s = &c->slots[idx];
     /* Acquire pairs with the acker's CAS: what the processor did before
@@ -176,9 +177,8 @@ void kmq_ack(kmq_ack_t ack, int ok) {
           &s->word, &expect, want, memory_order_acq_rel, memory_order_relaxed))
     return;
   /* Never full: the ring holds more entries than there are slots. */
-  while (!ck_ring_enqueue_mpsc(&c->ring, c->ring_buf,
-                               (void *)(uintptr_t)(ack.slot + 1)))
-    sched_yield();
+  kmq__mpsc_push_wait(&c->ring, c->ring_buf,
+                      (void *)(uintptr_t)(ack.slot + 1));
 }
 
 /* Offers m to the handler. KMQ_ERR_BACKPRESSURE: not taken, m still ours.

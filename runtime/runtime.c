@@ -12,6 +12,7 @@
 #include "kmq/hist.h"
 #include "kmq/message.h"
 #include "kmq/sched.h"
+#include "lib/mpsc.h"
 #include "lib/util.h"
 #include "processors/proc_ctx.h"
 
@@ -72,14 +73,13 @@ static int64_t kmq__now_us(void) {
 /* @locality any thread */
 static void kmq__job_release(kmq_runtime_t *rt, kmq__job_t *job) {
   /* The ring has room for every job, so this cannot fail. */
-  while (!ck_ring_enqueue_mpsc(&rt->freed, rt->freed_buf, job))
-    ;
+  kmq__mpsc_push_wait(&rt->freed, rt->freed_buf, job);
 }
 
 /* @locality poll thread */
 static kmq__job_t *kmq__job_get(kmq_runtime_t *rt) {
   void *v;
-  while (ck_ring_dequeue_mpsc(&rt->freed, rt->freed_buf, &v))
+  while (kmq__mpsc_pop(&rt->freed, rt->freed_buf, &v))
     rt->free_stack[rt->free_top++] = v;
   return rt->free_top ? rt->free_stack[--rt->free_top] : NULL;
 }

@@ -22,50 +22,16 @@
  * producer wrote before the push (the item, the actor's key, the mailbox
  * entry) before everything the consumer does after the pop.
  *
- * ThreadSanitizer does not see ck_pr's inline assembly, so it would report
- * the slot copies as races and lose the happens-before edge for the data
- * behind the pointers. Under TSan the ring operations run with memory
- * access checks off (the slot copies are ck's business; an ignore region
- * works whatever the compiler inlined) and carry explicit __tsan_release
- * (before the push, so it precedes the commit) and __tsan_acquire (after
- * the pop, so it follows the observed commit) on the ring's address:
- * exactly the edge ck_ring provides. Everything else in kmq uses C11
- * atomics, which TSan understands.
+ * ThreadSanitizer: see lib/tsan.h (an ignore region around each ring
+ * operation plus release/acquire annotations on the ring's address; an
+ * ignore region works whatever the compiler inlined).
  */
 #ifndef KMQ_SCHED_RING_H
 #define KMQ_SCHED_RING_H
 
 #include "scheduler/sched_int.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define KMQ__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define KMQ__TSAN 1
-#endif
-#endif
-
-#ifdef KMQ__TSAN
-#include <sanitizer/tsan_interface.h>
-/* Dynamic annotations exported by the TSan runtime (no public header). */
-void AnnotateIgnoreReadsBegin(const char *file, int line);
-void AnnotateIgnoreReadsEnd(const char *file, int line);
-void AnnotateIgnoreWritesBegin(const char *file, int line);
-void AnnotateIgnoreWritesEnd(const char *file, int line);
-#define KMQ__TSAN_IGNORE_BEGIN()                                               \
-  (AnnotateIgnoreReadsBegin(__FILE__, __LINE__),                               \
-   AnnotateIgnoreWritesBegin(__FILE__, __LINE__))
-#define KMQ__TSAN_IGNORE_END()                                                 \
-  (AnnotateIgnoreWritesEnd(__FILE__, __LINE__),                                \
-   AnnotateIgnoreReadsEnd(__FILE__, __LINE__))
-#define KMQ__TSAN_RELEASE(addr) __tsan_release((void *)(addr))
-#define KMQ__TSAN_ACQUIRE(addr) __tsan_acquire((void *)(addr))
-#else
-#define KMQ__TSAN_IGNORE_BEGIN() ((void)0)
-#define KMQ__TSAN_IGNORE_END() ((void)0)
-#define KMQ__TSAN_RELEASE(addr) ((void)(addr))
-#define KMQ__TSAN_ACQUIRE(addr) ((void)(addr))
-#endif
+#include "lib/tsan.h"
 
 /* Empties a's mailbox. Only while nobody else can reach a (binding).
  * @locality dispatcher */
