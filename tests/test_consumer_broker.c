@@ -85,23 +85,6 @@ static int parse(const rd_kafka_message_t *m, int *u, int *s) {
   return sscanf(buf, "u%d:%d", u, s) == 2 ? 0 : -1;
 }
 
-/* Committed offsets of the group equal the end offset of every partition. */
-static void assert_committed_at_end(const char *group) {
-  char errstr[512];
-  kmq_partition_lag_t lag[64];
-  int n = 64;
-  kmq_conf_t *c = conf_for(NULL);
-  ck_assert_msg(kmq_admin_group_lag(c, group, topic, lag, &n, 10000, errstr,
-                                    sizeof(errstr)) == KMQ_OK,
-                "%s", errstr);
-  for (int i = 0; i < n; i++)
-    /* An empty partition has nothing to commit. */
-    ck_assert_msg(lag[i].committed == lag[i].high ||
-                      (lag[i].committed < 0 && lag[i].high == lag[i].low),
-                  "partition %d committed %lld, end %lld", lag[i].partition,
-                  (long long)lag[i].committed, (long long)lag[i].high);
-  kmq_conf_destroy(c);
-}
 
 /* ---- 1000 users x 100, acks in random order from worker threads ---- */
 
@@ -195,7 +178,7 @@ START_TEST(thousand_users_random_completion_commits_end) {
   for (int i = 0; i < TOTAL; i++)
     ck_assert_msg(atomic_load(&W->seen[i]) == 1, "message %d seen %d times", i,
                   atomic_load(&W->seen[i]));
-  assert_committed_at_end(group);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
 
   /* Restart: one new marker per partition must be the only thing seen. */
   char bs_err[512];
@@ -323,7 +306,7 @@ START_TEST(second_member_joins_midstream) {
   ck_assert_int_gt(atomic_load(&b.handled), 0); /* B really took partitions */
   kmq_consumer_destroy(a.k);
   kmq_consumer_destroy(b.k);
-  assert_committed_at_end(group);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
   kmq_conf_destroy(c);
   free(seen);
 }
@@ -399,7 +382,7 @@ START_TEST(backpressure_pauses_and_resumes_in_order) {
   kmq_consumer_stats(k, &st);
   ck_assert_int_eq(st.paused, 0);
   kmq_consumer_destroy(k);
-  assert_committed_at_end(group);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
   kmq_conf_destroy(c);
 }
 END_TEST

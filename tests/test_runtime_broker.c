@@ -179,22 +179,6 @@ static kmq_proc_registry_t *registry(check_t *ck) {
   return reg;
 }
 
-static void assert_committed_at_end(const char *group) {
-  char errstr[512];
-  kmq_partition_lag_t lag[64];
-  int n = 64;
-  kmq_conf_t *c = conf_for(NULL);
-  ck_assert_msg(kmq_admin_group_lag(c, group, topic, lag, &n, 10000, errstr,
-                                    sizeof(errstr)) == KMQ_OK,
-                "%s", errstr);
-  for (int i = 0; i < n; i++)
-    /* An empty partition has nothing to commit. */
-    ck_assert_msg(lag[i].committed == lag[i].high ||
-                      (lag[i].committed < 0 && lag[i].high == lag[i].low),
-                  "partition %d committed %lld, end %lld", lag[i].partition,
-                  (long long)lag[i].committed, (long long)lag[i].high);
-  kmq_conf_destroy(c);
-}
 
 typedef struct {
   const char *reason[KMQ_TRAFFIC_BAD_KINDS];
@@ -246,7 +230,7 @@ START_TEST(thousand_users_in_order_with_random_delays) {
   ck_assert_int_gt(mx.latency_p99_us, 0);
   kmq_runtime_destroy(rt);
   check_complete(ck);
-  assert_committed_at_end(group);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
   /* Every bad record is in the DLQ with its precise reason. */
   dlq_seen_t d = {0};
   for (int k = 0; k < KMQ_TRAFFIC_BAD_KINDS; k++) {
@@ -320,7 +304,7 @@ START_TEST(members_join_and_leave_midstream) {
   pthread_join(tb, NULL);
   kmq_runtime_destroy(b.rt);
   check_complete(ck);
-  assert_committed_at_end(group);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(c);
   check_free(ck);
@@ -453,7 +437,7 @@ START_TEST(processor_retry_fail_async) {
   ck_assert_int_eq(atomic_load(&a.ck->violations), 0);
   for (int u = 0; u < users; u++)
     ck_assert_int_eq(a.ck->last[u], per - 1);
-  assert_committed_at_end(group);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
   reason_count_t rc = {0};
   ck_assert_int_eq(kt_read_topic(kt_bootstrap(), dlq_topic, failing, 30000,
                                  count_failed, &rc),
@@ -527,7 +511,7 @@ START_TEST(slow_processor_pauses_and_resumes) {
   ck_assert_int_eq(atomic_load(&ck->processed), users * per);
   ck_assert_int_eq(cs.paused, 0);
   kmq_runtime_destroy(rt);
-  assert_committed_at_end(group);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(c);
   check_free(ck);

@@ -112,3 +112,23 @@ const char *kt_header(const rd_kafka_message_t *m, const char *name, char *buf,
   }
   return buf;
 }
+
+#include "kmq/admin.h"
+
+void kt_assert_committed_at_end(const char *bootstrap, const char *group,
+                                const char *topic) {
+  char errstr[512];
+  kmq_partition_lag_t lag[256];
+  int n = 256;
+  kmq_conf_t *c = kmq_conf_new();
+  kmq_conf_set(c, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
+  ck_assert_msg(kmq_admin_group_lag(c, group, topic, lag, &n, 10000, errstr,
+                                    sizeof(errstr)) == KMQ_OK,
+                "%s", errstr);
+  for (int i = 0; i < n; i++)
+    ck_assert_msg(lag[i].committed == lag[i].high ||
+                      (lag[i].committed < 0 && lag[i].high == lag[i].low),
+                  "partition %d committed %lld, end %lld", lag[i].partition,
+                  (long long)lag[i].committed, (long long)lag[i].high);
+  kmq_conf_destroy(c);
+}

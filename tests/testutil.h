@@ -38,6 +38,11 @@ int kt_read_topic(const char *bootstrap, const char *topic, int expect,
 const char *kt_header(const rd_kafka_message_t *m, const char *name, char *buf,
                       size_t size);
 
+/* Asserts that group's committed offset on every partition of topic is the
+ * partition's end offset (an empty partition has nothing to commit). */
+void kt_assert_committed_at_end(const char *bootstrap, const char *group,
+                                const char *topic);
+
 /* Kafka protocol ApiKeys for the mock cluster's error injection (librdkafka
  * keeps its RD_KAFKAP_* names in a private header). */
 enum {
