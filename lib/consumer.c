@@ -14,6 +14,13 @@
 #include "lib/part.h"
 #include "lib/util.h"
 
+/* Messages a partition may hold (taken from librdkafka, refused for now)
+ * before it is paused. Pausing is expensive: librdkafka drops the
+ * partition's prefetched messages and the fetch after the resume waits for
+ * the broker's in-flight long poll (up to fetch.wait.max.ms, 500 ms by
+ * default), so short refusals are absorbed by holding instead. */
+#define KMQ__HOLD_BEFORE_PAUSE 64
+
 enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
 
 /* An ack slot: one message awaiting its ack. `word` packs the generation
@@ -41,7 +48,9 @@ struct kmq_consumer_s {
   int64_t revoke_ms, commit_timeout_ms;
   int poll_batch;
   int cooperative;
+  int subscribed;
   int closed;
+  int64_t now_ms; /* sampled once per poll call */
 
   kmq__slot_t *slots;
   uint32_t nslots;
@@ -112,6 +121,7 @@ static void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause) {
   p->paused = pause;
   KMQ__INC(c, paused, pause ? 1 : -1);
 }
+
 
 /* The gate of p finished `offset`: advance and tell the committer. */
 static void kmq__finish(kmq_consumer_t *c, kmq__part_t *p, int64_t offset) {
@@ -270,7 +280,8 @@ static void kmq__hold(kmq_consumer_t *c, kmq__part_t *p,
     p->held_size = ns;
   }
   p->held[p->held_cnt++] = m;
-  kmq__set_paused(c, p, 1);
+  if (p->held_cnt > KMQ__HOLD_BEFORE_PAUSE)
+    kmq__set_paused(c, p, 1);
 }
 
 /* Re-offers held messages in order; resumes a partition once it has none.
@@ -536,6 +547,7 @@ kmq_err_t kmq_consumer_subscribe(kmq_consumer_t *c, const char *const *topics,
     kmq__log("ERROR", "consumer", "subscribe: %s", rd_kafka_err2str(err));
     return KMQ_ERR_KAFKA;
   }
+  c->subscribed = 1;
   return KMQ_OK;
 }
 
@@ -604,6 +616,24 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
   c->closed = 1;
   kmq_err_t ret = KMQ_OK;
   int64_t deadline = kmq__mono_ms() + timeout_ms;
+  /* librdkafka < 2.3 aborts in rd_kafka_sticky_assignor_state_destroy() when
+   * a cooperative member that has joined the group is closed before its
+   * first assignment (#4312, fixed by #4381): let that assignment arrive
+   * first, within the same deadline. No partitions yet, so nothing to
+   * dispatch. */
+  while (c->cooperative && c->subscribed &&
+         atomic_load_explicit(&c->st.rebalances, memory_order_relaxed) == 0 &&
+         kmq__mono_ms() < deadline) {
+    char *id = rd_kafka_memberid(c->rk);
+    int joined = id && *id;
+    if (id)
+      rd_kafka_mem_free(c->rk, id);
+    if (!joined)
+      break; /* not in the group: no assignor state to destroy */
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 10);
+    if (m)
+      rd_kafka_message_destroy(m);
+  }
   while (atomic_load_explicit(&c->st.in_flight, memory_order_relaxed) > 0) {
     kmq__drain(c);
     if (kmq__mono_ms() >= deadline) {

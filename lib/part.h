@@ -20,7 +20,8 @@ typedef struct kmq__part_s {
   int paused;
   int revoking;
   /* Messages taken from librdkafka but not yet accepted (backpressure), in
-   * offset order; normally at most one since pausing stops the partition. */
+   * offset order; past KMQ__HOLD_BEFORE_PAUSE the partition is paused, which
+   * stops more from arriving. */
   rd_kafka_message_t **held;
   int held_cnt, held_size;
   struct kmq__part_s *next; /* in the consumer's list */
