@@ -50,7 +50,6 @@ struct kmq_consumer_s {
   int cooperative;
   int subscribed;
   int closed;
-  int64_t now_ms; /* sampled once per poll call */
 
   kmq__slot_t *slots;
   uint32_t nslots;
