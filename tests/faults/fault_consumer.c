@@ -1,0 +1,194 @@
+/*
+ * fault_consumer: a kmq runtime in its own process for the multi-process
+ * fault scenarios (rebalance storm, SIGKILL of a consumer).
+ *
+ *   fault_consumer --bootstrap B --topic T --group G --log FILE
+ *                  [--delay-us N] [--workers N] [--set key=value]...
+ *
+ * Every traffic message it processes is appended to FILE as
+ *   P <user> <seq> <partition> <offset> <t_ns>
+ * (t_ns: CLOCK_MONOTONIC when the processor started) with one write(2) per
+ * line, so the line is in the page cache when the processor returns and a
+ * SIGKILL afterwards cannot lose it. Each increase of a partition's committed
+ * offset that the consumer confirms is appended as
+ *   C <partition> <offset> <t_ns>
+ * (sampled after every poll). "#" lines mark start and exit.
+ * SIGTERM/SIGINT stop it gracefully (drain, commit, leave the group): exit
+ * status 0. Exit 2 on a usage or set-up error.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kmq/runtime.h"
+#include "traffic.h"
+#include "verify.h"
+
+#define FC_MAX_PARTS 256
+
+static kmq_runtime_t *volatile the_rt;
+static volatile sig_atomic_t stopping;
+
+typedef struct {
+  int fd;
+  int delay_us;
+  atomic_llong processed;
+} fc_app_t;
+
+static void on_signal(int sig) {
+  (void)sig;
+  stopping = 1;
+  if (the_rt)
+    kmq_runtime_stop(the_rt); /* async-signal-safe */
+}
+
+static kmq_proc_result_t on_msg(const kmq_chat_msg_t *msg, kmq_proc_ctx_t *ctx,
+                                void *opaque) {
+  fc_app_t *app = opaque;
+  int64_t t = kf_now_ns();
+  int u, seq;
+  if (kmq_traffic_parse_id(msg->message_id.ptr, msg->message_id.len, &u,
+                           &seq)) {
+    kmq_proc_ctx_set_reason(ctx, "message_id \"%s\" is not traffic",
+                            msg->message_id.ptr);
+    return KMQ_PROC_FAIL;
+  }
+  if (app->delay_us > 0) {
+    /* Simulated work; varies per message so users finish out of order. */
+    unsigned r = (unsigned)(u * 2654435761u + (unsigned)seq * 40503u);
+    long us = (long)(r % (unsigned)app->delay_us);
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+  }
+  kf_log_line(app->fd, "P %d %d %d %lld %lld\n", u, seq,
+              (int)kmq_proc_ctx_partition(ctx),
+              (long long)kmq_proc_ctx_offset(ctx), (long long)t);
+  atomic_fetch_add(&app->processed, 1);
+  return KMQ_PROC_OK;
+}
+
+typedef struct {
+  int fd;
+  int64_t last[FC_MAX_PARTS];
+} fc_commits_t;
+
+static void on_partition(const kmq_partition_info_t *pi, void *opaque) {
+  fc_commits_t *c = opaque;
+  if (pi->partition < 0 || pi->partition >= FC_MAX_PARTS)
+    return;
+  if (pi->committed > c->last[pi->partition]) {
+    c->last[pi->partition] = pi->committed;
+    kf_log_line(c->fd, "C %d %lld %lld\n", (int)pi->partition,
+                (long long)pi->committed, (long long)kf_now_ns());
+  }
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: fault_consumer --bootstrap B --topic T --group G "
+                  "--log FILE [--delay-us N] [--workers N] [--set k=v]...\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  const char *bootstrap = NULL, *topic = NULL, *group = NULL, *log = NULL;
+  const char *workers = "2";
+  fc_app_t app = {.fd = -1};
+  char errstr[512];
+  kmq_conf_t *conf = kmq_conf_new();
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v)
+      return usage();
+    i++;
+    if (!strcmp(a, "--bootstrap"))
+      bootstrap = v;
+    else if (!strcmp(a, "--topic"))
+      topic = v;
+    else if (!strcmp(a, "--group"))
+      group = v;
+    else if (!strcmp(a, "--log"))
+      log = v;
+    else if (!strcmp(a, "--delay-us"))
+      app.delay_us = atoi(v);
+    else if (!strcmp(a, "--workers"))
+      workers = v;
+    else if (!strcmp(a, "--set")) {
+      char kv[512];
+      snprintf(kv, sizeof(kv), "%s", v);
+      char *eq = strchr(kv, '=');
+      if (!eq)
+        return usage();
+      *eq = '\0';
+      if (kmq_conf_set(conf, kv, eq + 1, errstr, sizeof(errstr))) {
+        fprintf(stderr, "fault_consumer: %s\n", errstr);
+        return 2;
+      }
+    } else
+      return usage();
+  }
+  if (!bootstrap || !topic || !group || !log)
+    return usage();
+  const char *kv[][2] = {{"bootstrap.servers", bootstrap},
+                         {"kmq.topic", topic},
+                         {"group.id", group},
+                         {"kmq.sched.workers", workers}};
+  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+    if (kmq_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr))) {
+      fprintf(stderr, "fault_consumer: %s\n", errstr);
+      return 2;
+    }
+  app.fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (app.fd < 0) {
+    perror(log);
+    return 2;
+  }
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  if (!reg || kmq_proc_set_default(reg, on_msg, &app)) {
+    fprintf(stderr, "fault_consumer: registry: %s\n", errstr);
+    return 2;
+  }
+  kmq_runtime_t *rt = kmq_runtime_new(conf, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  if (!rt) {
+    fprintf(stderr, "fault_consumer: %s\n", errstr);
+    return 2;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  the_rt = rt;
+  kf_log_line(app.fd, "# start pid %d t %lld\n", (int)getpid(),
+              (long long)kf_now_ns());
+  fc_commits_t commits = {.fd = app.fd};
+  for (int p = 0; p < FC_MAX_PARTS; p++)
+    commits.last[p] = -1;
+  int rc = 0;
+  while (!stopping) {
+    int n = kmq_runtime_poll(rt, 100);
+    if (n < 0 && n != KMQ_ERR_BACKPRESSURE) {
+      fprintf(stderr, "fault_consumer: poll: %s\n",
+                  kmq_err2str((kmq_err_t)n));
+      rc = 1;
+      break;
+    }
+    kmq_consumer_partitions(kmq_runtime_consumer(rt), on_partition, &commits);
+  }
+  the_rt = NULL;
+  kmq_runtime_metrics_t mx;
+  kmq_runtime_metrics(rt, &mx);
+  kmq_runtime_destroy(rt);
+  kf_log_line(app.fd, "# exit pid %d processed %lld rebalances %lld t %lld\n",
+              (int)getpid(), (long long)atomic_load(&app.processed),
+              (long long)mx.rebalances, (long long)kf_now_ns());
+  close(app.fd);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(conf);
+  return rc;
+}
