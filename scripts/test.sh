@@ -5,9 +5,13 @@
 #   2. builds: plain (-Werror), ASan+UBSan, TSan;
 #   3. starts a real single-node Kafka broker (scripts/kafka.sh) on free
 #      loopback ports, and stops it on exit whatever happens;
-#   4. ctest: the whole suite on the plain and the ASan+UBSan builds (unit,
-#      mock cluster, real broker, Java partitioner), and the tests labelled
-#      "tsan" (gate, scheduler) on the TSan build.
+#   4. ctest: the whole suite on the plain build (unit, mock cluster, real
+#      broker, Java partitioner, bench smoke runs, fault scenarios including
+#      private 1- and 3-node clusters); the same on the ASan+UBSan build except
+#      the private-cluster scenarios (broker kill/restart cycles are slow under
+#      ASan and exercise no extra kmq code); the tests labelled "tsan" (gate,
+#      scheduler, registry) on the TSan build;
+#   5. a short libFuzzer run of the gate and the envelope decoder.
 # Options: --quick (plain build only, no sanitizer passes).
 set -euo pipefail
 
@@ -58,7 +62,9 @@ run() { # title, build dir, ctest args...
 }
 run plain build
 if ((!QUICK)); then
-  run "ASan+UBSan" build-asan
+  run "ASan+UBSan" build-asan -LE "cluster1|cluster3"
   run TSan build-tsan -L tsan
+  echo "test: fuzzing (gate, envelope)"
+  FUZZ_SECONDS=15 bash tests/faults/fuzz.sh || status=1
 fi
 exit $status
