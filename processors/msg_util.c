@@ -190,9 +190,11 @@ int kmq__utf8_check(const void *buf, size_t len, char *errstr,
       }
       cp = (cp << 6) | (p[i + k] & 0x3Fu);
     }
-    kmq__hexbytes(hex, sizeof(hex), p + i, need);
     static const uint32_t kmin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    /* The hex dump is built on the error paths only: valid text is the
+     * common case and pays nothing for the message. */
     if (cp < kmin[need]) {
+      kmq__hexbytes(hex, sizeof(hex), p + i, need);
       kmq__errset(errstr, errstr_size,
                   "invalid UTF-8 at byte %zu: overlong %zu-byte encoding of "
                   "U+%04X (%s)",
@@ -200,6 +202,7 @@ int kmq__utf8_check(const void *buf, size_t len, char *errstr,
       return -1;
     }
     if (cp >= 0xD800 && cp <= 0xDFFF) {
+      kmq__hexbytes(hex, sizeof(hex), p + i, need);
       kmq__errset(errstr, errstr_size,
                   "invalid UTF-8 at byte %zu: UTF-16 surrogate U+%04X encoded "
                   "as UTF-8 (%s)",
@@ -207,6 +210,7 @@ int kmq__utf8_check(const void *buf, size_t len, char *errstr,
       return -1;
     }
     if (cp > 0x10FFFF) {
+      kmq__hexbytes(hex, sizeof(hex), p + i, need);
       kmq__errset(errstr, errstr_size,
                   "invalid UTF-8 at byte %zu: code point U+%X is above "
                   "U+10FFFF (%s)",
