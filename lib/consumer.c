@@ -1,7 +1,6 @@
 /* Consumer: dispatch, ack slots, backpressure, rebalance with gates. */
 #include "kmq/consumer.h"
 
-#include <ck_ring.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -55,8 +54,8 @@ struct kmq_consumer_s {
   uint32_t nslots;
   uint32_t *free_stack; /* @locality poll thread */
   uint32_t free_top;
-  ck_ring_t ring; /* MPSC: ackers -> poll thread, slot index + 1 */
-  ck_ring_buffer_t *ring_buf;
+  kmq__mpsc_t acked; /* ackers -> poll thread: slot indices */
+  uint32_t *acked_next;
 
   /* The handler of the current poll call, to re-offer held messages. */
   kmq_handler_cb *h;
@@ -148,10 +147,10 @@ static void kmq__slot_free(kmq_consumer_t *c, uint32_t idx) {
 
 /* Applies acks that arrived since the last call. @locality poll thread */
 static int kmq__drain(kmq_consumer_t *c) {
-  void *v;
   int n = 0;
-  while (kmq__mpsc_pop(&c->ring, c->ring_buf, &v)) {
-    uint32_t idx = (uint32_t)((uintptr_t)v - 1);
+  for (uint32_t node = kmq__mpsc_take(&c->acked); node;) {
+    uint32_t idx = node - 1;
+    node = kmq__mpsc_next(&c->acked, node); /* before the slot is reused */
     kmq__slot_t *s = &c->slots[idx];
     /* Acquire pairs with the acker's CAS: what the processor did before
      * acking happens before we destroy the message. */
@@ -185,9 +184,8 @@ void kmq_ack(kmq_ack_t ack, int ok) {
   if (!atomic_compare_exchange_strong_explicit(
           &s->word, &expect, want, memory_order_acq_rel, memory_order_relaxed))
     return;
-  /* Never full: the ring holds more entries than there are slots. */
-  kmq__mpsc_push_wait(&c->ring, c->ring_buf,
-                      (void *)(uintptr_t)(ack.slot + 1));
+  /* One node per slot, and a slot is pushed once per use. */
+  kmq__mpsc_push(&c->acked, ack.slot);
 }
 
 /* Offers m to the handler. KMQ_ERR_BACKPRESSURE: not taken, m still ours.
@@ -239,7 +237,7 @@ static kmq_err_t kmq__offer(kmq_consumer_t *c, kmq__part_t *p,
     return KMQ_OK;
   }
   /* Not taken: void the handle. If the handler acked anyway, that ack is
-   * in the ring and is applied like any other. */
+   * in the acked stack and is applied like any other. */
   uint64_t expect = (uint64_t)gen << 32 | KMQ__SLOT_PENDING;
   if (!atomic_compare_exchange_strong_explicit(
           &s->word, &expect, (uint64_t)gen << 32 | KMQ__SLOT_FAIL,
@@ -483,17 +481,14 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   c->poll_batch = (int)kmq_conf_get_int(conf, "kmq.poll.batch");
   c->nslots = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
 
-  uint32_t ring_size = 2;
-  while (ring_size <= c->nslots) /* ck_ring holds size - 1 entries */
-    ring_size <<= 1;
   c->slots = calloc(c->nslots, sizeof(*c->slots));
   c->free_stack = calloc(c->nslots, sizeof(*c->free_stack));
-  c->ring_buf = calloc(ring_size, sizeof(*c->ring_buf));
-  if (!c->slots || !c->free_stack || !c->ring_buf) {
+  c->acked_next = calloc(c->nslots, sizeof(*c->acked_next));
+  if (!c->slots || !c->free_stack || !c->acked_next) {
     snprintf(errstr, errstr_size, "out of memory for %u ack slots", c->nslots);
     goto fail_slots;
   }
-  ck_ring_init(&c->ring, ring_size);
+  kmq__mpsc_init(&c->acked, c->acked_next);
   for (uint32_t i = 0; i < c->nslots; i++)
     c->free_stack[c->free_top++] = c->nslots - 1 - i;
 
@@ -528,7 +523,7 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   return c;
 
 fail_slots:
-  free(c->ring_buf);
+  free(c->acked_next);
   free(c->free_stack);
   free(c->slots);
   free(c);
@@ -680,7 +675,7 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
     if (c->slots[i].m)
       rd_kafka_message_destroy(c->slots[i].m);
   rd_kafka_destroy(c->rk);
-  free(c->ring_buf);
+  free(c->acked_next);
   free(c->free_stack);
   free(c->slots);
   free(c);

@@ -1,51 +1,60 @@
 /*
- * A bounded MPSC ring of pointers (kmq__ internal): any thread pushes, one
- * owner thread pops. Used to bring completions (acks, freed jobs) back to
- * the poll thread, so the state they touch (gates, slabs) needs no lock.
- * Sized by the caller so that it cannot fill: it carries at most one entry
- * per outstanding slot. ck_ring orders the push's prior writes before the
- * pop's later reads (release/acquire on the ring's tail); lib/tsan.h tells
- * ThreadSanitizer the same.
+ * A multi-producer, single-consumer stack of indices (kmq__ internal): any
+ * thread pushes a node index, one owner thread takes every pushed index at
+ * once. It brings completions (acks, freed jobs) back to the poll thread so
+ * that the state they touch (gates, slabs) needs no lock.
+ *
+ * Why not a ring: Concurrency Kit's multi-producer ring enqueue makes each
+ * producer wait until every earlier producer has published; with more busy
+ * threads than CPUs a preempted producer stalls all the others (measured in
+ * bench/RESULTS.md, finding 1). Here a push is one CAS that never waits for
+ * another producer, and the owner takes the whole list with one exchange.
+ * No ABA: nodes are never popped one by one, and a node is pushed again only
+ * after the owner has taken and recycled it.
+ *
+ * Storage is the caller's: `next` has one entry per node index, so nothing is
+ * allocated per push and the stack cannot fill. The list comes out newest
+ * first; the callers' completions carry no order.
  */
 #ifndef KMQ_LIB_MPSC_H
 #define KMQ_LIB_MPSC_H
 
-#include <ck_pr.h>
-#include <ck_ring.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
-#include "lib/tsan.h"
+typedef struct {
+  _Atomic uint32_t head; /* index + 1 of the newest node; 0: empty */
+  uint32_t *next;        /* next[i]: index + 1 of the node pushed before i */
+} kmq__mpsc_t;
 
-/* @locality any thread. Returns false only if the ring is full. */
-static inline bool kmq__mpsc_push(ck_ring_t *r, ck_ring_buffer_t *buf,
-                                  void *v) {
-  KMQ__TSAN_RELEASE(r); /* the popper acquires it after our commit */
-  KMQ__TSAN_IGNORE_BEGIN();
-  bool ok = ck_ring_enqueue_mpsc(r, buf, v);
-  KMQ__TSAN_IGNORE_END();
-  return ok;
+static inline void kmq__mpsc_init(kmq__mpsc_t *s, uint32_t *next) {
+  atomic_init(&s->head, 0);
+  s->next = next;
 }
 
-/* Pushes, waiting out a producer whose view of the consumer was stale. For
- * rings sized never to fill. @locality any thread */
-static inline void kmq__mpsc_push_wait(ck_ring_t *r, ck_ring_buffer_t *buf,
-                                       void *v) {
-  while (!kmq__mpsc_push(r, buf, v))
-    ck_pr_stall();
+/* Pushes node idx, which must not be in the stack. Never blocks on another
+ * producer. @locality any thread */
+static inline void kmq__mpsc_push(kmq__mpsc_t *s, uint32_t idx) {
+  uint32_t old = atomic_load_explicit(&s->head, memory_order_relaxed);
+  do
+    s->next[idx] = old;
+  /* Release: next[idx], and whatever the caller wrote before pushing (the
+   * ack state, the job's contents), happen before the owner's acquire. */
+  while (!atomic_compare_exchange_weak_explicit(
+      &s->head, &old, idx + 1, memory_order_release, memory_order_relaxed));
 }
 
-/* @locality the owner thread. Returns false when empty (*vp untouched). */
-static inline bool kmq__mpsc_pop(ck_ring_t *r, ck_ring_buffer_t *buf,
-                                 void **vp) {
-  void *v;
-  KMQ__TSAN_IGNORE_BEGIN();
-  bool ok = ck_ring_dequeue_mpsc(r, buf, &v);
-  KMQ__TSAN_IGNORE_END();
-  if (!ok)
-    return false;
-  KMQ__TSAN_ACQUIRE(r);
-  *vp = v;
-  return true;
+/* Takes every pushed node; returns the first one's index + 1 (0: none).
+ * Walk with kmq__mpsc_next() and read it BEFORE recycling a node.
+ * @locality the owner thread */
+static inline uint32_t kmq__mpsc_take(kmq__mpsc_t *s) {
+  /* Acquire pairs with the pushes' release CAS. */
+  return atomic_exchange_explicit(&s->head, 0, memory_order_acquire);
+}
+
+static inline uint32_t kmq__mpsc_next(const kmq__mpsc_t *s, uint32_t node) {
+  return s->next[node - 1];
 }
 
 #endif

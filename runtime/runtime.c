@@ -2,7 +2,6 @@
  * processors -> ack / DLQ. */
 #include "kmq/runtime.h"
 
-#include <ck_ring.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,8 +46,8 @@ struct kmq_runtime_s {
   uint32_t njobs;
   kmq__job_t **free_stack; /* @locality poll thread */
   uint32_t free_top;
-  ck_ring_t freed; /* MPSC: any thread releases, the poll thread collects */
-  ck_ring_buffer_t *freed_buf;
+  kmq__mpsc_t freed; /* any thread releases, the poll thread collects */
+  uint32_t *freed_next;
 
   int max_attempts;
   int64_t backoff_ms, close_ms;
@@ -72,15 +71,14 @@ static int64_t kmq__now_us(void) {
 
 /* @locality any thread */
 static void kmq__job_release(kmq_runtime_t *rt, kmq__job_t *job) {
-  /* The ring has room for every job, so this cannot fail. */
-  kmq__mpsc_push_wait(&rt->freed, rt->freed_buf, job);
+  kmq__mpsc_push(&rt->freed, (uint32_t)(job - rt->jobs));
 }
 
 /* @locality poll thread */
 static kmq__job_t *kmq__job_get(kmq_runtime_t *rt) {
-  void *v;
-  while (kmq__mpsc_pop(&rt->freed, rt->freed_buf, &v))
-    rt->free_stack[rt->free_top++] = v;
+  for (uint32_t n = kmq__mpsc_take(&rt->freed); n;
+       n = kmq__mpsc_next(&rt->freed, n))
+    rt->free_stack[rt->free_top++] = &rt->jobs[n - 1];
   return rt->free_top ? rt->free_stack[--rt->free_top] : NULL;
 }
 
@@ -350,19 +348,16 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->max_bytes = (size_t)kmq_conf_get_int(conf, "kmq.msg.max.bytes");
   rt->close_ms = kmq_conf_get_int(conf, "kmq.revoke.timeout.ms");
   rt->njobs = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
-  uint32_t ring = 2;
-  while (ring <= rt->njobs)
-    ring <<= 1;
   rt->jobs = calloc(rt->njobs, sizeof(*rt->jobs));
   rt->free_stack = calloc(rt->njobs, sizeof(*rt->free_stack));
-  rt->freed_buf = calloc(ring, sizeof(*rt->freed_buf));
+  rt->freed_next = calloc(rt->njobs, sizeof(*rt->freed_next));
   rt->lat = kmq_hist_new();
-  if (!rt->topic || !rt->jobs || !rt->free_stack || !rt->freed_buf ||
+  if (!rt->topic || !rt->jobs || !rt->free_stack || !rt->freed_next ||
       !rt->lat) {
     snprintf(errstr, errstr_size, "out of memory");
     goto fail_mem;
   }
-  ck_ring_init(&rt->freed, ring);
+  kmq__mpsc_init(&rt->freed, rt->freed_next);
   for (uint32_t i = 0; i < rt->njobs; i++) {
     kmq__job_t *j = &rt->jobs[i];
     j->rt = rt;
@@ -394,7 +389,7 @@ fail_dlq:
   kmq_msg_decoder_destroy(rt->dec);
 fail_mem:
   kmq_hist_destroy(rt->lat);
-  free(rt->freed_buf);
+  free(rt->freed_next);
   free(rt->free_stack);
   free(rt->jobs);
   free(rt->topic);
@@ -456,7 +451,7 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
     if (rt->jobs[i].decoded)
       kmq_chat_msg_clear(&rt->jobs[i].msg);
   kmq_hist_destroy(rt->lat);
-  free(rt->freed_buf);
+  free(rt->freed_next);
   free(rt->free_stack);
   free(rt->jobs);
   free(rt->topic);

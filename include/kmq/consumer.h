@@ -32,8 +32,9 @@
  *
  * Threads: everything except kmq_ack() runs on one thread, the poll thread
  * (the one calling poll_and_dispatch*), which also runs the handler, the
- * hooks and the rebalance. Acks travel to it through a bounded MPSC ring
- * sized to kmq.max.inflight, so kmq_ack() never blocks and never fails.
+ * hooks and the rebalance. Acks travel to it through a lock-free MPSC stack
+ * with one node per ack slot (kmq.max.inflight), so kmq_ack() never blocks,
+ * never waits for another acker and never fails.
  * Message lifetime: the rd_kafka_message_t given to a handler is valid until
  * the handler returns (plain style) or until its ack is called (ack style);
  * the consumer destroys it.
