@@ -101,6 +101,17 @@ static kmq_conf_t *make_conf(const mock_t *m, int timeout_ms) {
   return c;
 }
 
+/* A producer reporting into t; with_fallback: fallback_cb stores into t. */
+static kmq_producer_t *new_producer(const kmq_conf_t *c, track_t *t,
+                                    int with_fallback) {
+  char errstr[512];
+  kmq_producer_t *p =
+      kmq_producer_new(c, dr_cb, t, with_fallback ? fallback_cb : NULL,
+                       with_fallback ? t : NULL, errstr, sizeof(errstr));
+  ck_assert_msg(p, "%s", errstr);
+  return p;
+}
+
 static void send_all(kmq_producer_t *p, int from, int to) {
   for (int i = from; i < to; i++) {
     char key[32], val[64], id[32];
@@ -181,10 +192,7 @@ START_TEST(produce_errors_go_to_dlq) {
         RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 0);
   kmq_conf_t *c = make_conf(&m, 10000);
   track_t *t = calloc(1, sizeof(*t));
-  char errstr[512];
-  kmq_producer_t *p = kmq_producer_new(c, dr_cb, t, NULL, NULL, errstr,
-                                       sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
+  kmq_producer_t *p = new_producer(c, t, 0);
   send_all(p, 0, NMSG);
   ck_assert_int_eq(kmq_producer_flush(p, 30000), KMQ_OK);
   kmq_producer_stats_t st;
@@ -209,10 +217,7 @@ START_TEST(broker_down_until_timeout_goes_to_dlq) {
   rd_kafka_mock_broker_set_down(m.mc, 1);
   kmq_conf_t *c = make_conf(&m, 3000);
   track_t *t = calloc(1, sizeof(*t));
-  char errstr[512];
-  kmq_producer_t *p = kmq_producer_new(c, dr_cb, t, NULL, NULL, errstr,
-                                       sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
+  kmq_producer_t *p = new_producer(c, t, 0);
   send_all(p, 0, NMSG);
   ck_assert_int_eq(kmq_producer_flush(p, 30000), KMQ_OK);
   kmq_producer_stats_t st;
@@ -234,10 +239,7 @@ START_TEST(dlq_down_goes_to_fallback) {
   rd_kafka_mock_broker_set_down(m.mc, 2);
   kmq_conf_t *c = make_conf(&m, 2000);
   track_t *t = calloc(1, sizeof(*t));
-  char errstr[512];
-  kmq_producer_t *p = kmq_producer_new(c, dr_cb, t, fallback_cb, t, errstr,
-                                       sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
+  kmq_producer_t *p = new_producer(c, t, 1);
   send_all(p, 0, NMSG);
   ck_assert_int_eq(kmq_producer_flush(p, 30000), KMQ_OK);
   kmq_producer_stats_t st;
@@ -270,10 +272,7 @@ START_TEST(no_fallback_is_reported_lost) {
   rd_kafka_mock_broker_set_down(m.mc, 2);
   kmq_conf_t *c = make_conf(&m, 1500);
   track_t *t = calloc(1, sizeof(*t));
-  char errstr[512];
-  kmq_producer_t *p = kmq_producer_new(c, dr_cb, t, NULL, NULL, errstr,
-                                       sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
+  kmq_producer_t *p = new_producer(c, t, 0);
   send_all(p, 0, 20);
   ck_assert_int_eq(kmq_producer_flush(p, 30000), KMQ_OK);
   kmq_producer_stats_t st;
@@ -303,9 +302,7 @@ START_TEST(fatal_error_replaces_instance_without_loss) {
   kmq_conf_t *c = make_conf(&m, 10000);
   track_t *t = calloc(1, sizeof(*t));
   char errstr[512];
-  kmq_producer_t *p = kmq_producer_new(c, dr_cb, t, NULL, NULL, errstr,
-                                       sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
+  kmq_producer_t *p = new_producer(c, t, 0);
   send_all(p, 0, NMSG / 2);
   ck_assert_int_eq(kmq_producer_flush(p, 30000), KMQ_OK);
   ck_assert_int_eq(kmq_producer_last_fatal(p, errstr, sizeof(errstr)),
