@@ -24,56 +24,68 @@ static uint32_t kmq__pow2_u32(uint64_t v) {
   return p;
 }
 
-/* ---- wake-up protocol (an event count) ----
- *
- * A producer publishes an actor on the run queue, then bumps wake_epoch and
- * reads sleepers; a worker about to sleep, holding `lock`, bumps sleepers,
- * reads wake_epoch, retries the run queue, and waits while wake_epoch is
- * unchanged. All four are seq_cst, so in their single total order either
- * the producer's sleepers load comes after the worker's increment (the
- * producer then signals under `lock`, which the worker holds until it is
- * inside pthread_cond_wait, so the signal cannot fall in between), or it
- * comes before, and then the worker's epoch load comes after the producer's
- * bump; that bump is a release RMW read by an acquire load, so the ring
- * push before it is visible to the worker's retry. No wake-up is lost. */
+/* ---- run queue (sched_int.h: a mutex FIFO) ---- */
 
-/* @locality any thread, after a kmq__runq_push */
-static void kmq__wake_one(kmq_sched_t *s) {
-  /* seq_cst, both: the event-count argument above (push -> bump ->
-   * sleepers load, against sleepers bump -> epoch load -> retry). */
-  atomic_fetch_add_explicit(&s->wake_epoch, 1, memory_order_seq_cst);
-  if (atomic_load_explicit(&s->sleepers, memory_order_seq_cst) == 0)
-    return;
-  pthread_mutex_lock(&s->lock);
-  pthread_cond_signal(&s->wake_cond);
-  pthread_mutex_unlock(&s->lock);
+/* Appends a (not queued, pending > 0) and wakes one sleeping worker. The
+ * mutex orders everything this thread did to a before the popping worker's
+ * first access. @locality any thread */
+static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a) {
+  pthread_mutex_lock(&s->runq_lock);
+  a->runq_next = NULL;
+  if (s->runq_tail != NULL)
+    s->runq_tail->runq_next = a;
+  else
+    s->runq_head = a;
+  s->runq_tail = a;
+  atomic_store_explicit(&s->runq_len,
+                        atomic_load_explicit(&s->runq_len,
+                                             memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  if (s->sleepers > 0)
+    pthread_cond_signal(&s->wake_cond);
+  pthread_mutex_unlock(&s->runq_lock);
+}
+
+/* The head actor, or NULL. Called with runq_lock held. */
+static kmq_sched_actor_t *kmq__runq_take(kmq_sched_t *s) {
+  kmq_sched_actor_t *a = s->runq_head;
+  if (a == NULL)
+    return NULL;
+  s->runq_head = a->runq_next;
+  if (s->runq_head == NULL)
+    s->runq_tail = NULL;
+  atomic_store_explicit(&s->runq_len,
+                        atomic_load_explicit(&s->runq_len,
+                                             memory_order_relaxed) - 1,
+                        memory_order_relaxed);
+  return a;
+}
+
+/* Takes the head actor without sleeping; NULL when the queue looks empty.
+ * The unlocked length check keeps spinning workers off the lock.
+ * @locality any worker */
+static kmq_sched_actor_t *kmq__runq_pop(kmq_sched_t *s) {
+  if (atomic_load_explicit(&s->runq_len, memory_order_relaxed) == 0)
+    return NULL;
+  pthread_mutex_lock(&s->runq_lock);
+  kmq_sched_actor_t *a = kmq__runq_take(s);
+  pthread_mutex_unlock(&s->runq_lock);
+  return a;
 }
 
 /* Sleeps until an actor is available (returned) or the scheduler exits
- * (NULL). @locality any worker */
+ * (NULL). A push signals under runq_lock, which a sleeper holds from its
+ * empty check until it is inside pthread_cond_wait: no lost wake-up.
+ * @locality any worker */
 static kmq_sched_actor_t *kmq__worker_wait(kmq_sched_t *s) {
-  kmq_sched_actor_t *a = NULL;
-  pthread_mutex_lock(&s->lock);
-  /* seq_cst: pairs with kmq__wake_one (see above). */
-  atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
-  for (;;) {
-    uint64_t epoch =
-        atomic_load_explicit(&s->wake_epoch, memory_order_seq_cst);
-    if (kmq__runq_pop(s, &a))
-      break;
-    /* Relaxed: exiting is written under lock, which we hold. */
-    if (atomic_load_explicit(&s->exiting, memory_order_relaxed)) {
-      a = NULL;
-      break;
-    }
-    while (atomic_load_explicit(&s->wake_epoch, memory_order_seq_cst) ==
-               epoch &&
-           !atomic_load_explicit(&s->exiting, memory_order_relaxed))
-      pthread_cond_wait(&s->wake_cond, &s->lock);
+  kmq_sched_actor_t *a;
+  pthread_mutex_lock(&s->runq_lock);
+  while ((a = kmq__runq_take(s)) == NULL && !s->exiting) {
+    s->sleepers++;
+    pthread_cond_wait(&s->wake_cond, &s->runq_lock);
+    s->sleepers--;
   }
-  /* Relaxed: leaving only makes producers signal needlessly. */
-  atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&s->lock);
+  pthread_mutex_unlock(&s->runq_lock);
   return a;
 }
 
@@ -126,7 +138,6 @@ static bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a,
       kept = true;
     } else {
       kmq__runq_push(s, a);
-      kmq__wake_one(s);
     }
   }
   /* From here on a may be recycled unless kept. */
@@ -167,12 +178,11 @@ static void *kmq__worker_main(void *arg) {
   kmq_sched_t *s = arg;
   for (;;) {
     kmq_sched_actor_t *a = NULL;
-    bool got = false;
-    for (int spin = 0; spin < KMQ__SCHED_SPIN && !got; spin++) {
-      if (!(got = kmq__runq_pop(s, &a)))
+    for (int spin = 0; spin < KMQ__SCHED_SPIN && a == NULL; spin++) {
+      if ((a = kmq__runq_pop(s)) == NULL)
         ck_pr_stall();
     }
-    if (!got && (a = kmq__worker_wait(s)) == NULL)
+    if (a == NULL && (a = kmq__worker_wait(s)) == NULL)
       return NULL;
     kmq__actor_step(s, a);
   }
@@ -250,7 +260,6 @@ kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
    * before the next runner, which we publish on the run queue. */
   if (atomic_fetch_add_explicit(&a->pending, 1, memory_order_acq_rel) == 0) {
     kmq__runq_push(s, a);
-    kmq__wake_one(s);
   }
   return KMQ_OK;
 
@@ -328,11 +337,10 @@ void kmq_sched_stats(const kmq_sched_t *s, kmq_sched_stats_t *out) {
 /* Tells started workers to return and joins them. Only once nothing is in
  * flight (the run queue is then empty). @locality dispatcher */
 static void kmq__workers_stop(kmq_sched_t *s) {
-  pthread_mutex_lock(&s->lock);
-  /* Relaxed: written and read under lock. */
-  atomic_store_explicit(&s->exiting, true, memory_order_relaxed);
+  pthread_mutex_lock(&s->runq_lock);
+  s->exiting = true;
   pthread_cond_broadcast(&s->wake_cond);
-  pthread_mutex_unlock(&s->lock);
+  pthread_mutex_unlock(&s->runq_lock);
   for (int i = 0; i < s->nstarted; i++)
     pthread_join(s->threads[i], NULL);
   s->nstarted = 0;
@@ -361,10 +369,6 @@ static kmq_err_t kmq__conf_read(kmq_sched_t *s, const kmq_conf_t *conf,
   s->idle_ms = idle;
   s->max_actors = (uint64_t)actors;
   s->max_inflight = (uint64_t)inflight;
-  /* One slot more than the most actors that can be queued at once. */
-  uint64_t queued = s->max_actors < s->max_inflight ? s->max_actors
-                                                    : s->max_inflight;
-  s->runq_size = kmq__pow2_u32(queued + 1);
   size_t stride =
       sizeof(kmq_sched_actor_t) +
       (size_t)s->mbox_size * sizeof(struct kmq__mbox_entry);
@@ -401,12 +405,6 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
     snprintf(errstr, errstr_size, nomem);
     goto fail_table;
   }
-  s->runq_buf = calloc(s->runq_size, sizeof(*s->runq_buf));
-  if (s->runq_buf == NULL) {
-    snprintf(errstr, errstr_size, nomem);
-    goto fail_runq;
-  }
-  ck_ring_init(&s->runq, s->runq_size);
   s->threads = calloc((size_t)s->nworkers, sizeof(*s->threads));
   if (s->threads == NULL) {
     snprintf(errstr, errstr_size, nomem);
@@ -415,6 +413,10 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
   if (pthread_mutex_init(&s->lock, NULL) != 0) {
     snprintf(errstr, errstr_size, "scheduler: cannot initialise a mutex");
     goto fail_mutex;
+  }
+  if (pthread_mutex_init(&s->runq_lock, NULL) != 0) {
+    snprintf(errstr, errstr_size, "scheduler: cannot initialise a mutex");
+    goto fail_runq_lock;
   }
   if (pthread_cond_init(&s->wake_cond, NULL) != 0) {
     snprintf(errstr, errstr_size, "scheduler: cannot initialise a condvar");
@@ -443,12 +445,12 @@ fail_workers:
 fail_drained_cond:
   pthread_cond_destroy(&s->wake_cond);
 fail_wake_cond:
+  pthread_mutex_destroy(&s->runq_lock);
+fail_runq_lock:
   pthread_mutex_destroy(&s->lock);
 fail_mutex:
   free(s->threads);
 fail_threads_array:
-  free(s->runq_buf);
-fail_runq:
   kmq__table_free(&s->table);
 fail_table:
 fail_conf:
@@ -486,8 +488,8 @@ void kmq_sched_destroy(kmq_sched_t *s) {
   kmq__table_free(&s->table);
   pthread_cond_destroy(&s->drained_cond);
   pthread_cond_destroy(&s->wake_cond);
+  pthread_mutex_destroy(&s->runq_lock);
   pthread_mutex_destroy(&s->lock);
   free(s->threads);
-  free(s->runq_buf);
   free(s);
 }

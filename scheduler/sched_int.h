@@ -6,7 +6,7 @@
  *     dispatcher clock, filter slots) is plain memory: a single thread reads
  *     and writes it, no locks. Workers read the few fields of an actor that
  *     are immutable while it is live (key, s, mailbox storage); the
- *     happens-before edge is the run-queue publication (see sched_ring.h).
+ *     happens-before edge is the run-queue publication (runq_lock).
  *   - An actor's `pending` counter is the ownership token. It counts items
  *     pushed into the mailbox and not yet finished (done or cancelled). The
  *     transition 0 -> 1 (dispatcher) and every finish that leaves it > 0
@@ -87,6 +87,10 @@ struct kmq_sched_actor_s {
    * double-done detector; ordering comes from `pending`. */
   _Atomic bool running;
 
+  /* Run-queue link: read and written under s->runq_lock only. An actor is
+   * on the run queue at most once, so one link suffices. */
+  kmq_sched_actor_t *runq_next;
+
   /* SPSC mailbox: producer = dispatcher, consumer = current runner. Its own
    * cache lines (ck_ring pads c_head and p_tail apart). */
   _Alignas(KMQ__CACHELINE) ck_ring_t mbox;
@@ -138,7 +142,6 @@ struct kmq_sched_s {
   kmq_sched_callbacks_t cbs;
   void *opaque;
   uint32_t mbox_size;    /* ring slots, power of two; holds mbox_size - 1 */
-  uint32_t runq_size;    /* ring slots, power of two */
   uint64_t max_inflight;
   uint64_t max_actors;
   int64_t idle_ms;
@@ -147,7 +150,6 @@ struct kmq_sched_s {
   int nworkers;
   int nstarted;          /* threads actually started */
   pthread_t *threads;
-  ck_ring_buffer_t *runq_buf;
 
   /* -- Dispatcher-only (@locality dispatcher) -- */
   kmq__table_t table;
@@ -160,17 +162,25 @@ struct kmq_sched_s {
   uint64_t gen_lo;             /* oldest generation that may have items */
   kmq__filter_t filters[KMQ__SCHED_FILTERS]; /* slot g & (N-1): filter g */
 
-  /* -- Run queue: MPMC ring of actors with work (sched_ring.h) -- */
-  _Alignas(KMQ__CACHELINE) ck_ring_t runq;
+  /* -- Run queue: FIFO of actors with work, under runq_lock (sched.c) --
+   * A mutex, not a lock-free ring: with more workers than CPUs a producer
+   * preempted inside ck_ring's multi-producer enqueue made every other
+   * producer spin behind it (bench/RESULTS.md, finding 1); a waiter on a
+   * mutex sleeps instead, and the critical section is a few stores. */
+  _Alignas(KMQ__CACHELINE) pthread_mutex_t runq_lock;
+  pthread_cond_t wake_cond;    /* idle workers wait here, on runq_lock */
+  kmq_sched_actor_t *runq_head;
+  kmq_sched_actor_t *runq_tail;
+  uint32_t sleepers;           /* workers in wake_cond; under runq_lock */
+  bool exiting;                /* workers must return; under runq_lock */
+  /* Length, written under runq_lock; read without it only as a hint by
+   * spinning workers (relaxed: the lock orders the real pop). */
+  _Atomic uint32_t runq_len;
 
-  /* -- Sleep / wake / shutdown -- */
+  /* -- Drain / shutdown -- */
   _Alignas(KMQ__CACHELINE) pthread_mutex_t lock;
-  pthread_cond_t wake_cond;    /* idle workers wait here */
   pthread_cond_t drained_cond; /* destroy waits here for inflight == 0 */
-  _Atomic uint32_t sleepers;   /* workers inside kmq__worker_wait */
-  _Atomic uint64_t wake_epoch; /* bumped after every run-queue push */
   _Atomic bool stopping;       /* destroy began: cancel, don't run */
-  _Atomic bool exiting;        /* workers must return */
 
   /* -- Cancellation generations (cancel.c) -- */
   _Alignas(KMQ__CACHELINE) _Atomic uint64_t cancel_gen;

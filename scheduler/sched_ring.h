@@ -1,20 +1,15 @@
 /*
- * The scheduler's two ck_ring uses, wrapped so that their memory ordering
- * is stated once and ThreadSanitizer can follow it.
+ * The scheduler's ck_ring use (the per-actor mailbox), wrapped so that its
+ * memory ordering is stated once and ThreadSanitizer can follow it.
  *
  *   mailbox  ck_ring SPSC of struct kmq__mbox_entry, one per actor.
  *            Producer: the dispatcher (kmq_sched_submit). Consumer: the
  *            actor's current runner. Runners change over time, but two of
  *            them never overlap: each one's last access to the ring happens
  *            before the next one's first, through the acq_rel RMWs on the
- *            actor's `pending` counter plus the run queue. That is all SPSC
- *            needs (ck reads c_head unsynchronised on the consumer side).
- *   run queue ck_ring MPMC of actor pointers. Producers: the dispatcher (an
- *            idle actor got an item) and any thread finishing an item of an
- *            actor that has more. Consumers: workers. It never fills: an
- *            actor is on it at most once and only with pending > 0, so it
- *            holds at most min(max.actors, max.inflight) entries and is
- *            sized to hold one more than that.
+ *            actor's `pending` counter plus the run queue's mutex. That is
+ *            all SPSC needs (ck reads c_head unsynchronised on the consumer
+ *            side).
  *
  * Ordering. ck_ring's producer commit is "write slot; ck_pr_fence_store;
  * store p_tail" and its consumer is "load p_tail; ck_pr_fence_load; read
@@ -88,35 +83,6 @@ static inline unsigned int kmq__mbox_depth(const kmq_sched_actor_t *a) {
   unsigned int n = ck_ring_size(&a->mbox);
   KMQ__TSAN_IGNORE_END();
   return n;
-}
-
-/* Puts a on the run queue. Never fails (see above); the loop only covers a
- * producer whose snapshot of the consumer index was stale.
- * @locality any thread */
-static inline void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a) {
-  /* The popping worker acquires this after seeing our commit. */
-  KMQ__TSAN_RELEASE(&s->runq);
-  KMQ__TSAN_IGNORE_BEGIN();
-  while (!ck_ring_enqueue_mpmc(&s->runq, s->runq_buf, a))
-    ck_pr_stall();
-  KMQ__TSAN_IGNORE_END();
-}
-
-/* Takes an actor off the run queue into *ap. Returns false, with *ap
- * untouched, if it is empty. @locality any worker */
-static inline bool kmq__runq_pop(kmq_sched_t *s, kmq_sched_actor_t **ap) {
-  /* ck copies the slot out before its CAS on c_head decides which consumer
-   * wins it, and returns false after a lost race without restoring the
-   * copy: dequeue into a local and publish only on success. */
-  kmq_sched_actor_t *a;
-  KMQ__TSAN_IGNORE_BEGIN();
-  bool ok = ck_ring_dequeue_mpmc(&s->runq, s->runq_buf, &a);
-  KMQ__TSAN_IGNORE_END();
-  if (!ok)
-    return false;
-  KMQ__TSAN_ACQUIRE(&s->runq);
-  *ap = a;
-  return true;
 }
 
 #endif /* KMQ_SCHED_RING_H */
