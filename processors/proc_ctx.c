@@ -26,6 +26,12 @@ const char *kmq_proc_ctx_user(const kmq_proc_ctx_t *ctx, size_t *lenp) {
   return ctx->user;
 }
 
+const void *kmq_proc_ctx_value(const kmq_proc_ctx_t *ctx, size_t *lenp) {
+  if (lenp)
+    *lenp = ctx->value_len;
+  return ctx->value;
+}
+
 const char *kmq_proc_ctx_topic(const kmq_proc_ctx_t *ctx) {
   return ctx->topic;
 }

@@ -53,6 +53,8 @@ struct kmq_proc_ctx_s {
   const char *user;
   size_t user_len;
   const char *topic;
+  const void *value;
+  size_t value_len;
   int32_t partition;
   int64_t offset;
   int attempt, max_attempts;
@@ -99,6 +101,14 @@ static inline kmq_err_t kmq__proc_ctx_begin(kmq_proc_ctx_t *ctx,
    * orders these plain writes before that thread's reads. */
   atomic_store_explicit(&ctx->state, KMQ__PCTX_RUNNING, memory_order_relaxed);
   return KMQ_OK;
+}
+
+/* Sets the record's value for kmq_proc_ctx_value(); kept across attempts
+ * (borrowed like the fields above). @locality the worker that owns the slot */
+static inline void kmq__proc_ctx_set_value(kmq_proc_ctx_t *ctx,
+                                           const void *value, size_t len) {
+  ctx->value = value;
+  ctx->value_len = len;
 }
 
 /* Feeds the callback's return value; returns the outcome (OK/RETRY/FAIL) or

@@ -18,6 +18,7 @@ struct kmq_proc_registry_s {
   kmq__custom_t *custom;
   size_t ncustom, custom_size;
   kmq_proc_entry_t def; /* cb NULL: no default */
+  kmq_proc_entry_t raw; /* cb NULL: none; else exclusive, see the header */
   atomic_bool frozen;
 };
 
@@ -30,6 +31,7 @@ kmq_proc_registry_t *kmq_proc_registry_new(char *errstr, size_t errstr_size) {
   for (int t = 0; t < KMQ_MSG_UNKNOWN; t++)
     reg->builtin[t].msg_type = kmq_msg_type_name((kmq_msg_type_t)t);
   reg->def.msg_type = "*";
+  reg->raw.msg_type = "raw";
   atomic_init(&reg->frozen, false);
   return reg;
 }
@@ -63,7 +65,7 @@ kmq_err_t kmq_proc_register(kmq_proc_registry_t *reg, const char *msg_type,
                             kmq_proc_cb cb, void *opaque) {
   if (!reg || !cb || !msg_type || !*msg_type)
     return KMQ_ERR_INVALID_ARG;
-  if (kmq__frozen(reg))
+  if (kmq__frozen(reg) || reg->raw.cb)
     return KMQ_ERR_STATE;
   size_t len = strlen(msg_type);
   kmq_msg_type_t t = kmq_msg_type_from_str(msg_type, len);
@@ -96,11 +98,35 @@ kmq_err_t kmq_proc_set_default(kmq_proc_registry_t *reg, kmq_proc_cb cb,
                                void *opaque) {
   if (!reg || !cb)
     return KMQ_ERR_INVALID_ARG;
-  if (kmq__frozen(reg))
+  if (kmq__frozen(reg) || reg->raw.cb)
     return KMQ_ERR_STATE;
   reg->def.cb = cb;
   reg->def.opaque = opaque;
   return KMQ_OK;
+}
+
+static bool kmq__has_typed(const kmq_proc_registry_t *reg) {
+  if (reg->def.cb || reg->ncustom)
+    return true;
+  for (int t = 0; t < KMQ_MSG_UNKNOWN; t++)
+    if (reg->builtin[t].cb)
+      return true;
+  return false;
+}
+
+kmq_err_t kmq_proc_set_raw(kmq_proc_registry_t *reg, kmq_proc_cb cb,
+                           void *opaque) {
+  if (!reg || !cb)
+    return KMQ_ERR_INVALID_ARG;
+  if (kmq__frozen(reg) || kmq__has_typed(reg))
+    return KMQ_ERR_STATE;
+  reg->raw.cb = cb;
+  reg->raw.opaque = opaque;
+  return KMQ_OK;
+}
+
+const kmq_proc_entry_t *kmq_proc_raw(const kmq_proc_registry_t *reg) {
+  return reg && reg->raw.cb ? &reg->raw : NULL;
 }
 
 void kmq_proc_registry_freeze(kmq_proc_registry_t *reg) {

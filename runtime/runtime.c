@@ -40,6 +40,7 @@ struct kmq_runtime_s {
   kmq_dlq_t *dlq;
   kmq_msg_decoder_t *dec;
   kmq_proc_registry_t *reg;
+  const kmq_proc_entry_t *raw; /* set: every record goes to it undecoded */
   kmq_hist_t *lat;
 
   kmq__job_t *jobs;
@@ -176,8 +177,11 @@ static void kmq__attempt(kmq__job_t *job) {
     kmq__proc_ctx_begin(&job->ctx, m->key, m->key_len,
                         rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                         job->attempt, job->rt->max_attempts);
+    kmq__proc_ctx_set_value(&job->ctx, m->payload, m->len);
+    /* A raw processor gets no decoded message (processor.h). */
     kmq_proc_result_t r = kmq__proc_ctx_returned(
-        &job->ctx, job->entry->cb(&job->msg, &job->ctx, job->entry->opaque));
+        &job->ctx, job->entry->cb(job->decoded ? &job->msg : NULL, &job->ctx,
+                                  job->entry->opaque));
     if (r == KMQ_PROC_ASYNC)
       return; /* kmq__proc_done continues */
     if (!kmq__outcome(job, r))
@@ -200,6 +204,11 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
   kmq__job_t *job = item;
   const rd_kafka_message_t *m = job->m;
   job->actor = actor;
+  if (rt->raw) {
+    job->entry = rt->raw;
+    kmq__attempt(job);
+    return;
+  }
   /* The decoder only reads its limits, so workers share it. */
   kmq_err_t err = kmq_msg_decode(rt->dec, m->payload, m->len, &job->msg,
                                  job->err, sizeof(job->err));
@@ -342,6 +351,7 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   }
   rt->reg = registry;
   kmq_proc_registry_freeze(registry);
+  rt->raw = kmq_proc_raw(registry);
   rt->topic = strdup(kmq_conf_get(conf, "kmq.topic"));
   rt->max_attempts = 1 + (int)kmq_conf_get_int(conf, "kmq.proc.retries");
   rt->backoff_ms = kmq_conf_get_int(conf, "kmq.proc.backoff.ms");

@@ -141,6 +141,49 @@ START_TEST(register_after_freeze) {
 }
 END_TEST
 
+/* A raw processor takes every record undecoded, so it cannot coexist with
+ * typed ones: either order of registration is refused, nothing changes. */
+START_TEST(raw_is_exclusive) {
+  int a = 0, b = 0;
+  kmq_proc_registry_t *reg = reg_new();
+  ck_assert_ptr_null(kmq_proc_raw(reg));
+  ck_assert_ptr_null(kmq_proc_raw(NULL));
+  ck_assert_int_eq(kmq_proc_set_raw(reg, NULL, &a), KMQ_ERR_INVALID_ARG);
+  ck_assert_int_eq(kmq_proc_set_raw(NULL, count_cb, &a), KMQ_ERR_INVALID_ARG);
+  ck_assert_int_eq(kmq_proc_set_raw(reg, other_cb, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_proc_set_raw(reg, count_cb, &a), KMQ_OK); /* replace */
+  ck_assert_int_eq(kmq_proc_register(reg, "text", count_cb, &b),
+                   KMQ_ERR_STATE);
+  ck_assert_int_eq(kmq_proc_register(reg, "custom", count_cb, &b),
+                   KMQ_ERR_STATE);
+  ck_assert_int_eq(kmq_proc_set_default(reg, count_cb, &b), KMQ_ERR_STATE);
+  const kmq_proc_entry_t *e = kmq_proc_raw(reg);
+  ck_assert_ptr_nonnull(e);
+  ck_assert_ptr_eq(e->cb, count_cb);
+  ck_assert_ptr_eq(e->opaque, &a);
+  ck_assert_str_eq(e->msg_type, "raw");
+  kmq_chat_msg_t txt = msg_of(KMQ_MSG_TEXT, NULL);
+  ck_assert_ptr_null(kmq_proc_lookup(reg, &txt));
+  kmq_proc_registry_freeze(reg);
+  ck_assert_int_eq(kmq_proc_set_raw(reg, other_cb, NULL), KMQ_ERR_STATE);
+  ck_assert_ptr_eq(kmq_proc_raw(reg)->cb, count_cb);
+  kmq_proc_registry_destroy(reg);
+
+  /* Typed first: raw refused. */
+  const char *typed[] = {"text", "custom", NULL};
+  for (int i = 0; i < 3; i++) {
+    reg = reg_new();
+    if (typed[i])
+      ck_assert_int_eq(kmq_proc_register(reg, typed[i], count_cb, &b), KMQ_OK);
+    else
+      ck_assert_int_eq(kmq_proc_set_default(reg, count_cb, &b), KMQ_OK);
+    ck_assert_int_eq(kmq_proc_set_raw(reg, count_cb, &a), KMQ_ERR_STATE);
+    ck_assert_ptr_null(kmq_proc_raw(reg));
+    kmq_proc_registry_destroy(reg);
+  }
+}
+END_TEST
+
 START_TEST(register_errors) {
   kmq_proc_registry_t *reg = reg_new();
   int a = 0;
@@ -228,6 +271,12 @@ START_TEST(ctx_sync_results) {
   ck_assert_int_eq(kmq_proc_ctx_partition(&ctx), 3);
   ck_assert_int_eq(kmq_proc_ctx_offset(&ctx), 42);
   ck_assert_int_eq(kmq_proc_ctx_attempt(&ctx), 1);
+  size_t vlen = 1;
+  ck_assert_ptr_null(kmq_proc_ctx_value(&ctx, &vlen));
+  ck_assert_uint_eq(vlen, 0);
+  kmq__proc_ctx_set_value(&ctx, "{\"a\":1}", 7);
+  ck_assert_mem_eq(kmq_proc_ctx_value(&ctx, &vlen), "{\"a\":1}", 7);
+  ck_assert_uint_eq(vlen, 7);
   ck_assert_int_eq(kmq_proc_ctx_max_attempts(&ctx), 4);
   ck_assert_str_eq(kmq_proc_ctx_reason(&ctx), "");
   ck_assert_int_eq(kmq__proc_ctx_returned(&ctx, KMQ_PROC_OK), KMQ_PROC_OK);
@@ -518,6 +567,7 @@ static Suite *registry_suite(void) {
   tcase_add_test(tc, default_and_missing);
   tcase_add_test(tc, register_after_freeze);
   tcase_add_test(tc, register_errors);
+  tcase_add_test(tc, raw_is_exclusive);
   tcase_add_test(tc, many_custom_types);
   suite_add_tcase(s, tc);
 

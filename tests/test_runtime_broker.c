@@ -250,6 +250,132 @@ START_TEST(thousand_users_in_order_with_random_delays) {
 }
 END_TEST
 
+/* ---- a raw processor: records undecoded, same order and gate ---- */
+
+typedef struct {
+  check_t *ck;
+  kmq_msg_decoder_t *dec;
+  atomic_int with_msg; /* calls that got a decoded message: must stay 0 */
+} raw_app_t;
+
+/* Decodes the record itself, as an application with its own parsing
+ * would, and dead-letters what it cannot use by returning FAIL. */
+static kmq_proc_result_t raw_proc(const kmq_chat_msg_t *msg,
+                                  kmq_proc_ctx_t *ctx, void *opaque) {
+  raw_app_t *a = opaque;
+  if (msg)
+    atomic_fetch_add(&a->with_msg, 1);
+  size_t len, klen;
+  const void *v = kmq_proc_ctx_value(ctx, &len);
+  const char *key = kmq_proc_ctx_user(ctx, &klen);
+  kmq_chat_msg_t m;
+  char err[256];
+  kmq_err_t e = kmq_msg_decode(a->dec, v, len, &m, err, sizeof(err));
+  if (e) {
+    kmq_proc_ctx_set_reason(ctx, "%s: %s", kmq_msg_reason(e), err);
+    return KMQ_PROC_FAIL;
+  }
+  kmq_proc_result_t r;
+  if (!kmq_msg_key_matches(&m, key, klen)) {
+    kmq_proc_ctx_set_reason(ctx, "%s: key differs", KMQ_MSG_REASON_KEY_MISMATCH);
+    r = KMQ_PROC_FAIL;
+  } else {
+    r = check_order(&m, ctx, a->ck);
+  }
+  kmq_chat_msg_clear(&m);
+  return r;
+}
+
+typedef struct {
+  int consumer[KMQ_TRAFFIC_BAD_KINDS]; /* dead-lettered before dispatch */
+  int processor[KMQ_TRAFFIC_BAD_KINDS]; /* by raw_proc, reason in error */
+  const char *reason[KMQ_TRAFFIC_BAD_KINDS];
+  int other;
+} raw_dlq_t;
+
+static void on_raw_dlq(const rd_kafka_message_t *m, void *opaque) {
+  raw_dlq_t *d = opaque;
+  json_t *j = json_loadb(m->payload, m->len, 0, NULL);
+  ck_assert_ptr_nonnull(j);
+  const char *reason = json_string_value(json_object_get(j, "reason"));
+  const char *error = json_string_value(json_object_get(j, "error"));
+  ck_assert_ptr_nonnull(reason);
+  ck_assert_ptr_nonnull(error);
+  int matched = 0;
+  for (int k = 0; k < KMQ_TRAFFIC_BAD_KINDS && !matched; k++) {
+    size_t n = strlen(d->reason[k]);
+    if (!strcmp(reason, d->reason[k]) && !d->consumer[k]) {
+      d->consumer[k] = matched = 1;
+    } else if (!strcmp(reason, KMQ_PROC_REASON_FAILED) &&
+               !strncmp(error, d->reason[k], n) && error[n] == ':' &&
+               !d->processor[k]) {
+      d->processor[k] = matched = 1;
+    }
+  }
+  if (!matched)
+    d->other++;
+  json_decref(j);
+}
+
+START_TEST(raw_processor_gets_records_undecoded) {
+  const int users = 200, per = 20;
+  setup_topics();
+  produce(users, 0, per, 1);
+  char group[64], errstr[512];
+  kt_unique_name(group, sizeof(group), "rtraw");
+  raw_app_t a = {.ck = check_new(users, per, 100)};
+  kmq_conf_t *c = conf_for(group);
+  a.dec = kmq_msg_decoder_new(c, errstr, sizeof(errstr));
+  ck_assert_msg(a.dec, "%s", errstr);
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_raw(reg, raw_proc, &a), KMQ_OK);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  kmq_runtime_metrics_t mx;
+  int64_t deadline = kt_now_ms() + 120000;
+  do {
+    ck_assert_int_ge(kmq_runtime_poll(rt, 100), 0);
+    kmq_runtime_metrics(rt, &mx);
+  } while ((mx.processed < users * per || mx.failed < KMQ_TRAFFIC_BAD_KINDS) &&
+           kt_now_ms() < deadline);
+  ck_assert_int_eq(mx.processed, users * per);
+  ck_assert_int_eq(mx.failed, KMQ_TRAFFIC_BAD_KINDS);
+  kmq_runtime_destroy(rt);
+  ck_assert_int_eq(atomic_load(&a.with_msg), 0);
+  check_complete(a.ck);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
+  /* The keyless and the oversized record never reach the processor; the
+   * four a parser rejects are dead-lettered by the processor, with the
+   * decoder's reason first in their error. */
+  raw_dlq_t d = {0};
+  int want_consumer = 0;
+  for (int k = 0; k < KMQ_TRAFFIC_BAD_KINDS; k++) {
+    kmq_traffic_bad_t bad;
+    kmq_traffic_bad(k, 4096, &bad);
+    d.reason[k] = bad.reason;
+    want_consumer += !bad.key_len || !strcmp(bad.reason, "too_large");
+    free(bad.value);
+  }
+  ck_assert_int_eq(want_consumer, 2);
+  ck_assert_int_eq(kt_read_topic(kt_bootstrap(), dlq_topic,
+                                 KMQ_TRAFFIC_BAD_KINDS, 30000, on_raw_dlq, &d),
+                   KMQ_TRAFFIC_BAD_KINDS);
+  ck_assert_int_eq(d.other, 0);
+  int by_consumer = 0, by_processor = 0;
+  for (int k = 0; k < KMQ_TRAFFIC_BAD_KINDS; k++) {
+    by_consumer += d.consumer[k];
+    by_processor += d.processor[k];
+  }
+  ck_assert_int_eq(by_consumer, 2);
+  ck_assert_int_eq(by_processor, KMQ_TRAFFIC_BAD_KINDS - 2);
+  kmq_proc_registry_destroy(reg);
+  kmq_msg_decoder_destroy(a.dec);
+  kmq_conf_destroy(c);
+  check_free(a.ck);
+}
+END_TEST
+
 /* ---- members joining and leaving mid-stream ---- */
 
 typedef struct {
@@ -526,6 +652,7 @@ int main(void) {
   tcase_add_test(tc, members_join_and_leave_midstream);
   tcase_add_test(tc, processor_retry_fail_async);
   tcase_add_test(tc, slow_processor_pauses_and_resumes);
+  tcase_add_test(tc, raw_processor_gets_records_undecoded);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -103,6 +103,27 @@ kmq_err_t kmq_proc_register(kmq_proc_registry_t *reg, const char *msg_type,
 kmq_err_t kmq_proc_set_default(kmq_proc_registry_t *reg, kmq_proc_cb cb,
                                void *opaque);
 
+/* Routes every record to cb *undecoded*: cb is called with msg == NULL and
+ * reads the record through kmq_proc_ctx_value() / kmq_proc_ctx_user(). The
+ * runtime then skips JSON decoding, the key/external_userid check and
+ * per-type routing; a record without a key and one above kmq.msg.max.bytes
+ * are still dead-lettered before dispatch, ordering per user and the commit
+ * gate are unchanged. For applications that forward or archive records, or
+ * parse them their own way: a record they cannot use is dead-lettered by
+ * returning KMQ_PROC_FAIL (kmq_msg_decode() gives the reason).
+ * Exclusive with typed processors, so that no record is silently routed
+ * past them: KMQ_ERR_STATE when a type or a default is registered (and
+ * kmq_proc_register / kmq_proc_set_default fail with KMQ_ERR_STATE once a
+ * raw processor is set), or when frozen; KMQ_ERR_INVALID_ARG for NULL
+ * reg/cb. Setting it again replaces it.
+ * @locality the configuring thread, before the runtime starts */
+kmq_err_t kmq_proc_set_raw(kmq_proc_registry_t *reg, kmq_proc_cb cb,
+                           void *opaque);
+
+/* The raw processor (msg_type "raw"), or NULL when none is set. Owned by
+ * the registry. @locality any thread once frozen */
+const kmq_proc_entry_t *kmq_proc_raw(const kmq_proc_registry_t *reg);
+
 /* Makes the registry immutable; idempotent. The runtime calls it before its
  * workers start, so that thread creation orders every registration before
  * the lock-free lookups. */
@@ -128,6 +149,9 @@ const kmq_proc_entry_t *kmq_proc_lookup_type(const kmq_proc_registry_t *reg,
 /* The record's key, i.e. the message's external_userid (len in *lenp when
  * lenp is non-NULL). Borrowed like ctx. */
 const char *kmq_proc_ctx_user(const kmq_proc_ctx_t *ctx, size_t *lenp);
+/* The record's value (len in *lenp when lenp is non-NULL): the undecoded
+ * envelope. Borrowed like ctx. */
+const void *kmq_proc_ctx_value(const kmq_proc_ctx_t *ctx, size_t *lenp);
 /* Topic name; borrowed like ctx. */
 const char *kmq_proc_ctx_topic(const kmq_proc_ctx_t *ctx);
 int32_t kmq_proc_ctx_partition(const kmq_proc_ctx_t *ctx);
