@@ -108,15 +108,20 @@ static void bench__sample(const kmq_partition_info_t *pi, void *opaque) {
   acc[1] += pi->in_flight;
 }
 
-static int bench__kmq(const bench_opts_t *o, bench_run_t *run) {
+/* raw: the processor is registered with kmq_proc_set_raw, so the pipeline
+ * runs without JSON decoding (the issue's poll -> dispatch -> actor ->
+ * gate -> commit); otherwise as the default, behind kmq_msg_decode. */
+static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
+  const char *impl = raw ? "kmq-raw" : "kmq";
   char group[128], errstr[512], v[32];
-  bench_name(group, sizeof(group), "bench-c-kmq");
+  bench_name(group, sizeof(group), raw ? "bench-c-kmqraw" : "bench-c-kmq");
   kmq_conf_t *conf = bench_conf(o, bench__topic, group);
   snprintf(v, sizeof(v), "%d", o->workers);
   bench_conf_set(conf, "kmq.sched.workers", v);
   bench__noop_t st = {.n = o->messages};
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
-  if (!reg || kmq_proc_set_default(reg, bench__noop, &st))
+  if (!reg || (raw ? kmq_proc_set_raw(reg, bench__noop, &st)
+                   : kmq_proc_set_default(reg, bench__noop, &st)))
     bench_die("registry: %s", errstr);
   kmq_runtime_t *rt =
       kmq_runtime_new(conf, reg, NULL, NULL, errstr, sizeof(errstr));
@@ -142,7 +147,7 @@ static int bench__kmq(const bench_opts_t *o, bench_run_t *run) {
     if (acc[1] > inflight_max)
       inflight_max = acc[1];
     if (bench_now_us() - t0 > 300 * 1000000LL) {
-      bench_log("kmq: timed out after %lld of %lld messages",
+      bench_log("%s: timed out after %lld of %lld messages", impl,
                 (long long)atomic_load(&st.count), (long long)o->messages);
       err = -1;
       break;
@@ -159,7 +164,7 @@ static int bench__kmq(const bench_opts_t *o, bench_run_t *run) {
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(conf);
 
-  bench_row_t *row = bench_row_add(run, "kmq", "no-op");
+  bench_row_t *row = bench_row_add(run, impl, "no-op");
   if (!err)
     bench__fill_row(row, o->messages, atomic_load(&st.t_first),
                     atomic_load(&st.t_last));
@@ -182,8 +187,8 @@ static int bench__kmq(const bench_opts_t *o, bench_run_t *run) {
   bench_row_extra(row, "cpu_us_per_msg",
                   (double)(cpu1 - cpu0) / (double)o->messages);
   if (mx.failed || mx.dlq) {
-    bench_log("kmq: %lld messages failed (DLQ %lld): the envelopes are bad",
-              (long long)mx.failed, (long long)mx.dlq);
+    bench_log("%s: %lld messages failed (DLQ %lld): the envelopes are bad",
+              impl, (long long)mx.failed, (long long)mx.dlq);
     err = -1;
   }
   return err;
@@ -307,15 +312,17 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
 int bench_consume(const bench_opts_t *o, int rep, bench_run_t *run) {
   if (!bench__topic[0])
     bench__fill(o);
-  int nimpl = o->decode_row ? 3 : 2, err = 0;
+  int err = 0;
   /* Rotate the order between repetitions. */
-  static const char *const impl[] = {"kmq", "raw", "raw+decode"};
+  static const char *const impl[] = {"kmq", "raw", "kmq-raw", "raw+decode"};
+  int nimpl = o->decode_row ? 4 : 3;
   for (int i = 0; i < nimpl; i++) {
     int which = (i + rep) % nimpl;
     if (o->only && strcmp(o->only, impl[which]))
       continue;
-    err |= which == 0   ? bench__kmq(o, run)
+    err |= which == 0   ? bench__kmq(o, 0, run)
            : which == 1 ? bench__raw(o, 0, run)
+           : which == 2 ? bench__kmq(o, 1, run)
                         : bench__raw(o, 1, run);
   }
   if (o->java_lib)
@@ -323,8 +330,15 @@ int bench_consume(const bench_opts_t *o, int rep, bench_run_t *run) {
   bench_row_t *k = bench_row_find(run, "kmq", "no-op");
   bench_row_t *r = bench_row_find(run, "raw", "no-op");
   bench_row_t *d = bench_row_find(run, "raw+decode", "no-op");
+  bench_row_t *kr = bench_row_find(run, "kmq-raw", "no-op");
   if (k && r && r->msg_s > 0 && k->msg_s > 0)
     bench_ratio(run, "consume_kmq_over_raw", k->msg_s / r->msg_s);
+  if (kr && r && r->msg_s > 0 && kr->msg_s > 0)
+    bench_ratio(run, "consume_kmqraw_over_raw", kr->msg_s / r->msg_s);
+  if (kr && r && bench_row_get_extra(kr, "cpu_us_per_msg") > 0)
+    bench_ratio(run, "consume_cpu_raw_over_kmqraw",
+                bench_row_get_extra(r, "cpu_us_per_msg") /
+                    bench_row_get_extra(kr, "cpu_us_per_msg"));
   if (d && r && r->msg_s > 0 && d->msg_s > 0)
     bench_ratio(run, "consume_rawdecode_over_raw", d->msg_s / r->msg_s);
   if (k && d && d->msg_s > 0 && k->msg_s > 0)

@@ -29,7 +29,7 @@ static void usage(void) {
 "usage: kmq-bench produce|consume|e2e|sched [options]\n"
 "       kmq-bench check-json FILE\n"
 "common:  --bootstrap H:P (default $KMQ_BOOTSTRAP)  --reps N (1)\n"
-"         --only IMPL (kmq, raw, raw-thread, raw+decode, java: profiling)\n"
+"         --only IMPL (kmq, kmq-raw, raw, raw-thread, raw+decode, java)\n"
 "         --set KEY=VALUE (kmq_conf_set for every client, repeatable)\n"
 "         --out DIR (bench/out)  --no-plot  --no-java | --java  --smoke\n"
 "produce: --messages N (500000) --size B (512) --users U (1000)\n"
