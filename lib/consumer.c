@@ -552,9 +552,21 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
   kmq__retry_held(c);
   int64_t before = atomic_load_explicit(&c->st.dispatched,
                                         memory_order_relaxed);
+  /* Messages held for capacity (their partitions paused, or about to be)
+   * are released by acks, which do not wake rd_kafka_consumer_poll: wait
+   * at most 1 ms then, not the caller's timeout (a paused consumer has
+   * nothing to fetch and would sleep it out while the workers sit idle). */
+  int wait_ms = timeout_ms;
+  if (wait_ms != 0) {
+    for (kmq__part_t *p = c->parts; p; p = p->next)
+      if (p->held_cnt && !p->revoking) {
+        wait_ms = 1;
+        break;
+      }
+  }
   for (int n = 0; n < c->poll_batch; n++) {
     /* Only the first poll waits: the rest take what is already fetched. */
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, n ? 0 : timeout_ms);
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, n ? 0 : wait_ms);
     if (!m)
       break;
     if (m->err) {

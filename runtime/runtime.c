@@ -415,9 +415,17 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms) {
       return err;
     rt->subscribed = 1;
   }
+  /* What is already fetched is dispatched as one burst with deferred
+   * worker wake-ups (kmq_sched_batch_begin); only when there was nothing
+   * does the poll wait, and then each message wakes a worker at once, so
+   * a trickle is not held back by the batching. */
+  kmq_sched_batch_begin(rt->sched);
   int n = kmq_consumer_poll_and_dispatch_with_ack(rt->consumer,
-                                                  kmq__on_message, rt,
-                                                  timeout_ms);
+                                                  kmq__on_message, rt, 0);
+  kmq_sched_batch_end(rt->sched);
+  if (n == 0 && timeout_ms != 0)
+    n = kmq_consumer_poll_and_dispatch_with_ack(rt->consumer, kmq__on_message,
+                                                rt, timeout_ms);
   int64_t now = kmq__mono_ms();
   if (now - rt->last_tick >= 1000) {
     rt->last_tick = now;

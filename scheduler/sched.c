@@ -26,10 +26,24 @@ static uint32_t kmq__pow2_u32(uint64_t v) {
 
 /* ---- run queue (sched_int.h: a mutex FIFO) ---- */
 
-/* Appends a (not queued, pending > 0) and wakes one sleeping worker. The
- * mutex orders everything this thread did to a before the popping worker's
- * first access. @locality any thread */
-static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a) {
+/* Wakes sleepers for the queued actors no awake worker will take. Called
+ * with runq_lock held. A woken worker counts as a sleeper until it runs,
+ * so a burst of pushes may wake one worker more than needed: harmless. */
+static void kmq__wake_locked(kmq_sched_t *s) {
+  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  uint32_t awake = atomic_load_explicit(&s->spinners, memory_order_relaxed);
+  uint32_t sleepers = atomic_load_explicit(&s->sleepers, memory_order_relaxed);
+  uint32_t need = len > awake ? len - awake : 0;
+  if (need > sleepers)
+    need = sleepers;
+  while (need-- > 0)
+    pthread_cond_signal(&s->wake_cond);
+}
+
+/* Appends a (not queued, pending > 0); wakes a sleeping worker if wake and
+ * no awake worker will take it. The mutex orders everything this thread
+ * did to a before the popping worker's first access. @locality any thread */
+static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, bool wake) {
   pthread_mutex_lock(&s->runq_lock);
   a->runq_next = NULL;
   if (s->runq_tail != NULL)
@@ -41,8 +55,8 @@ static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a) {
                         atomic_load_explicit(&s->runq_len,
                                              memory_order_relaxed) + 1,
                         memory_order_relaxed);
-  if (s->sleepers > 0)
-    pthread_cond_signal(&s->wake_cond);
+  if (wake)
+    kmq__wake_locked(s);
   pthread_mutex_unlock(&s->runq_lock);
 }
 
@@ -80,10 +94,13 @@ static kmq_sched_actor_t *kmq__runq_pop(kmq_sched_t *s) {
 static kmq_sched_actor_t *kmq__worker_wait(kmq_sched_t *s) {
   kmq_sched_actor_t *a;
   pthread_mutex_lock(&s->runq_lock);
+  /* Under the lock: a push that still counts us as awake has queued its
+   * actor before we look below. */
+  atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
   while ((a = kmq__runq_take(s)) == NULL && !s->exiting) {
-    s->sleepers++;
+    atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_relaxed);
     pthread_cond_wait(&s->wake_cond, &s->runq_lock);
-    s->sleepers--;
+    atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
   }
   pthread_mutex_unlock(&s->runq_lock);
   return a;
@@ -137,7 +154,7 @@ static bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a,
     if (keep) {
       kept = true;
     } else {
-      kmq__runq_push(s, a);
+      kmq__runq_push(s, a, true);
     }
   }
   /* From here on a may be recycled unless kept. */
@@ -178,11 +195,14 @@ static void *kmq__worker_main(void *arg) {
   kmq_sched_t *s = arg;
   for (;;) {
     kmq_sched_actor_t *a = NULL;
+    atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed);
     for (int spin = 0; spin < KMQ__SCHED_SPIN && a == NULL; spin++) {
       if ((a = kmq__runq_pop(s)) == NULL)
         ck_pr_stall();
     }
-    if (a == NULL && (a = kmq__worker_wait(s)) == NULL)
+    if (a != NULL)
+      atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
+    else if ((a = kmq__worker_wait(s)) == NULL)
       return NULL;
     kmq__actor_step(s, a);
   }
@@ -259,13 +279,35 @@ kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
    * Acquire: on 0, the last runner's accesses (release fetch_sub) happen
    * before the next runner, which we publish on the run queue. */
   if (atomic_fetch_add_explicit(&a->pending, 1, memory_order_acq_rel) == 0) {
-    kmq__runq_push(s, a);
+    bool wake = !s->batching || ++s->deferred >= KMQ_SCHED_WAKE_BATCH;
+    if (wake)
+      s->deferred = 0;
+    kmq__runq_push(s, a, wake);
   }
   return KMQ_OK;
 
 backpressure:
   kmq__dstat_add(&s->dstats.backpressure, 1);
   return KMQ_ERR_BACKPRESSURE;
+}
+
+void kmq_sched_batch_begin(kmq_sched_t *s) {
+  if (s == NULL)
+    return;
+  s->batching = true;
+  s->deferred = 0;
+}
+
+void kmq_sched_batch_end(kmq_sched_t *s) {
+  if (s == NULL || !s->batching)
+    return;
+  s->batching = false;
+  if (s->deferred == 0)
+    return;
+  s->deferred = 0;
+  pthread_mutex_lock(&s->runq_lock);
+  kmq__wake_locked(s);
+  pthread_mutex_unlock(&s->runq_lock);
 }
 
 bool kmq_sched_can_accept(const kmq_sched_t *s, const void *key,
@@ -329,6 +371,8 @@ void kmq_sched_stats(const kmq_sched_t *s, kmq_sched_stats_t *out) {
   out->completed = atomic_load_explicit(&s->st_completed, memory_order_relaxed);
   out->inflight = atomic_load_explicit(&s->inflight, memory_order_relaxed);
   out->workers = (uint32_t)s->nworkers;
+  out->workers_sleeping =
+      atomic_load_explicit(&s->sleepers, memory_order_relaxed);
   out->mailbox_capacity = s->mbox_size - 1;
 }
 

@@ -159,6 +159,8 @@ struct kmq_sched_s {
   kmq__slab_t *slabs;
   uint64_t live;               /* mirror of dstats.actors_live */
   int64_t clock_ms;            /* now_ms of the latest reclaim */
+  bool batching;               /* inside kmq_sched_batch_begin/end */
+  uint32_t deferred;           /* actors queued without a wake-up */
   uint64_t gen_lo;             /* oldest generation that may have items */
   kmq__filter_t filters[KMQ__SCHED_FILTERS]; /* slot g & (N-1): filter g */
 
@@ -171,7 +173,15 @@ struct kmq_sched_s {
   pthread_cond_t wake_cond;    /* idle workers wait here, on runq_lock */
   kmq_sched_actor_t *runq_head;
   kmq_sched_actor_t *runq_tail;
-  uint32_t sleepers;           /* workers in wake_cond; under runq_lock */
+  /* Workers in wake_cond: written under runq_lock; atomic only so that
+   * kmq_sched_stats can read it without the lock. */
+  _Atomic uint32_t sleepers;
+  /* Workers awake and looking for an actor: incremented before a worker
+   * starts looking, decremented when it found one or (under runq_lock)
+   * before it sleeps. A push wakes a sleeper only when more actors are
+   * queued than this: each spinner takes one, or rechecks under the lock
+   * before it sleeps, so no actor is left behind. */
+  _Atomic uint32_t spinners;
   bool exiting;                /* workers must return; under runq_lock */
   /* Length, written under runq_lock; read without it only as a hint by
    * spinning workers (relaxed: the lock orders the real pop). */

@@ -768,6 +768,43 @@ END_TEST
 
 /* ---- API edges ---- */
 
+/* ---- deferred wake-ups (kmq_sched_batch_begin/end) ---- */
+
+static bool t_all_asleep(void *o) {
+  t_ctx_t *c = o;
+  kmq_sched_stats_t st = t_stats(c);
+  return st.workers_sleeping == st.workers;
+}
+
+/* With every worker asleep, items submitted in a batch run: the first
+ * KMQ_SCHED_WAKE_BATCH-multiple of them without kmq_sched_batch_end (the
+ * threshold wakes), the rest once the batch ends. A lost wake-up leaves
+ * items queued with all workers asleep and fails at the deadline. */
+START_TEST(test_batch_wakes) {
+  const uint32_t nkeys = 40;
+  t_ctx_t *c = t_ctx_new(T_SYNC, true, "b", nkeys, 2);
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "2", NULL});
+  for (int round = 0; round < 2; round++) {
+    ck_assert_msg(kt_wait_until(t_all_asleep, c, T_WAIT_MS),
+                  "workers did not go to sleep");
+    uint64_t base = (uint64_t)round * nkeys;
+    kmq_sched_batch_begin(c->s);
+    for (uint32_t k = 0; k < nkeys; k++)
+      t_submit(c, t_item(c, k, (uint32_t)round));
+    t_wait_finished(c, base + (nkeys / KMQ_SCHED_WAKE_BATCH) *
+                                  KMQ_SCHED_WAKE_BATCH);
+    kmq_sched_batch_end(c->s);
+    t_wait_finished(c, base + nkeys);
+  }
+  kmq_sched_batch_end(c->s); /* not in a batch: no-op */
+  kmq_sched_batch_begin(NULL);
+  kmq_sched_batch_end(NULL);
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  ck_assert_uint_eq(t_stats(c).completed, 2 * nkeys);
+  t_ctx_free(c);
+}
+END_TEST
+
 START_TEST(test_api_edges) {
   char errstr[256] = "";
   kmq_conf_t *conf = kmq_conf_new();
@@ -855,6 +892,7 @@ static Suite *sched_suite(void) {
   tcase_add_test(tc, test_destroy_queued);
   tcase_add_test(tc, test_destroy_busy);
   tcase_add_test(tc, test_api_edges);
+  tcase_add_test(tc, test_batch_wakes);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -89,6 +89,7 @@ typedef struct kmq_sched_stats_s {
   uint64_t actor_slots;       /* actor slots allocated (live + free): memory */
   uint64_t mailbox_depth_max; /* most items ever queued in one mailbox */
   uint32_t workers;           /* worker threads */
+  uint32_t workers_sleeping;  /* of them, waiting for work */
   uint32_t mailbox_capacity;  /* items one mailbox can queue */
 } kmq_sched_stats_t;
 
@@ -139,6 +140,18 @@ void kmq_sched_stop(kmq_sched_t *s);
  * @locality dispatcher thread. */
 kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
                            void *item);
+
+/* Brackets a burst of kmq_sched_submit() calls (e.g. one consumer poll):
+ * in between, waking a sleeping worker for a newly runnable actor is
+ * deferred until KMQ_SCHED_WAKE_BATCH actors became runnable or
+ * kmq_sched_batch_end() is called, which wakes as many workers as there are
+ * runnable actors that no awake worker is looking for. One futex wake per
+ * burst instead of one per message; a worker that is awake picks the work
+ * up meanwhile. Outside a batch, every submit wakes at once. Not nestable;
+ * NULL is a no-op. @locality dispatcher thread. */
+#define KMQ_SCHED_WAKE_BATCH 16
+void kmq_sched_batch_begin(kmq_sched_t *s);
+void kmq_sched_batch_end(kmq_sched_t *s);
 
 /* True when kmq_sched_submit() for this key would not return
  * KMQ_ERR_BACKPRESSURE right now (it may still fail with KMQ_ERR_NOMEM).
