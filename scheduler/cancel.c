@@ -42,8 +42,12 @@ bool kmq__gen_should_cancel(kmq_sched_t *s, const struct kmq__mbox_entry *e) {
   /* Acquire: pairs with the release store in kmq_sched_cancel_if, so the
    * filter slots up to cur are fully written before we read them. */
   uint64_t cur = atomic_load_explicit(&s->cancel_gen, memory_order_acquire);
-  for (uint64_t g = e->gen + 1; g <= cur; g++) {
-    const kmq__filter_t *f = &s->filters[g & KMQ__GEN_MASK];
+  /* e->gen is the low half of a generation at most KMQ__SCHED_FILTERS
+   * older than cur (kmq_sched_cancel_if refuses more): the difference of
+   * the low halves is the number of newer generations. */
+  uint32_t newer = (uint32_t)cur - e->gen;
+  for (uint32_t i = 1; i <= newer; i++) {
+    const kmq__filter_t *f = &s->filters[(e->gen + i) & KMQ__GEN_MASK];
     if (f->pred(e->item, f->arg))
       return true;
   }

@@ -24,7 +24,7 @@ static uint32_t kmq__pow2_u32(uint64_t v) {
   return p;
 }
 
-/* ---- run queue (sched_int.h: a mutex FIFO) ---- */
+/* ---- run queue (sched_int.h: a min-heap under a mutex) ---- */
 
 /* Wakes sleepers for the queued actors no awake worker will take. Called
  * with runq_lock held. A woken worker counts as a sleeper until it runs,
@@ -40,17 +40,25 @@ static void kmq__wake_locked(kmq_sched_t *s) {
     pthread_cond_signal(&s->wake_cond);
 }
 
-/* Appends a (not queued, pending > 0); wakes a sleeping worker if wake and
- * no awake worker will take it. The mutex orders everything this thread
- * did to a before the popping worker's first access. @locality any thread */
-static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, bool wake) {
+/* Queues a (not queued, pending > 0) with the seq of its mailbox head;
+ * wakes a sleeping worker if wake and no awake worker will take it. The
+ * mutex orders everything this thread did to a before the popping worker's
+ * first access. @locality any thread */
+static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
+                           bool wake) {
   pthread_mutex_lock(&s->runq_lock);
-  a->runq_next = NULL;
-  if (s->runq_tail != NULL)
-    s->runq_tail->runq_next = a;
-  else
-    s->runq_head = a;
-  s->runq_tail = a;
+  uint32_t i = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  if (i >= s->runq_cap)
+    KMQ__SCHED_BUG("run queue overflow");
+  a->runq_seq = seq;
+  while (i > 0) { /* sift up */
+    uint32_t parent = (i - 1) / 2;
+    if (!kmq__seq_before(seq, s->runq_heap[parent]->runq_seq))
+      break;
+    s->runq_heap[i] = s->runq_heap[parent];
+    i = parent;
+  }
+  s->runq_heap[i] = a;
   atomic_store_explicit(&s->runq_len,
                         atomic_load_explicit(&s->runq_len,
                                              memory_order_relaxed) + 1,
@@ -60,19 +68,31 @@ static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, bool wake) {
   pthread_mutex_unlock(&s->runq_lock);
 }
 
-/* The head actor, or NULL. Called with runq_lock held. */
+/* The actor with the oldest head item, or NULL. Called with runq_lock
+ * held. */
 static kmq_sched_actor_t *kmq__runq_take(kmq_sched_t *s) {
-  kmq_sched_actor_t *a = s->runq_head;
-  if (a == NULL)
+  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  if (len == 0)
     return NULL;
-  s->runq_head = a->runq_next;
-  if (s->runq_head == NULL)
-    s->runq_tail = NULL;
-  atomic_store_explicit(&s->runq_len,
-                        atomic_load_explicit(&s->runq_len,
-                                             memory_order_relaxed) - 1,
-                        memory_order_relaxed);
-  return a;
+  kmq_sched_actor_t **h = s->runq_heap;
+  kmq_sched_actor_t *top = h[0];
+  kmq_sched_actor_t *last = h[--len];
+  uint32_t i = 0;
+  for (;;) { /* sift last down from the root */
+    uint32_t c = 2 * i + 1;
+    if (c >= len)
+      break;
+    if (c + 1 < len && kmq__seq_before(h[c + 1]->runq_seq, h[c]->runq_seq))
+      c++;
+    if (!kmq__seq_before(h[c]->runq_seq, last->runq_seq))
+      break;
+    h[i] = h[c];
+    i = c;
+  }
+  if (len > 0)
+    h[i] = last;
+  atomic_store_explicit(&s->runq_len, len, memory_order_relaxed);
+  return top;
 }
 
 /* Takes the head actor without sleeping; NULL when the queue looks empty.
@@ -154,7 +174,7 @@ static bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a,
     if (keep) {
       kept = true;
     } else {
-      kmq__runq_push(s, a, true);
+      kmq__runq_push(s, a, kmq__mbox_head_seq(a), true);
     }
   }
   /* From here on a may be recycled unless kept. */
@@ -257,9 +277,11 @@ kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
 
   /* Relaxed: only the dispatcher (us) writes cancel_gen. */
   uint64_t gen = atomic_load_explicit(&s->cancel_gen, memory_order_relaxed);
+  uint32_t seq = s->submit_seq;
   unsigned int depth;
-  if (!kmq__mbox_push(a, item, gen, &depth))
+  if (!kmq__mbox_push(a, item, gen, seq, &depth))
     goto backpressure; /* a new actor is never full; an old one stays */
+  s->submit_seq++;
   kmq__gen_count(s, gen);
   /* The entry is committed but not runnable: a runner pops only counted
    * entries, and this one is counted by the pending increment below. So
@@ -282,7 +304,7 @@ kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
     bool wake = !s->batching || ++s->deferred >= KMQ_SCHED_WAKE_BATCH;
     if (wake)
       s->deferred = 0;
-    kmq__runq_push(s, a, wake);
+    kmq__runq_push(s, a, seq, wake);
   }
   return KMQ_OK;
 
@@ -413,6 +435,11 @@ static kmq_err_t kmq__conf_read(kmq_sched_t *s, const kmq_conf_t *conf,
   s->idle_ms = idle;
   s->max_actors = (uint64_t)actors;
   s->max_inflight = (uint64_t)inflight;
+  /* One slot more than the most actors that can be queued at once: an
+   * actor is queued only with an item in flight, at most once. */
+  s->runq_cap = (uint32_t)((s->max_actors < s->max_inflight ? s->max_actors
+                                                            : s->max_inflight) +
+                           1);
   size_t stride =
       sizeof(kmq_sched_actor_t) +
       (size_t)s->mbox_size * sizeof(struct kmq__mbox_entry);
@@ -448,6 +475,11 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
   if (kmq__table_init(&s->table, KMQ__SCHED_TABLE_MIN) != KMQ_OK) {
     snprintf(errstr, errstr_size, nomem);
     goto fail_table;
+  }
+  s->runq_heap = calloc(s->runq_cap, sizeof(*s->runq_heap));
+  if (s->runq_heap == NULL) {
+    snprintf(errstr, errstr_size, nomem);
+    goto fail_runq;
   }
   s->threads = calloc((size_t)s->nworkers, sizeof(*s->threads));
   if (s->threads == NULL) {
@@ -495,6 +527,8 @@ fail_runq_lock:
 fail_mutex:
   free(s->threads);
 fail_threads_array:
+  free(s->runq_heap);
+fail_runq:
   kmq__table_free(&s->table);
 fail_table:
 fail_conf:
@@ -535,5 +569,6 @@ void kmq_sched_destroy(kmq_sched_t *s) {
   pthread_mutex_destroy(&s->runq_lock);
   pthread_mutex_destroy(&s->lock);
   free(s->threads);
+  free(s->runq_heap);
   free(s);
 }

@@ -58,12 +58,22 @@
 #define KMQ__SCHED_BUG(msg) kmq__sched_bug(__FILE__, __LINE__, msg)
 _Noreturn void kmq__sched_bug(const char *file, int line, const char *msg);
 
-/* One mailbox slot: the caller's item and the cancellation generation that
- * was current when it was submitted (cancel.c). */
+/* One mailbox slot: the caller's item, the low 32 bits of the cancellation
+ * generation that was current when it was submitted (cancel.c: a queued
+ * item is never more than KMQ__SCHED_FILTERS generations old, so 32 bits
+ * identify it) and its submit sequence number (the run queue's priority;
+ * queued items are never 2^31 submits apart: kmq.max.inflight bounds
+ * them). 16 bytes: 100 000 idle users keep their mailboxes. */
 struct kmq__mbox_entry {
   void *item;
-  uint64_t gen;
+  uint32_t gen;
+  uint32_t seq;
 };
+
+/* a was submitted before b (sequence numbers wrap). */
+static inline bool kmq__seq_before(uint32_t a, uint32_t b) {
+  return (int32_t)(a - b) < 0;
+}
 CK_RING_PROTOTYPE(kmq__mbox, kmq__mbox_entry)
 
 struct kmq_sched_actor_s {
@@ -87,9 +97,10 @@ struct kmq_sched_actor_s {
    * double-done detector; ordering comes from `pending`. */
   _Atomic bool running;
 
-  /* Run-queue link: read and written under s->runq_lock only. An actor is
-   * on the run queue at most once, so one link suffices. */
-  kmq_sched_actor_t *runq_next;
+  /* Run-queue priority: the seq of the mailbox head when the actor was
+   * queued (the head cannot change while it is queued: only its runner
+   * pops). Under s->runq_lock only. */
+  uint32_t runq_seq;
 
   /* SPSC mailbox: producer = dispatcher, consumer = current runner. Its own
    * cache lines (ck_ring pads c_head and p_tail apart). */
@@ -159,20 +170,27 @@ struct kmq_sched_s {
   kmq__slab_t *slabs;
   uint64_t live;               /* mirror of dstats.actors_live */
   int64_t clock_ms;            /* now_ms of the latest reclaim */
+  uint32_t submit_seq;         /* seq of the next submitted item */
   bool batching;               /* inside kmq_sched_batch_begin/end */
   uint32_t deferred;           /* actors queued without a wake-up */
   uint64_t gen_lo;             /* oldest generation that may have items */
   kmq__filter_t filters[KMQ__SCHED_FILTERS]; /* slot g & (N-1): filter g */
 
-  /* -- Run queue: FIFO of actors with work, under runq_lock (sched.c) --
+  /* -- Run queue: actors with work, oldest head item first, under
+   * runq_lock (sched.c) --
+   * A binary min-heap on runq_seq: workers take the actor whose next item
+   * was submitted first, so items run close to submit (offset) order and
+   * the commit gate's backlog of finished-but-uncommittable offsets stays
+   * near the number of workers; a FIFO of actors let an old item wait
+   * behind every other runnable actor's turn (bench/RESULTS.md).
    * A mutex, not a lock-free ring: with more workers than CPUs a producer
    * preempted inside ck_ring's multi-producer enqueue made every other
-   * producer spin behind it (bench/RESULTS.md, finding 1); a waiter on a
-   * mutex sleeps instead, and the critical section is a few stores. */
+   * producer spin behind it (finding 1); a waiter on a mutex sleeps
+   * instead, and the critical section is short. */
   _Alignas(KMQ__CACHELINE) pthread_mutex_t runq_lock;
+  kmq_sched_actor_t **runq_heap; /* runq_cap slots */
+  uint32_t runq_cap;             /* > the most actors queued at once */
   pthread_cond_t wake_cond;    /* idle workers wait here, on runq_lock */
-  kmq_sched_actor_t *runq_head;
-  kmq_sched_actor_t *runq_tail;
   /* Workers in wake_cond: written under runq_lock; atomic only so that
    * kmq_sched_stats can read it without the lock. */
   _Atomic uint32_t sleepers;

@@ -36,11 +36,12 @@ static inline void kmq__mbox_init(kmq_sched_actor_t *a, uint32_t size) {
   KMQ__TSAN_IGNORE_END();
 }
 
-/* Appends (item, gen) to a's mailbox. Returns false when it is full.
+/* Appends (item, gen, seq) to a's mailbox. Returns false when it is full.
  * *depthp receives the number of entries queued before this one.
  * @locality dispatcher (the single producer) */
 static inline bool kmq__mbox_push(kmq_sched_actor_t *a, void *item,
-                                  uint64_t gen, unsigned int *depthp) {
+                                  uint64_t gen, uint32_t seq,
+                                  unsigned int *depthp) {
   unsigned int depth;
   KMQ__TSAN_IGNORE_BEGIN();
   struct kmq__mbox_entry *e =
@@ -48,7 +49,8 @@ static inline bool kmq__mbox_push(kmq_sched_actor_t *a, void *item,
                                                   &depth);
   if (e != NULL) {
     e->item = item;
-    e->gen = gen;
+    e->gen = (uint32_t)gen;
+    e->seq = seq;
     /* The consumer acquires this after seeing the commit below. */
     KMQ__TSAN_RELEASE(&a->mbox);
     /* ck: store fence, then p_tail store: publishes the entry. */
@@ -74,6 +76,18 @@ static inline bool kmq__mbox_pop(kmq_sched_actor_t *a,
   KMQ__TSAN_ACQUIRE(&a->mbox);
   *e = tmp;
   return true;
+}
+
+/* The seq of a's oldest entry, which must exist (pending > 1 seen by the
+ * caller's acq_rel RMW, which orders the entry's commit before this read).
+ * ck_ring has no peek: read the slot at the consumer index, as its own
+ * dequeue does. @locality the actor's runner (the single consumer) */
+static inline uint32_t kmq__mbox_head_seq(const kmq_sched_actor_t *a) {
+  KMQ__TSAN_IGNORE_BEGIN();
+  unsigned int head = ck_pr_load_uint(&a->mbox.c_head);
+  uint32_t seq = a->mbox_buf[head & a->mbox.mask].seq;
+  KMQ__TSAN_IGNORE_END();
+  return seq;
 }
 
 /* Entries queued in a's mailbox (exact for the producer, which only sees

@@ -63,6 +63,12 @@ typedef struct t_ctx_s {
   _Atomic int blocker_running;
   _Atomic int blocker_go;
 
+  /* Items in the order their run began (non-blockers), for the priority
+   * test; nran counts them all, ran keeps the first ran_cap. */
+  t_item_t **ran;
+  size_t ran_cap;
+  _Atomic size_t nran;
+
   _Atomic uint64_t run_cnt;
   _Atomic uint64_t done_cnt; /* kmq_sched_done returned OK */
   _Atomic uint64_t cancel_cnt;
@@ -145,6 +151,9 @@ static void t_run(void *opaque, kmq_sched_actor_t *actor, void *vitem) {
     return;
   }
   t_enter(c, actor, it);
+  size_t at = atomic_fetch_add(&c->nran, 1);
+  if (at < c->ran_cap)
+    c->ran[at] = it;
   switch (c->mode) {
   case T_SYNC:
     t_spin(it->key * 131u + it->seq);
@@ -263,6 +272,7 @@ static void t_ctx_free(t_ctx_t *c) {
   t_completers_stop(c);
   pthread_cond_destroy(&c->qcond);
   pthread_mutex_destroy(&c->qlock);
+  free(c->ran);
   free(c->items);
   free(c->keys);
   free(c);
@@ -768,6 +778,46 @@ END_TEST
 
 /* ---- API edges ---- */
 
+/* ---- priority: the oldest queued item runs first ---- */
+
+/* One worker, held by a blocker while items of four keys are queued in an
+ * interleaving where keys come back before the others had their turn
+ * (a0 b0 a1 c0 a2 b1 d0 a3 c1 b2 ...). Released, the worker must run them
+ * in exactly the submit order: the run queue takes the actor whose next
+ * item is oldest, not the actor that became runnable first (a FIFO of
+ * actors would run a0 b0 c0 d0 a1 ...: old items of a busy user wait
+ * behind every other user, and the commit gate backs up behind them). */
+START_TEST(test_oldest_item_first) {
+  const uint32_t nkeys = 4, per_key = 40;
+  t_ctx_t *c = t_ctx_new(T_SYNC, true, "p", nkeys, per_key);
+  c->ran_cap = c->nitems;
+  c->ran = calloc(c->ran_cap, sizeof(*c->ran));
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "1",
+                                       "kmq.sched.mailbox.size", "64", NULL});
+  t_submit(c, &c->blocker);
+  ck_assert(kt_wait_until(t_blocker_running, c, T_WAIT_MS));
+  /* Key k gets every (k+1)-th slot while it has items left. */
+  t_item_t **order = calloc(c->nitems, sizeof(*order));
+  uint32_t next[4] = {0, 0, 0, 0};
+  size_t n = 0;
+  for (uint32_t slot = 0; n < c->nitems; slot++)
+    for (uint32_t k = 0; k < nkeys; k++)
+      if (slot % (k + 1) == 0 && next[k] < per_key)
+        t_submit(c, order[n++] = t_item(c, k, next[k]++));
+  atomic_store(&c->blocker_go, 1);
+  t_wait_finished(c, c->nitems + 1);
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  ck_assert_uint_eq(atomic_load(&c->nran), c->nitems);
+  for (size_t i = 0; i < c->nitems; i++)
+    ck_assert_msg(c->ran[i] == order[i],
+                  "run %zu: key %u seq %u, submitted: key %u seq %u", i,
+                  c->ran[i]->key, c->ran[i]->seq, order[i]->key,
+                  order[i]->seq);
+  free(order);
+  t_ctx_free(c);
+}
+END_TEST
+
 /* ---- deferred wake-ups (kmq_sched_batch_begin/end) ---- */
 
 static bool t_all_asleep(void *o) {
@@ -893,6 +943,7 @@ static Suite *sched_suite(void) {
   tcase_add_test(tc, test_destroy_busy);
   tcase_add_test(tc, test_api_edges);
   tcase_add_test(tc, test_batch_wakes);
+  tcase_add_test(tc, test_oldest_item_first);
   suite_add_tcase(s, tc);
   return s;
 }
