@@ -268,7 +268,7 @@ kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
       return KMQ_ERR_FATAL;
     }
     atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
-    int64_t deadline = kmq__mono_ms() + p->queue_full_ms;
+    int64_t deadline = -1; /* read the clock only when the queue is full */
     for (;;) {
       err = rd_kafka_producev(
           p->rk, RD_KAFKA_V_TOPIC(topic),
@@ -276,7 +276,11 @@ kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
           RD_KAFKA_V_VALUE((void *)msg->value, msg->value_len),
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
           RD_KAFKA_V_OPAQUE(msg->opaque), RD_KAFKA_V_END);
-      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || kmq__mono_ms() >= deadline)
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        break;
+      if (deadline < 0)
+        deadline = kmq__mono_ms() + p->queue_full_ms;
+      else if (kmq__mono_ms() >= deadline)
         break;
       /* Bounded wait: serve delivery reports, which is what frees room. */
       rd_kafka_poll(p->rk, 10);
