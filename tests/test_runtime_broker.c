@@ -168,6 +168,27 @@ static void check_complete(check_t *ck) {
                    ck->users * ck->per_user);
 }
 
+/* A runtime for conf c and registry reg; asserts. */
+static kmq_runtime_t *runtime_new(kmq_conf_t *c, kmq_proc_registry_t *reg) {
+  char errstr[512];
+  kmq_runtime_t *rt =
+      kmq_runtime_new(c, reg, NULL, NULL, errstr, sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  return rt;
+}
+
+/* Polls rt until at least `processed` messages were processed and `failed`
+ * dead-lettered, or timeout_ms passed; the last metrics in *mx. */
+static void run_until(kmq_runtime_t *rt, int64_t processed, int64_t failed,
+                      int timeout_ms, kmq_runtime_metrics_t *mx) {
+  int64_t deadline = kt_now_ms() + timeout_ms;
+  do {
+    ck_assert_int_ge(kmq_runtime_poll(rt, 100), 0);
+    kmq_runtime_metrics(rt, mx);
+  } while ((mx->processed < processed || mx->failed < failed) &&
+           kt_now_ms() < deadline);
+}
+
 static kmq_proc_registry_t *registry(check_t *ck) {
   char errstr[256];
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
@@ -209,21 +230,14 @@ START_TEST(thousand_users_in_order_with_random_delays) {
   const int users = 1000, per = 100;
   setup_topics();
   produce(users, 0, per, 1);
-  char group[64], errstr[512];
+  char group[64];
   kt_unique_name(group, sizeof(group), "rt");
   check_t *ck = check_new(users, per, 300);
   kmq_conf_t *c = conf_for(group);
   kmq_proc_registry_t *reg = registry(ck);
-  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
-                                      sizeof(errstr));
-  ck_assert_msg(rt, "%s", errstr);
+  kmq_runtime_t *rt = runtime_new(c, reg);
   kmq_runtime_metrics_t mx;
-  int64_t deadline = kt_now_ms() + 240000;
-  do {
-    ck_assert_int_ge(kmq_runtime_poll(rt, 100), 0);
-    kmq_runtime_metrics(rt, &mx);
-  } while ((mx.processed < users * per || mx.failed < KMQ_TRAFFIC_BAD_KINDS) &&
-           kt_now_ms() < deadline);
+  run_until(rt, users * per, KMQ_TRAFFIC_BAD_KINDS, 240000, &mx);
   ck_assert_int_eq(mx.processed, users * per);
   ck_assert_int_eq(mx.failed, KMQ_TRAFFIC_BAD_KINDS);
   ck_assert_int_eq(mx.dlq_lost, 0);
@@ -329,16 +343,9 @@ START_TEST(raw_processor_gets_records_undecoded) {
   ck_assert_msg(a.dec, "%s", errstr);
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
   ck_assert_int_eq(kmq_proc_set_raw(reg, raw_proc, &a), KMQ_OK);
-  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
-                                      sizeof(errstr));
-  ck_assert_msg(rt, "%s", errstr);
+  kmq_runtime_t *rt = runtime_new(c, reg);
   kmq_runtime_metrics_t mx;
-  int64_t deadline = kt_now_ms() + 120000;
-  do {
-    ck_assert_int_ge(kmq_runtime_poll(rt, 100), 0);
-    kmq_runtime_metrics(rt, &mx);
-  } while ((mx.processed < users * per || mx.failed < KMQ_TRAFFIC_BAD_KINDS) &&
-           kt_now_ms() < deadline);
+  run_until(rt, users * per, KMQ_TRAFFIC_BAD_KINDS, 120000, &mx);
   ck_assert_int_eq(mx.processed, users * per);
   ck_assert_int_eq(mx.failed, KMQ_TRAFFIC_BAD_KINDS);
   kmq_runtime_destroy(rt);
