@@ -54,6 +54,46 @@ static void check_msg(const rd_kafka_message_t *m, void *opaque) {
   ck_assert(!memcmp(m->payload, want, m->len));
 }
 
+/* kmq_admin_create_topic returns only once every partition serves: one
+ * ListOffsets per partition, right after it, succeeds at the first try (on
+ * a fresh topic the leaders create their logs a little after CreateTopics
+ * returns, and answer NOT_LEADER_OR_FOLLOWER until then). */
+START_TEST(created_topic_serves_at_once) {
+  char topic[96], errstr[512];
+  kt_unique_name(topic, sizeof(topic), "kmq-admin");
+  kmq_conf_t *c = kmq_conf_new();
+  kmq_conf_set(c, "bootstrap.servers", kt_bootstrap(), errstr, sizeof(errstr));
+  const int nparts = 12;
+  ck_assert_msg(!kmq_admin_create_topic(c, topic, nparts, 1, NULL, 0, 30000,
+                                        errstr, sizeof(errstr)),
+                "%s", errstr);
+  rd_kafka_conf_t *rc = rd_kafka_conf_new();
+  ck_assert_int_eq(rd_kafka_conf_set(rc, "bootstrap.servers", kt_bootstrap(),
+                                     errstr, sizeof(errstr)),
+                   RD_KAFKA_CONF_OK);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, sizeof(errstr));
+  ck_assert_msg(rk, "%s", errstr);
+  for (int p = 0; p < nparts; p++) {
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 5000);
+    ck_assert_msg(!err, "%s [%d]: %s", topic, p, rd_kafka_err2str(err));
+    ck_assert_int_eq(lo, 0);
+    ck_assert_int_eq(hi, 0);
+  }
+  rd_kafka_destroy(rk);
+  /* Again: an error unless exist_ok. */
+  ck_assert_int_eq(kmq_admin_create_topic(c, topic, nparts, 1, NULL, 0, 30000,
+                                          errstr, sizeof(errstr)),
+                   KMQ_ERR_KAFKA);
+  ck_assert_ptr_nonnull(strstr(errstr, "TOPIC_ALREADY_EXISTS"));
+  ck_assert_msg(!kmq_admin_create_topic(c, topic, nparts, 1, NULL, 1, 30000,
+                                        errstr, sizeof(errstr)),
+                "%s", errstr);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 START_TEST(all_delivered_headers_intact) {
   char topic[96], errstr[512];
   kt_unique_name(topic, sizeof(topic), "kmq-prod");
@@ -106,6 +146,7 @@ int main(void) {
   TCase *tc = tcase_create("broker");
   tcase_set_timeout(tc, 180);
   tcase_add_test(tc, all_delivered_headers_intact);
+  tcase_add_test(tc, created_topic_serves_at_once);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -21,7 +21,12 @@ extern "C" {
 /* Creates `topic` with the given partitions and replication factor, plus
  * optional topic configs (NULL-terminated name, value pairs, e.g.
  * {"min.insync.replicas", "2", NULL}). An existing topic is KMQ_OK when
- * exist_ok. Errors: KMQ_ERR_KAFKA / KMQ_ERR_TIMED_OUT with errstr filled. */
+ * exist_ok. Returns only once every partition's leader serves it (answers
+ * ListOffsets), within timeout_ms in all: producing to a partition whose log
+ * does not exist yet can lose the first batch of a fresh idempotent producer
+ * on librdkafka 2.0.2 (tests/FAULTS.md). With exist_ok, `partitions` must
+ * not exceed the existing topic's count (the wait would time out).
+ * Errors: KMQ_ERR_KAFKA / KMQ_ERR_TIMED_OUT with errstr filled. */
 kmq_err_t kmq_admin_create_topic(const kmq_conf_t *conf, const char *topic,
                                  int partitions, int replication_factor,
                                  const char *const *configs, int exist_ok,

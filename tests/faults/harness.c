@@ -179,31 +179,6 @@ void kf_topics(const char *bootstrap, const char *topic, int partitions,
                                        errstr, sizeof(errstr)) == KMQ_OK,
                 "%s: %s", dlq, errstr);
   kmq_conf_destroy(c);
-  kf_topic_wait_ready(bootstrap, topic, partitions);
-  kf_topic_wait_ready(bootstrap, dlq, partitions);
-}
-
-void kf_topic_wait_ready(const char *bootstrap, const char *topic,
-                         int partitions) {
-  /* CreateTopics returns once the controller has the topic; each leader
-   * creates its log a little later, and until then answers Produce with
-   * NOT_LEADER_OR_FOLLOWER. A fresh idempotent producer whose first batch
-   * gets that while its next (pipelined) batch lands can lose the first
-   * one (see tests/FAULTS.md); ListOffsets succeeds only once the log
-   * exists, so wait for it on every partition. */
-  rd_kafka_t *rk = kf_reader(bootstrap, NULL);
-  int64_t deadline = kt_now_ms() + 60000;
-  for (int p = 0; p < partitions; p++) {
-    int64_t lo, hi;
-    rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi,
-                                                   2000))) {
-      ck_assert_msg(kt_now_ms() < deadline, "%s [%d] not ready: %s", topic, p,
-                    rd_kafka_err2str(err));
-      kf_nap_ms(50);
-    }
-  }
-  rd_kafka_destroy(rk);
 }
 
 /* ---- traffic ---------------------------------------------------------------- */

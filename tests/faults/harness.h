@@ -74,13 +74,10 @@ kmq_conf_t *kf_conf(const char *bootstrap, const char *topic,
 void kf_set(kmq_conf_t *c, const char *k, const char *v);
 
 /* Creates topic and topic.dlq (partitions, replication factor, optional
- * min.insync.replicas > 0) and waits until every partition's leader serves
- * it (kf_topic_wait_ready). Asserts. */
+ * min.insync.replicas > 0); kmq_admin_create_topic returns once every
+ * partition's leader serves it. Asserts. */
 void kf_topics(const char *bootstrap, const char *topic, int partitions,
                int rf, int min_isr);
-/* Waits until ListOffsets succeeds on every partition of topic. */
-void kf_topic_wait_ready(const char *bootstrap, const char *topic,
-                         int partitions);
 
 /* ---- traffic -------------------------------------------------------------- */
 
