@@ -532,9 +532,5 @@ int main(void) {
   tcase_set_timeout(bp, 240);
   tcase_add_test(bp, backpressure_pauses_and_resumes_in_order);
   suite_add_tcase(s, bp);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

@@ -267,9 +267,5 @@ int main(void) {
   tcase_add_test(tc, bad_arguments);
   tcase_add_test(tc, mpsc_completions_single_owner);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

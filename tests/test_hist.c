@@ -5,6 +5,8 @@
 
 #include "kmq/hist.h"
 
+#include "testutil.h"
+
 static int cmp(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return (x > y) - (x < y);
@@ -45,9 +47,5 @@ int main(void) {
   TCase *tc = tcase_create("hist");
   tcase_add_test(tc, percentiles_within_relative_error);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

@@ -968,9 +968,5 @@ static Suite *message_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(message_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return kt_run(message_suite());
 }

@@ -307,9 +307,5 @@ int main(void) {
   TCase *tc = tcase_create("java");
   tcase_add_test(tc, murmur2_matches_java);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return kt_run(s);
 }

@@ -148,9 +148,5 @@ int main(void) {
   tcase_add_test(tc, all_delivered_headers_intact);
   tcase_add_test(tc, created_topic_serves_at_once);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

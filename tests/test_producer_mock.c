@@ -363,9 +363,5 @@ int main(void) {
   tcase_add_test(tc, fatal_error_replaces_instance_without_loss);
   tcase_add_test(tc, bad_configuration_is_refused);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

@@ -661,9 +661,5 @@ int main(void) {
   tcase_add_test(tc, slow_processor_pauses_and_resumes);
   tcase_add_test(tc, raw_processor_gets_records_undecoded);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

@@ -949,9 +949,5 @@ static Suite *sched_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(sched_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return kt_run(sched_suite());
 }

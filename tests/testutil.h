@@ -7,6 +7,12 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include <check.h>
+
+/* Runs every test of suite s (check takes and frees it) and returns the
+ * process exit status: 0 when all passed, 1 otherwise. For main(). */
+int kt_run(Suite *s);
+
 /* Monotonic clock in ms. */
 int64_t kt_now_ms(void);
 

@@ -60,9 +60,5 @@ int main(void) {
   tcase_set_timeout(tc, 600);
   KF_ADD_TEST(tc, broker_sigkill_and_restart);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

@@ -566,9 +566,5 @@ int main(void) {
   KF_ADD_TEST(tc, brokers_down_and_up_with_rtt);
   KF_ADD_TEST(tc, close_between_join_and_first_assignment);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

@@ -345,9 +345,5 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   KF_ADD_TEST(tc, poison_input_goes_to_dlq_and_partitions_keep_moving);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

@@ -188,9 +188,5 @@ int main(void) {
   KF_ADD_TEST(tc, rebalance_storm);
   KF_ADD_TEST(tc, consumer_sigkill);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }

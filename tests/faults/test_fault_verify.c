@@ -8,6 +8,8 @@
 
 #include "verify.h"
 
+#include "testutil.h"
+
 /* User u's seq s sits at offset u * 100 + s of partition u % 2. */
 static void proc(kf_verify_t *v, int u, int s, int64_t t, int src) {
   kf_verify_processed(v, u, s, u % 2, u * 100 + s, t, src);
@@ -211,9 +213,5 @@ int main(void) {
   tcase_add_test(tc, same_message_at_two_offsets_is_a_topic_duplicate);
   tcase_add_test(tc, logs_of_several_processes_merge_in_time);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return kt_run(s);
 }
