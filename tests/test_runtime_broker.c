@@ -111,11 +111,8 @@ static kmq_proc_result_t check_order(const kmq_chat_msg_t *msg,
                                      kmq_proc_ctx_t *ctx, void *opaque) {
   check_t *ck = opaque;
   int u, seq;
-  if (kmq_traffic_parse_id(msg->message_id.ptr, msg->message_id.len, &u,
-                           &seq)) {
-    kmq_proc_ctx_set_reason(ctx, "bad message_id");
+  if (kmq_traffic_msg_id(msg, ctx, &u, &seq))
     return KMQ_PROC_FAIL;
-  }
   if (atomic_exchange(&ck->running[u], 1))
     atomic_fetch_add(&ck->concurrent, 1);
   if (ck->max_delay_us) {

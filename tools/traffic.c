@@ -119,3 +119,12 @@ void kmq_traffic_bad(int k, size_t max_bytes, kmq_traffic_bad_t *bad) {
   }
   bad->value_len = strlen(bad->value);
 }
+
+int kmq_traffic_msg_id(const kmq_chat_msg_t *msg, kmq_proc_ctx_t *ctx,
+                       int *u, int *seq) {
+  if (!kmq_traffic_parse_id(msg->message_id.ptr, msg->message_id.len, u, seq))
+    return 0;
+  kmq_proc_ctx_set_reason(ctx, "message_id \"%.*s\" is not traffic",
+                          (int)msg->message_id.len, msg->message_id.ptr);
+  return -1;
+}

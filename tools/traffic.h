@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "kmq/processor.h"
+
 /* "wm" + 6 digits: the external_userid of simulated user u. */
 void kmq_traffic_user(int u, char *buf, size_t size);
 
@@ -16,6 +18,11 @@ int kmq_traffic_envelope(int u, int seq, char *buf, size_t size);
 
 /* Parses a message_id made by kmq_traffic_envelope. 0 on success. */
 int kmq_traffic_parse_id(const char *id, size_t len, int *u, int *seq);
+
+/* For processors: (user, seq) of msg. Returns 0, or -1 with the reason set
+ * on ctx, for the processor to return KMQ_PROC_FAIL (dead-letter it). */
+int kmq_traffic_msg_id(const kmq_chat_msg_t *msg, kmq_proc_ctx_t *ctx,
+                       int *u, int *seq);
 
 /* Bad records, one per kind. */
 typedef struct {

@@ -52,12 +52,8 @@ static kmq_proc_result_t on_msg(const kmq_chat_msg_t *msg, kmq_proc_ctx_t *ctx,
   fc_app_t *app = opaque;
   int64_t t = kf_now_ns();
   int u, seq;
-  if (kmq_traffic_parse_id(msg->message_id.ptr, msg->message_id.len, &u,
-                           &seq)) {
-    kmq_proc_ctx_set_reason(ctx, "message_id \"%s\" is not traffic",
-                            msg->message_id.ptr);
+  if (kmq_traffic_msg_id(msg, ctx, &u, &seq))
     return KMQ_PROC_FAIL;
-  }
   if (app->delay_us > 0) {
     /* Simulated work; varies per message so users finish out of order. */
     unsigned r = (unsigned)(u * 2654435761u + (unsigned)seq * 40503u);

@@ -50,11 +50,8 @@ static kmq_proc_result_t on_msg(const kmq_chat_msg_t *msg, kmq_proc_ctx_t *ctx,
   app_t *a = opaque;
   int64_t t = kf_now_ns();
   int u, s;
-  if (kmq_traffic_parse_id(msg->message_id.ptr, msg->message_id.len, &u,
-                           &s)) {
-    kmq_proc_ctx_set_reason(ctx, "not a traffic message");
+  if (kmq_traffic_msg_id(msg, ctx, &u, &s))
     return KMQ_PROC_FAIL;
-  }
   if (msg->type == KMQ_MSG_LINK && fails(u)) {
     atomic_fetch_add(&a->fail_calls, 1);
     kmq_proc_ctx_set_reason(ctx, "refused by the test: user %d seq %d", u, s);
