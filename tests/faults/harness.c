@@ -622,3 +622,14 @@ void kf_report_emit(const kf_report_t *r, const char *scenario,
     }
   }
 }
+
+void kf_assert_clean(const kf_report_t *r) {
+  ck_assert_msg(r->lost == 0, "lost %lld: %s", (long long)r->lost,
+                r->first_problem);
+  ck_assert_msg(r->reordered == 0, "reordered %lld: %s",
+                (long long)r->reordered, r->first_problem);
+  ck_assert_msg(r->dup_committed == 0, "processed again after commit %lld: %s",
+                (long long)r->dup_committed, r->first_problem);
+  ck_assert_msg(r->dup_in_topic == 0, "written twice %lld: %s",
+                (long long)r->dup_in_topic, r->first_problem);
+}

@@ -183,4 +183,8 @@ void kf_load_logs(kf_verify_t *v, char logs[][512], int n);
 void kf_report_emit(const kf_report_t *r, const char *scenario,
                     int64_t elapsed_ms);
 
+/* Asserts lost, reordered, processed-after-commit and written-twice are all
+ * 0, naming the first problem the checker found. */
+void kf_assert_clean(const kf_report_t *r);
+
 #endif

@@ -148,14 +148,7 @@ kf_report_t kf_procs_finish(kf_procs_t *P, const char *scenario) {
 }
 
 void kf_procs_assert_clean(const kf_report_t *r) {
-  ck_assert_msg(r->lost == 0, "lost %lld: %s", (long long)r->lost,
-                r->first_problem);
-  ck_assert_msg(r->reordered == 0, "reordered %lld: %s",
-                (long long)r->reordered, r->first_problem);
-  ck_assert_msg(r->dup_committed == 0, "processed again after commit %lld: %s",
-                (long long)r->dup_committed, r->first_problem);
-  ck_assert_msg(r->dup_in_topic == 0, "written twice %lld: %s",
-                (long long)r->dup_in_topic, r->first_problem);
+  kf_assert_clean(r);
   ck_assert_int_eq(r->processed, r->in_topic + r->dlq_and_processed);
 }
 

@@ -255,17 +255,6 @@ static void scen_down(scen_t *s) {
   rd_kafka_destroy(s->rk);
 }
 
-static void assert_clean(const kf_report_t *r) {
-  ck_assert_msg(r->lost == 0, "lost %lld: %s", (long long)r->lost,
-                r->first_problem);
-  ck_assert_msg(r->reordered == 0, "reordered %lld: %s",
-                (long long)r->reordered, r->first_problem);
-  ck_assert_msg(r->dup_committed == 0, "dup after commit %lld: %s",
-                (long long)r->dup_committed, r->first_problem);
-  ck_assert_msg(r->dup_in_topic == 0, "dup in topic %lld: %s",
-                (long long)r->dup_in_topic, r->first_problem);
-}
-
 static int users_default(void) {
   return kf_env_int("KF_MOCK_USERS", kf_soak() ? 200 : 40);
 }
@@ -336,7 +325,7 @@ START_TEST(retriable_produce_errors_do_not_duplicate) {
   scen_poll_until_reported(&s, s.users * s.per * 3 / 5, 60000);
   inject_retriable_produce(&s);
   kf_report_t r = scen_finish(&s, "mock: retriable produce errors");
-  assert_clean(&r);
+  kf_assert_clean(&r);
   ck_assert_int_eq(r.producer_dlq + r.producer_fallback, 0);
   ck_assert_int_eq(r.processed, r.produced);
   scen_down(&s);
@@ -400,7 +389,7 @@ START_TEST(nonretriable_produce_errors_and_timeouts_go_to_dlq) {
   scen_poll_for(&s, 4000);
   rd_kafka_mock_broker_set_up(s.mc, 1);
   kf_report_t r = scen_finish(&s, "mock: non-retriable errors + timeouts");
-  assert_clean(&r);
+  kf_assert_clean(&r);
   ck_assert_msg(r.producer_dlq > 0, "no delivery failed: nothing exercised");
   ck_assert_int_eq(r.dlq_missing, 0);
   ck_assert_int_eq(kf_report_reason(&r, "delivery_failed"), r.producer_dlq);
@@ -434,7 +423,7 @@ START_TEST(offset_commit_errors_while_consuming) {
     scen_poll_until_processed(&s, total * (round + 1) / 4, 60000);
   }
   kf_report_t r = scen_finish(&s, "mock: OffsetCommit errors");
-  assert_clean(&r);
+  kf_assert_clean(&r);
   ck_assert_int_eq(r.processed, r.produced);
   scen_down(&s);
 }
@@ -452,7 +441,7 @@ START_TEST(failed_last_commit_is_retried) {
         s.mc, 3, KT_API_OFFSET_COMMIT, 1,
         RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 0);
   kf_report_t r = scen_finish(&s, "mock: failed last commit");
-  assert_clean(&r);
+  kf_assert_clean(&r);
   scen_down(&s);
 }
 END_TEST
@@ -479,7 +468,7 @@ START_TEST(fetch_errors_while_consuming) {
     scen_poll_until_processed(&s, total * (round + 1) / 4, 60000);
   }
   kf_report_t r = scen_finish(&s, "mock: Fetch errors");
-  assert_clean(&r);
+  kf_assert_clean(&r);
   ck_assert_int_eq(r.processed, r.produced);
   scen_down(&s);
 }
@@ -508,7 +497,7 @@ START_TEST(brokers_down_and_up_with_rtt) {
   for (int b = 1; b <= 3; b++)
     rd_kafka_mock_broker_set_rtt(s.mc, b, 0);
   kf_report_t r = scen_finish(&s, "mock: brokers down/up, RTT 300 ms");
-  assert_clean(&r);
+  kf_assert_clean(&r);
   ck_assert_int_eq(r.lost, 0);
   scen_down(&s);
 }
