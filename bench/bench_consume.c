@@ -309,6 +309,22 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
   return err;
 }
 
+/* Records key = a's msg/s over b's, when both rows exist and ran. */
+static void bench__rate_ratio(bench_run_t *run, const char *key,
+                              const bench_row_t *a, const bench_row_t *b) {
+  if (a && b && a->msg_s > 0 && b->msg_s > 0)
+    bench_ratio(run, key, a->msg_s / b->msg_s);
+}
+
+/* Records key = a's CPU per message over b's (b the costlier, kmq). */
+static void bench__cpu_ratio(bench_run_t *run, const char *key,
+                             const bench_row_t *a, const bench_row_t *b) {
+  if (a && b && bench_row_get_extra(b, "cpu_us_per_msg") > 0)
+    bench_ratio(run, key,
+                bench_row_get_extra(a, "cpu_us_per_msg") /
+                    bench_row_get_extra(b, "cpu_us_per_msg"));
+}
+
 int bench_consume(const bench_opts_t *o, int rep, bench_run_t *run) {
   if (!bench__topic[0])
     bench__fill(o);
@@ -331,22 +347,12 @@ int bench_consume(const bench_opts_t *o, int rep, bench_run_t *run) {
   bench_row_t *r = bench_row_find(run, "raw", "no-op");
   bench_row_t *d = bench_row_find(run, "raw+decode", "no-op");
   bench_row_t *kr = bench_row_find(run, "kmq-raw", "no-op");
-  if (k && r && r->msg_s > 0 && k->msg_s > 0)
-    bench_ratio(run, "consume_kmq_over_raw", k->msg_s / r->msg_s);
-  if (kr && r && r->msg_s > 0 && kr->msg_s > 0)
-    bench_ratio(run, "consume_kmqraw_over_raw", kr->msg_s / r->msg_s);
-  if (kr && r && bench_row_get_extra(kr, "cpu_us_per_msg") > 0)
-    bench_ratio(run, "consume_cpu_raw_over_kmqraw",
-                bench_row_get_extra(r, "cpu_us_per_msg") /
-                    bench_row_get_extra(kr, "cpu_us_per_msg"));
-  if (d && r && r->msg_s > 0 && d->msg_s > 0)
-    bench_ratio(run, "consume_rawdecode_over_raw", d->msg_s / r->msg_s);
-  if (k && d && d->msg_s > 0 && k->msg_s > 0)
-    bench_ratio(run, "consume_kmq_over_rawdecode", k->msg_s / d->msg_s);
-  if (k && d && bench_row_get_extra(k, "cpu_us_per_msg") > 0)
-    bench_ratio(run, "consume_cpu_rawdecode_over_kmq",
-                bench_row_get_extra(d, "cpu_us_per_msg") /
-                    bench_row_get_extra(k, "cpu_us_per_msg"));
+  bench__rate_ratio(run, "consume_kmq_over_raw", k, r);
+  bench__rate_ratio(run, "consume_kmqraw_over_raw", kr, r);
+  bench__cpu_ratio(run, "consume_cpu_raw_over_kmqraw", r, kr);
+  bench__rate_ratio(run, "consume_rawdecode_over_raw", d, r);
+  bench__rate_ratio(run, "consume_kmq_over_rawdecode", k, d);
+  bench__cpu_ratio(run, "consume_cpu_rawdecode_over_kmq", d, k);
   if (err) {
     run->failed = 1;
     snprintf(run->note, sizeof(run->note), "consumer errors (see stderr)");
