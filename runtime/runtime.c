@@ -177,7 +177,6 @@ static void kmq__attempt(kmq__job_t *job) {
     kmq__proc_ctx_begin(&job->ctx, m->key, m->key_len,
                         rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                         job->attempt, job->rt->max_attempts);
-    kmq__proc_ctx_set_value(&job->ctx, m->payload, m->len);
     /* A raw processor gets no decoded message (processor.h). */
     kmq_proc_result_t r = kmq__proc_ctx_returned(
         &job->ctx, job->entry->cb(job->decoded ? &job->msg : NULL, &job->ctx,
@@ -204,6 +203,7 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
   kmq__job_t *job = item;
   const rd_kafka_message_t *m = job->m;
   job->actor = actor;
+  kmq__proc_ctx_set_value(&job->ctx, m->payload, m->len); /* all attempts */
   if (rt->raw) {
     job->entry = rt->raw;
     kmq__attempt(job);

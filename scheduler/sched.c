@@ -47,9 +47,10 @@ static void kmq__wake_locked(kmq_sched_t *s) {
 static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
                            bool wake) {
   pthread_mutex_lock(&s->runq_lock);
-  uint32_t i = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
-  if (i >= s->runq_cap)
+  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  if (len >= s->runq_cap)
     KMQ__SCHED_BUG("run queue overflow");
+  uint32_t i = len;
   a->runq_seq = seq;
   while (i > 0) { /* sift up */
     uint32_t parent = (i - 1) / 2;
@@ -59,10 +60,7 @@ static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
     i = parent;
   }
   s->runq_heap[i] = a;
-  atomic_store_explicit(&s->runq_len,
-                        atomic_load_explicit(&s->runq_len,
-                                             memory_order_relaxed) + 1,
-                        memory_order_relaxed);
+  atomic_store_explicit(&s->runq_len, len + 1, memory_order_relaxed);
   if (wake)
     kmq__wake_locked(s);
   pthread_mutex_unlock(&s->runq_lock);
