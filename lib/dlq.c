@@ -1,7 +1,7 @@
-/* Dead-letter queue: JSON envelope, own idempotent producer, fallback hook. */
+/* Dead-letter queue: own idempotent producer, fallback hook. The envelope
+ * and its size bound are in dlq_envelope.c. */
 #include "kmq/dlq.h"
 
-#include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +17,7 @@ struct kmq_dlq_s {
   void *fallback_opaque;
   int64_t queue_full_ms;
   int64_t flush_ms;
+  size_t max_bytes; /* the producer's message.max.bytes: letters fit it */
   kmq__poller_t poller;
   /* Counters are read by any thread for metrics; relaxed ordering suffices
    * because no other data is published through them. */
@@ -29,61 +30,6 @@ typedef struct {
   kmq_dlq_done_cb *done;
   void *opaque;
 } kmq__dlq_ctx_t;
-
-char *kmq_dlq_envelope(const kmq_dlq_record_t *rec, int64_t now_ms,
-                       size_t *len) {
-  char ts[40];
-  kmq__rfc3339(now_ms, ts, sizeof(ts));
-  json_t *o = json_object();
-  if (!o)
-    return NULL;
-  json_object_set_new(o, "version", json_integer(1));
-  json_object_set_new(o, "original_topic", rec->original_topic
-                                               ? json_string(rec->original_topic)
-                                               : json_null());
-  json_object_set_new(o, "original_partition",
-                      rec->original_partition >= 0
-                          ? json_integer(rec->original_partition)
-                          : json_null());
-  json_object_set_new(o, "original_offset",
-                      rec->original_offset >= 0
-                          ? json_integer(rec->original_offset)
-                          : json_null());
-  json_object_set_new(o, "reason",
-                      json_string(rec->reason ? rec->reason : "unknown"));
-  json_object_set_new(o, "error",
-                      rec->error ? json_string(rec->error) : json_null());
-  json_object_set_new(o, "kafka_error",
-                      rec->kafka_err
-                          ? json_string(rd_kafka_err2name(rec->kafka_err))
-                          : json_null());
-  json_object_set_new(o, "failed_at", json_string(ts));
-  json_object_set_new(o, "source",
-                      json_string(rec->source ? rec->source : "unknown"));
-  /* The key is the user id: keep it readable when it is UTF-8. */
-  json_t *k = rec->key ? json_stringn(rec->key, rec->key_len) : NULL;
-  json_object_set_new(o, "key", k ? k : json_null());
-  /* The payload is arbitrary bytes: text when it is valid UTF-8 (jansson
-   * refuses anything else), base64 otherwise, so nothing is altered. */
-  json_t *p = json_stringn(rec->payload ? rec->payload : "",
-                           rec->payload ? rec->payload_len : 0);
-  if (p) {
-    json_object_set_new(o, "payload", p);
-  } else {
-    char *b64 = kmq__base64(rec->payload, rec->payload_len, NULL);
-    if (!b64) {
-      json_decref(o);
-      return NULL;
-    }
-    json_object_set_new(o, "payload_base64", json_string(b64));
-    free(b64);
-  }
-  char *s = json_dumps(o, JSON_COMPACT);
-  json_decref(o);
-  if (s && len)
-    *len = strlen(s);
-  return s;
-}
 
 static void kmq__dlq_finish(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx,
                             kmq_dlq_outcome_t outcome, kmq_err_t err) {
@@ -125,6 +71,30 @@ static void kmq__dlq_fallback(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx,
            fr->key ? (const char *)fr->key : "", rd_kafka_err2str(fr->kafka_err),
            kmq_err2str(err));
   kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_LOST, err);
+}
+
+/* rec's full envelope does not fit the DLQ: offers it, whole key and
+ * headers included, to the fallback hook, which may keep what the DLQ
+ * cannot. Returns the hook's result (KMQ_ERR_NO_FALLBACK without one).
+ * @locality the sending thread */
+static kmq_err_t kmq__dlq_offer_full(kmq_dlq_t *dlq,
+                                     const kmq_dlq_record_t *rec,
+                                     int64_t now_ms) {
+  if (!dlq->fallback)
+    return KMQ_ERR_NO_FALLBACK;
+  char errstr[256];
+  kmq_dlq_letter_t full;
+  kmq_err_t err = kmq_dlq_letter_build(rec, now_ms, SIZE_MAX, &full, errstr,
+                                       sizeof(errstr));
+  if (err)
+    return err;
+  kmq_fallback_record_t fr = {dlq->topic,     full.key,
+                              full.key_len,   full.value,
+                              full.value_len, full.headers,
+                              RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE};
+  err = dlq->fallback(&fr, dlq->fallback_opaque);
+  kmq_dlq_letter_clear(&full);
+  return err;
 }
 
 /* @locality DLQ poll thread (or the destroying thread after it stopped). */
@@ -187,6 +157,18 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
     rd_kafka_conf_destroy(rc);
     goto fail_conf;
   }
+  /* Read back from the client rather than from conf: the value librdkafka
+   * enforces at produce time, whether set (producer.message.max.bytes or a
+   * bare message.max.bytes) or defaulted. */
+  char mmb[32];
+  size_t mmb_size = sizeof(mmb);
+  if (rd_kafka_conf_get(rd_kafka_conf(dlq->rk), "message.max.bytes", mmb,
+                        &mmb_size) != RD_KAFKA_CONF_OK ||
+      (dlq->max_bytes = strtoull(mmb, NULL, 10)) == 0) {
+    snprintf(errstr, errstr_size, "cannot read the DLQ producer's "
+                                  "message.max.bytes");
+    goto fail_thread;
+  }
   if (kmq__poller_start(&dlq->poller, dlq->rk)) {
     snprintf(errstr, errstr_size, "cannot start the DLQ poll thread");
     goto fail_thread;
@@ -207,29 +189,48 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
   if (!dlq || !rec)
     return KMQ_ERR_INVALID_ARG;
   int64_t now = kmq__wall_ms();
-  size_t vlen;
-  char *value = kmq_dlq_envelope(rec, now, &vlen);
-  if (!value)
-    return KMQ_ERR_NOMEM;
-  rd_kafka_headers_t *hdrs = rec->headers ? rd_kafka_headers_copy(rec->headers)
-                                          : rd_kafka_headers_new(3);
-  char nowbuf[24];
-  snprintf(nowbuf, sizeof(nowbuf), "%lld", (long long)now);
-  const char *source = rec->source ? rec->source : "unknown";
-  const char *reason = rec->reason ? rec->reason : "unknown";
-  rd_kafka_header_add(hdrs, "dlq_timestamp", -1, nowbuf, -1);
-  rd_kafka_header_add(hdrs, "dlq_source", -1, source, -1);
-  rd_kafka_header_add(hdrs, "dlq_reason", -1, reason, -1);
-
+  char errstr[256];
+  kmq_dlq_letter_t l;
+  kmq_err_t lerr =
+      kmq_dlq_letter_build(rec, now, dlq->max_bytes, &l, errstr, sizeof(errstr));
+  if (lerr && lerr != KMQ_ERR_TOO_LARGE)
+    return lerr; /* NOMEM */
   kmq__dlq_ctx_t *ctx = malloc(sizeof(*ctx));
   if (!ctx) {
-    free(value);
-    rd_kafka_headers_destroy(hdrs);
+    kmq_dlq_letter_clear(&l);
     return KMQ_ERR_NOMEM;
   }
   *ctx = (kmq__dlq_ctx_t){dlq, done, opaque};
   atomic_fetch_add_explicit(&dlq->sent, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&dlq->outstanding, 1, memory_order_relaxed);
+
+  if (lerr || l.truncated) {
+    /* The full envelope does not fit the DLQ: a fallback store can keep the
+     * whole record; without one (or if it fails) the truncated letter goes
+     * to the DLQ, so that the record's offset still finishes. */
+    kmq_err_t ferr = kmq__dlq_offer_full(dlq, rec, now);
+    if (ferr == KMQ_OK) {
+      kmq_dlq_letter_clear(&l);
+      kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_FALLBACK, KMQ_OK);
+      return KMQ_OK;
+    }
+    if (lerr) {
+      kmq__log("ERROR", "dlq",
+               "record for key \"%.*s\" LOST: too large for a dead letter "
+               "(%s) and fallback failed (%s)",
+               (int)(rec->key_len > 64 ? 64 : rec->key_len),
+               rec->key ? (const char *)rec->key : "", errstr,
+               kmq_err2str(ferr));
+      kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_LOST,
+                      ferr == KMQ_ERR_NO_FALLBACK ? lerr : ferr);
+      return KMQ_OK;
+    }
+    if (ferr != KMQ_ERR_NO_FALLBACK)
+      kmq__log("WARN", "dlq",
+               "fallback failed (%s): the DLQ gets a truncated dead letter "
+               "of %zu bytes",
+               kmq_err2str(ferr), l.value_len);
+  }
 
   int64_t deadline = kmq__mono_ms() + dlq->queue_full_ms;
   rd_kafka_resp_err_t err;
@@ -237,23 +238,21 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
     /* RD_KAFKA_MSG_F_FREE: librdkafka frees the envelope after delivery. */
     err = rd_kafka_producev(
         dlq->rk, RD_KAFKA_V_TOPIC(dlq->topic),
-        RD_KAFKA_V_KEY(rec->key, rec->key ? rec->key_len : 0),
-        RD_KAFKA_V_VALUE(value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
+        RD_KAFKA_V_KEY(l.key, l.key_len), RD_KAFKA_V_VALUE(l.value, l.value_len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_HEADERS(l.headers),
+        RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || kmq__mono_ms() >= deadline)
       break;
     rd_kafka_poll(dlq->rk, 10); /* serve delivery reports to make room */
   }
   if (!err)
-    return KMQ_OK;
+    return KMQ_OK; /* librdkafka owns value and headers now */
 
   /* Not even queued: the fallback hook gets it now, on this thread. */
-  kmq_fallback_record_t fr = {dlq->topic, rec->key, rec->key_len,
-                              value,      vlen,     hdrs,
-                              err};
+  kmq_fallback_record_t fr = {dlq->topic, l.key,     l.key_len, l.value,
+                              l.value_len, l.headers, err};
   kmq__dlq_fallback(dlq, ctx, &fr);
-  rd_kafka_headers_destroy(hdrs);
-  free(value);
+  kmq_dlq_letter_clear(&l);
   return KMQ_OK;
 }
 

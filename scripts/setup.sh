@@ -15,7 +15,7 @@ JAVA_TOOLS=$CACHE/java
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  librdkafka-dev libjansson-dev libck-dev check
+  librdkafka-dev libjansson-dev libck-dev check libssl-dev
   clang libclang-rt-14-dev
   gnuplot-nox libsqlite3-dev
   maven openjdk-17-jdk-headless

@@ -10,7 +10,9 @@
  *       re-produces the original payloads of T.dlq records (optionally only
  *       those with reason R) to their original topic with the original key and
  *       headers; progress is committed in group G (default kmq-dlq-replay), so
- *       a second run only replays what is new.
+ *       a second run only replays what is new. A truncated dead letter
+ *       (payload_truncated or key_truncated, include/kmq/dlq.h) holds only a
+ *       prefix: it is skipped and counted, never replayed cut.
  * The broker is --bootstrap or $KMQ_BOOTSTRAP. */
 #include <getopt.h>
 #include <jansson.h>
@@ -91,7 +93,7 @@ static int replay(const char *bootstrap, const char *topic, const char *group,
   rd_kafka_topic_partition_list_add(sub, dlq, RD_KAFKA_PARTITION_UA);
   rd_kafka_subscribe(c, sub);
   rd_kafka_topic_partition_list_destroy(sub);
-  int replayed = 0, skipped = 0, bad = 0, eofs = 0, assigned = -1;
+  int replayed = 0, skipped = 0, bad = 0, cut = 0, eofs = 0, assigned = -1;
   time_t t0 = time(NULL), idle_since = time(NULL);
   /* Until every assigned partition reached its end (or 10 s of nothing). */
   while (time(NULL) - t0 < 600) {
@@ -129,6 +131,9 @@ static int replay(const char *bootstrap, const char *topic, const char *group,
       bad++;
     } else if (reason_filter && (!reason || strcmp(reason, reason_filter))) {
       skipped++;
+    } else if (json_is_true(json_object_get(j, "payload_truncated")) ||
+               json_is_true(json_object_get(j, "key_truncated"))) {
+      cut++; /* a prefix is not the record: its digest finds the original */
     } else {
       size_t len = 0;
       unsigned char *buf = NULL;
@@ -181,10 +186,11 @@ static int replay(const char *bootstrap, const char *topic, const char *group,
   rd_kafka_consumer_close(c);
   rd_kafka_destroy(c);
   rd_kafka_destroy(p);
-  printf("replayed %d, skipped %d (reason filter), unreadable %d%s\n",
-         replayed, skipped, bad,
+  printf("replayed %d, skipped %d (reason filter), unreadable %d, "
+         "truncated %d (not replayable)%s\n",
+         replayed, skipped, bad, cut,
          pending ? ", NOT committed: deliveries outstanding" : "");
-  return pending || bad ? 1 : 0;
+  return pending || bad || cut ? 1 : 0;
 }
 
 int main(int argc, char **argv) {

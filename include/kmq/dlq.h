@@ -3,13 +3,49 @@
  *
  * A record that cannot be delivered or processed is written to the DLQ topic
  * with the same key (external_userid) and the same partitioner as the main
- * topic, so one user's dead letters stay ordered in one partition. The value
+ * topic, so one user's dead letters land in one partition, in the order
+ * kmq_dlq_send() was called for them. The runtime calls it from the user's
+ * actor, one message at a time and waiting for each outcome, so a user's
+ * dead letters are in offset order (processing failures, decode failures
+ * and oversized records alike). A record without a key has no user: it is
+ * dead-lettered at dispatch, and key-less letters have no order among
+ * themselves (the partitioner spreads them). The value
  * is a JSON envelope (version 1):
  *   {"version":1, "original_topic", "original_partition", "original_offset"
  *    (null when unknown), "reason", "error", "kafka_error", "failed_at"
- *    (RFC 3339 UTC, ms), "source", "payload" (UTF-8 text) or "payload_base64"}
+ *    (RFC 3339 UTC, ms), "source", "key" (UTF-8 text, null otherwise),
+ *    "payload" (UTF-8 text) or "payload_base64"}
  * and the headers are the original ones plus dlq_timestamp (ms since epoch),
  * dlq_source and dlq_reason.
+ *
+ * Dead letters always fit. The limit is the DLQ producer's own librdkafka
+ * message.max.bytes (producer.message.max.bytes, default 1000000): key,
+ * value and headers of the DLQ record take at most that minus
+ * KMQ_DLQ_RECORD_OVERHEAD. When the full envelope above would not fit, the
+ * letter is a *truncated* one (kmq_dlq_letter_build):
+ *   - "payload" (or "payload_base64") holds only a prefix of the original
+ *     value: text cut on a UTF-8 character boundary, or the base64 of a byte
+ *     prefix, as long as the whole letter fits (JSON escaping can make a
+ *     byte take 6), possibly empty;
+ *   - three fields follow it: "payload_truncated" (true when the prefix is
+ *     shorter than the value), "payload_size" (bytes of the whole original
+ *     value) and "payload_sha256" (lower-case hex SHA-256 of the whole
+ *     original value), so that the original can be found and checked;
+ *   - a key longer than KMQ_DLQ_KEY_MAX bytes is cut to that (on a character
+ *     boundary when it is UTF-8), as the record key and in "key", and
+ *     "key_truncated": true, "key_size", "key_sha256" say so;
+ *   - original headers taking more than a quarter of message.max.bytes are
+ *     not copied, and "headers_dropped": <count> says so.
+ * An envelope that fits is byte for byte the full one, without these fields.
+ * A truncated letter cannot be replayed (kmq-admin replay skips it). With a
+ * fallback hook, the full envelope is first offered to the hook (kafka_err
+ * MSG_SIZE_TOO_LARGE); only if the hook fails does the DLQ get the truncated
+ * letter. So a poison record of any size ends as a dead letter, and its
+ * offset finishes, as long as the DLQ topic's max.message.bytes is at least
+ * the producer's message.max.bytes (Kafka's default, 1048588, is above
+ * librdkafka's 1000000) and message.max.bytes leaves room for an envelope
+ * without payload (its fields, KMQ_DLQ_KEY_MAX of key, the DLQ headers: a
+ * few KiB); otherwise the record goes to the hook or is LOST as below.
  *
  * When the DLQ itself cannot take a record (its delivery fails or times out,
  * or the local queue stays full), the record goes to the fallback hook given
@@ -20,7 +56,7 @@
  * Threads: kmq_dlq_send() may be called from any thread. The DLQ owns a
  * librdkafka producer and a thread that serves its delivery reports; done
  * callbacks and the fallback hook run on that thread, or on the sending
- * thread when the record could not even be queued.
+ * thread when the record could not even be queued or did not fit.
  */
 #ifndef KMQ_DLQ_H
 #define KMQ_DLQ_H
@@ -57,8 +93,10 @@ typedef struct kmq_dlq_record_s {
 } kmq_dlq_record_t;
 
 /* What the fallback hook receives: the DLQ message exactly as it would have
- * been produced, so that a compensator can replay it verbatim. Borrowed for
- * the duration of the hook call. */
+ * been produced, so that a compensator can replay it verbatim; for a record
+ * whose full envelope does not fit the DLQ (kafka_err MSG_SIZE_TOO_LARGE),
+ * the full envelope with the whole key and headers. Borrowed for the
+ * duration of the hook call. */
 typedef struct kmq_fallback_record_s {
   const char *topic; /* the DLQ topic */
   const void *key;
@@ -103,8 +141,11 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
  * then goes to the fallback hook), stops the thread, frees. No-op on NULL. */
 void kmq_dlq_destroy(kmq_dlq_t *dlq);
 
-/* Queues a dead letter. `done` (may be NULL) is called exactly once with the
- * final outcome when KMQ_OK is returned, and never otherwise.
+/* Queues the dead letter of rec (kmq_dlq_letter_build() with the DLQ
+ * producer's message.max.bytes). `done` (may be NULL) is called exactly once
+ * with the final outcome when KMQ_OK is returned, and never otherwise. A
+ * record too large for even a truncated letter goes to the fallback hook
+ * (or is LOST with KMQ_ERR_TOO_LARGE).
  * Errors: KMQ_ERR_INVALID_ARG, KMQ_ERR_NOMEM. */
 kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
                        kmq_dlq_done_cb *done, void *opaque);
@@ -118,11 +159,57 @@ const char *kmq_dlq_topic(const kmq_dlq_t *dlq);
 
 void kmq_dlq_stats(const kmq_dlq_t *dlq, kmq_dlq_stats_t *out);
 
-/* Encodes the JSON envelope of rec into a new string the caller frees with
- * free(); now_ms is the failure time. NULL when out of memory. Exposed for
- * tools (replay) and tests. */
+/* Encodes the full (never truncated) JSON envelope of rec into a new string
+ * the caller frees with free(); now_ms is the failure time. NULL when out of
+ * memory. Its size is unbounded: kmq_dlq_letter_build() is what the DLQ
+ * sends. Exposed for tools and tests. */
 char *kmq_dlq_envelope(const kmq_dlq_record_t *rec, int64_t now_ms,
                        size_t *len);
+
+/* Bytes of message.max.bytes that a dead letter leaves free for what is not
+ * its key, value or headers: librdkafka's per-record framing (at most 36
+ * bytes in its own size check at produce time) and the 61-byte record batch
+ * header that the broker also counts against the topic's max.message.bytes
+ * when the letter travels alone, with room to spare. */
+#define KMQ_DLQ_RECORD_OVERHEAD 512
+
+/* Longest key a truncated dead letter carries, as record key and in "key".
+ * A user id is a few dozen bytes; this only bounds garbage keys. */
+#define KMQ_DLQ_KEY_MAX 4096
+
+/* A dead letter as the DLQ produces it. */
+typedef struct kmq_dlq_letter_s {
+  const void *key; /* rec->key (borrowed from rec), possibly cut */
+  size_t key_len;
+  char *value; /* the JSON envelope, NUL-terminated; owned */
+  size_t value_len;
+  rd_kafka_headers_t *headers; /* owned: the original headers (unless
+                                * dropped) + dlq_timestamp, dlq_source,
+                                * dlq_reason */
+  int truncated; /* 0: value is byte for byte kmq_dlq_envelope()'s; 1: the
+                  * truncated envelope (dlq.h's header comment) */
+} kmq_dlq_letter_t;
+
+/* Builds the dead letter of rec for a producer whose message.max.bytes is
+ * max_bytes: key_len + value_len + the serialized headers stay within
+ * max_bytes - KMQ_DLQ_RECORD_OVERHEAD. The full envelope when it fits,
+ * otherwise the truncated one; max_bytes SIZE_MAX always gives the full
+ * letter (what a fallback hook is offered). now_ms is the failure time
+ * (failed_at, dlq_timestamp).
+ * On KMQ_OK *out is filled and the caller owns value and headers: release
+ * them with kmq_dlq_letter_clear() (or take them, e.g. produce with
+ * RD_KAFKA_MSG_F_FREE, and set the fields to NULL); out->key borrows
+ * rec->key. On error *out is zeroed, nothing is allocated and errstr says
+ * why: KMQ_ERR_INVALID_ARG (rec NULL), KMQ_ERR_NOMEM, KMQ_ERR_TOO_LARGE
+ * (max_bytes cannot hold even an envelope without payload). Any thread;
+ * allocates (a failure path). */
+kmq_err_t kmq_dlq_letter_build(const kmq_dlq_record_t *rec, int64_t now_ms,
+                               size_t max_bytes, kmq_dlq_letter_t *out,
+                               char *errstr, size_t errstr_size);
+
+/* Frees what out owns and zeroes it. No-op on NULL or an already cleared
+ * letter. */
+void kmq_dlq_letter_clear(kmq_dlq_letter_t *out);
 
 #ifdef __cplusplus
 }
