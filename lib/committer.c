@@ -76,9 +76,9 @@ void kmq__committer_maybe_commit(kmq__committer_t *cm, kmq__part_t *parts,
   /* NULL: commit everything stored. Asynchronous: the result arrives in the
    * offset_commit callback on this thread. */
   rd_kafka_resp_err_t err = rd_kafka_commit(cm->rk, NULL, 1);
-  cm->commits++;
+  kmq__cm_add(&cm->commits, 1);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-    cm->commit_errors++;
+    kmq__cm_add(&cm->commit_errors, 1);
     kmq__log("WARN", "committer", "async commit: %s", rd_kafka_err2str(err));
   }
   cm->pending = 0;
@@ -95,13 +95,13 @@ kmq_err_t kmq__committer_commit_sync(kmq__committer_t *cm, kmq__part_t *parts,
    * a revoke give up the finished prefix. */
   for (int attempt = 0; attempt < 3; attempt++) {
     rd_kafka_resp_err_t err = rd_kafka_commit(cm->rk, l, 0);
-    cm->commits++;
+    kmq__cm_add(&cm->commits, 1);
     if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
       kmq__committer_on_commit(cm, parts, RD_KAFKA_RESP_ERR_NO_ERROR, l);
       ret = KMQ_OK;
       break;
     }
-    cm->commit_errors++;
+    kmq__cm_add(&cm->commit_errors, 1);
     kmq__log("WARN", "committer", "sync commit (attempt %d): %s", attempt + 1,
              rd_kafka_err2str(err));
     ret = KMQ_ERR_KAFKA;
@@ -120,7 +120,7 @@ void kmq__committer_on_commit(kmq__committer_t *cm, kmq__part_t *parts,
                               rd_kafka_resp_err_t err,
                               const rd_kafka_topic_partition_list_t *offsets) {
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-    cm->commit_errors++;
+    kmq__cm_add(&cm->commit_errors, 1);
     kmq__log("WARN", "committer", "commit failed: %s (the stored position "
              "is kept and committed next time)", rd_kafka_err2str(err));
     /* "Next time" must come even if nothing else finishes: retry after
@@ -138,7 +138,7 @@ void kmq__committer_on_commit(kmq__committer_t *cm, kmq__part_t *parts,
       if (p->partition == e->partition && !strcmp(p->topic, e->topic)) {
         if (e->offset > p->committed) {
           if (p->committed >= 0)
-            cm->offsets_committed += e->offset - p->committed;
+            kmq__cm_add(&cm->offsets_committed, e->offset - p->committed);
           p->committed = e->offset;
         }
       }

@@ -17,6 +17,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <stdatomic.h>
+
 #include "kmq/err.h"
 #include "lib/part.h"
 
@@ -27,8 +29,16 @@ typedef struct {
   int64_t timeout_ms;
   int64_t pending;   /* offsets advanced since the last commit */
   int64_t last_ms;   /* time of the last commit */
-  int64_t commits, commit_errors, offsets_committed;
+  /* Written on the poll thread only, read from any thread for metrics
+   * (kmq_consumer_stats): relaxed atomics, single writer, order nothing. */
+  _Atomic int64_t commits, commit_errors, offsets_committed;
 } kmq__committer_t;
+
+/* Single-writer counter update (poll thread), see above. */
+static inline void kmq__cm_add(_Atomic int64_t *c, int64_t n) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
 
 void kmq__committer_init(kmq__committer_t *cm, rd_kafka_t *rk,
                          int64_t interval_ms, int64_t batch,

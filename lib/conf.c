@@ -35,7 +35,12 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.max.inflight", KMQ__T_INT, "10000", 1, 1 << 22,
      "Messages dispatched but not acknowledged, over all partitions"},
     {"kmq.revoke.timeout.ms", KMQ__T_INT, "10000", 0, 600000,
-     "On revoke, how long to wait for in-flight messages to finish"},
+     "A revoke still waiting for running messages after this many ms is "
+     "logged and counted as slow (the partition is still not released "
+     "while one of its messages runs, up to 90% of max.poll.interval.ms)"},
+    {"kmq.close.timeout.ms", KMQ__T_INT, "30000", 0, 3600000,
+     "Close waits this long for running messages before it leaves the "
+     "group anyway (what still runs is abandoned: not committed)"},
     {"kmq.commit.timeout.ms", KMQ__T_INT, "10000", 100, 600000,
      "Timeout of synchronous commits and committed-offset queries"},
     {"kmq.poll.batch", KMQ__T_INT, "500", 1, 100000,
@@ -53,6 +58,8 @@ static const kmq__prop_t kmq__props[] = {
      "Processor retries before a message goes to the DLQ"},
     {"kmq.proc.backoff.ms", KMQ__T_INT, "100", 0, 600000,
      "Backoff before the first retry (doubles each retry)"},
+    {"kmq.proc.backoff.max.ms", KMQ__T_INT, "10000", 0, 3600000,
+     "Longest backoff between two retries (the doubling stops here)"},
     {"kmq.msg.max.bytes", KMQ__T_INT, "1048576", 64, 1 << 30,
      "Largest accepted message value; larger ones go to the DLQ"},
     {"kmq.fallback.path", KMQ__T_STR, NULL, 0, 0,

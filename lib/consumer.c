@@ -21,11 +21,19 @@
 #define KMQ__HOLD_BEFORE_PAUSE 64
 
 enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
+#define KMQ__SLOT_STATE 3u
+/* Set on a slot whose partition is being revoked, lost or closed: the
+ * message must not start any more (kmq_ack_begin fails). A flag beside the
+ * state, so that acks keep working and nothing has a capacity. */
+#define KMQ__SLOT_REVOKED 4u
+/* The message waits in a queue and has not started (kmq_ack_defer until
+ * kmq_ack_begin): a revoke does not wait for it. */
+#define KMQ__SLOT_QUEUED 8u
 
 /* An ack slot: one message awaiting its ack. `word` packs the generation
- * (high 32 bits) with the state so that kmq_ack() from any thread can CAS a
- * specific (generation, PENDING) and a stale handle can never hit a reused
- * slot. part and m are @locality poll thread. */
+ * (high 32 bits) with the state and the REVOKED flag so that kmq_ack() from
+ * any thread can CAS a specific (generation, PENDING) and a stale handle can
+ * never hit a reused slot. part and m are @locality poll thread. */
 typedef struct {
   _Atomic uint64_t word;
   kmq__part_t *part; /* NULL once the partition was dropped */
@@ -35,7 +43,7 @@ typedef struct {
 typedef struct {
   atomic_llong consumed, dispatched, finished, unfinished, backpressured,
       assigned, revoked, lost, rebalances, in_flight, paused, consume_errors,
-      refetched;
+      refetched, slow_revokes, abandoned;
 } kmq__cstats_t;
 
 struct kmq_consumer_s {
@@ -45,6 +53,11 @@ struct kmq_consumer_s {
   kmq__part_t *parts;
   size_t window;
   int64_t revoke_ms, commit_timeout_ms;
+  /* How long a revoke may keep a partition while its messages run: 90% of
+   * max.poll.interval.ms, the group protocol's own limit. */
+  int64_t revoke_max_ms;
+  int64_t close_ms;
+  int64_t close_deadline; /* set by kmq_consumer_close */
   int poll_batch;
   int cooperative;
   int subscribed;
@@ -159,7 +172,7 @@ static int kmq__drain(kmq_consumer_t *c) {
     KMQ__INC(c, in_flight, -1);
     if (p) {
       p->in_flight--;
-      if ((w & 0xffffffffu) == KMQ__SLOT_OK)
+      if ((w & KMQ__SLOT_STATE) == KMQ__SLOT_OK)
         kmq__finish(c, p, s->m->offset);
       else
         KMQ__INC(c, unfinished, 1);
@@ -176,16 +189,75 @@ void kmq_ack(kmq_ack_t ack, int ok) {
   if (!c || ack.slot >= c->nslots)
     return;
   kmq__slot_t *s = &c->slots[ack.slot];
-  uint64_t expect = (uint64_t)ack.gen << 32 | KMQ__SLOT_PENDING;
   uint64_t want = (uint64_t)ack.gen << 32 |
                   (ok ? KMQ__SLOT_OK : KMQ__SLOT_FAIL);
-  /* acq_rel: release publishes the processor's work to the poll thread;
-   * the CAS makes the first call win and every later one a no-op. */
-  if (!atomic_compare_exchange_strong_explicit(
-          &s->word, &expect, want, memory_order_acq_rel, memory_order_relaxed))
-    return;
+  uint64_t expect = atomic_load_explicit(&s->word, memory_order_relaxed);
+  do {
+    /* Only a PENDING slot of this generation, revoked or not. */
+    if ((expect >> 32) != ack.gen ||
+        (expect & KMQ__SLOT_STATE) != KMQ__SLOT_PENDING)
+      return;
+    /* acq_rel: release publishes the processor's work to the poll thread;
+     * the CAS makes the first call win and every later one a no-op. A
+     * failed CAS (the poll thread set REVOKED meanwhile) reloads. */
+  } while (!atomic_compare_exchange_weak_explicit(
+      &s->word, &expect, want, memory_order_acq_rel, memory_order_relaxed));
   /* One node per slot, and a slot is pushed once per use. */
   kmq__mpsc_push(&c->acked, ack.slot);
+}
+
+bool kmq_ack_revoked(kmq_ack_t ack) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return true;
+  /* Acquire pairs with the release fetch_or in kmq__revoke_slots. */
+  uint64_t w = atomic_load_explicit(&c->slots[ack.slot].word,
+                                    memory_order_acquire);
+  return (w >> 32) != ack.gen || (w & KMQ__SLOT_REVOKED);
+}
+
+void kmq_ack_defer(kmq_ack_t ack) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return;
+  /* Release: ordered before the handler publishes the message to the
+   * thread that will call kmq_ack_begin. Only the poll thread changes
+   * REVOKED, and it is running this handler: no race with it. */
+  atomic_fetch_or_explicit(&c->slots[ack.slot].word, KMQ__SLOT_QUEUED,
+                           memory_order_release);
+}
+
+bool kmq_ack_begin(kmq_ack_t ack) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return false;
+  kmq__slot_t *s = &c->slots[ack.slot];
+  uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+  for (;;) {
+    if ((w >> 32) != ack.gen || (w & KMQ__SLOT_STATE) != KMQ__SLOT_PENDING ||
+        (w & KMQ__SLOT_REVOKED))
+      return false;
+    if (!(w & KMQ__SLOT_QUEUED))
+      return true; /* never deferred: counted as running from dispatch */
+    /* One CAS decides between this start and a revoke's fetch_or: either
+     * the message is running before the revoke looks (and it waits for
+     * it), or it sees REVOKED here and never starts. acq_rel: acquire for
+     * the revoke flag, release so the poll thread's scan sees it running
+     * before the processor's effects. */
+    if (atomic_compare_exchange_weak_explicit(&s->word, &w,
+                                              w & ~(uint64_t)KMQ__SLOT_QUEUED,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      return true;
+  }
+}
+
+/* Pending and not deferred: the message may be running. */
+static int kmq__slot_running(const kmq__slot_t *s) {
+  /* Acquire pairs with kmq_ack_begin's CAS. */
+  uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+  return (w & KMQ__SLOT_STATE) == KMQ__SLOT_PENDING &&
+         !(w & KMQ__SLOT_QUEUED);
 }
 
 /* Offers m to the handler. KMQ_ERR_BACKPRESSURE: not taken, m still ours.
@@ -238,10 +310,14 @@ static kmq_err_t kmq__offer(kmq_consumer_t *c, kmq__part_t *p,
   }
   /* Not taken: void the handle. If the handler acked anyway, that ack is
    * in the acked stack and is applied like any other. */
-  uint64_t expect = (uint64_t)gen << 32 | KMQ__SLOT_PENDING;
-  if (!atomic_compare_exchange_strong_explicit(
-          &s->word, &expect, (uint64_t)gen << 32 | KMQ__SLOT_FAIL,
-          memory_order_acq_rel, memory_order_relaxed)) {
+  uint64_t expect = atomic_load_explicit(&s->word, memory_order_relaxed);
+  int voided = 0;
+  /* PENDING with any flag (the handler may have deferred it). */
+  while ((expect & KMQ__SLOT_STATE) == KMQ__SLOT_PENDING && !voided)
+    voided = atomic_compare_exchange_weak_explicit(
+        &s->word, &expect, (uint64_t)gen << 32 | KMQ__SLOT_FAIL,
+        memory_order_acq_rel, memory_order_relaxed);
+  if (!voided) {
     kmq_gate_track(p->gate, m->offset);
     KMQ__INC(c, dispatched, 1);
     return KMQ_OK;
@@ -322,14 +398,39 @@ static void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m) {
     kmq__hold(c, p, m);
 }
 
-/* Drops a partition: its gate, held messages, and the link from any ack
- * slot still out (a late ack is then ignored). @locality poll thread */
-static void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
+/* Flags every message of p still in flight as revoked: those not started
+ * yet will not start (kmq_ack_revoked), so that only running ones keep the
+ * partition. No capacity: one flag per ack slot. @locality poll thread */
+static void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p) {
+  p->revoking = 1;
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].part == p)
+      /* Release: see kmq_ack_revoked. On a slot already acked the flag is
+       * harmless (the state bits are read masked). */
+      atomic_fetch_or_explicit(&c->slots[i].word, KMQ__SLOT_REVOKED,
+                               memory_order_release);
+}
+
+/* Drops a partition: its gate, held messages, and the link from any ack
+ * slot still out (a late ack is then ignored). A partition we paused is
+ * resumed first: librdkafka keeps an application pause across unassign and
+ * assign, so a partition given back to this member later would never be
+ * fetched again. @locality poll thread */
+static void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p, int resume) {
+  int64_t abandoned = 0;
+  for (uint32_t i = 0; i < c->nslots; i++)
+    if (c->slots[i].part == p) {
+      /* A queued one will not start (REVOKED is set); a running one is
+       * abandoned: its ack will be ignored. */
+      abandoned += kmq__slot_running(&c->slots[i]);
       c->slots[i].part = NULL;
+    }
+  if (abandoned)
+    KMQ__INC(c, abandoned, abandoned);
   for (int i = 0; i < p->held_cnt; i++)
     rd_kafka_message_destroy(p->held[i]);
+  if (p->paused && resume)
+    kmq__set_paused(c, p, 0);
   if (p->paused)
     KMQ__INC(c, paused, -1);
   kmq__part_t **pp = &c->parts;
@@ -369,6 +470,69 @@ static void kmq__on_assign(kmq_consumer_t *c,
   rd_kafka_topic_partition_list_destroy(q);
 }
 
+/* Messages of revoking partitions that may be running (deferred ones that
+ * have not begun never will). @locality poll thread */
+static int64_t kmq__revoking_busy(kmq_consumer_t *c) {
+  int any = 0;
+  for (kmq__part_t *p = c->parts; p && !any; p = p->next)
+    any = p->revoking && p->in_flight > 0;
+  if (!any)
+    return 0;
+  int64_t busy = 0;
+  for (uint32_t i = 0; i < c->nslots; i++) {
+    kmq__part_t *p = c->slots[i].part;
+    if (p && p->revoking && kmq__slot_running(&c->slots[i]))
+      busy++;
+  }
+  return busy;
+}
+
+/* Waits, serving acks, until no message of a revoking partition runs:
+ * deferred ones that have not begun never will (kmq_ack_begin fails), and
+ * are left to be acked with 0 whenever their runner gets to them. The group waits for this member
+ * meanwhile (librdkafka does not count time inside the rebalance callback
+ * against max.poll.interval.ms, and a cooperative revoke happens while the
+ * group is stable); past kmq.revoke.timeout.ms it is logged as slow, past
+ * revoke_max_ms (90% of max.poll.interval.ms, the group protocol's limit)
+ * the partition is released anyway and what still runs is abandoned: its
+ * outcome is ignored, its offset not committed, and the next owner may run
+ * the same user meanwhile (logged as an error, counted in `abandoned`).
+ * @locality poll thread, inside the rebalance callback */
+static void kmq__wait_revoking(kmq_consumer_t *c, int64_t max_ms) {
+  int64_t t0 = kmq__mono_ms();
+  int slow = 0;
+  for (;;) {
+    kmq__drain(c);
+    int64_t busy = kmq__revoking_busy(c);
+    if (!busy)
+      return;
+    int64_t waited = kmq__mono_ms() - t0;
+    if (!slow && waited >= c->revoke_ms) {
+      slow = 1;
+      KMQ__INC(c, slow_revokes, 1);
+      kmq__log("WARN", "consumer", "revoke: %lld messages still in flight "
+               "after %lld ms (kmq.revoke.timeout.ms); keeping the "
+               "partitions until they finish, at most %lld ms",
+               (long long)busy, (long long)waited,
+               (long long)c->revoke_max_ms);
+    }
+    if (waited >= max_ms) {
+      kmq__log("ERROR", "consumer", "revoke: %lld messages still running "
+               "after %lld ms (%s): releasing the "
+               "partitions; their outcome is ignored and they are "
+               "redelivered to the next owner, which may start the same "
+               "users while these still run",
+               (long long)busy, (long long)waited,
+               c->closed ? "closing: kmq.close.timeout.ms"
+                         : "90% of max.poll.interval.ms");
+      return;
+    }
+    /* Acks come from other threads and do not wake this one. */
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 static void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               rd_kafka_topic_partition_list_t *parts,
                               void *opaque) {
@@ -392,7 +556,10 @@ static void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     return;
   }
 
-  /* Revoke (or lose). */
+  /* Revoke (or lose). Messages of these partitions that have not started
+   * will not start; the partition is released only once those running have
+   * finished, so that the next owner never runs a user this member is still
+   * running. */
   int lost = rd_kafka_assignment_lost(rk);
   KMQ__INC(c, revoked, parts->cnt);
   if (lost)
@@ -401,40 +568,34 @@ static void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     kmq__part_t *p = kmq__part_find(c, parts->elems[i].topic,
                                     parts->elems[i].partition);
     if (p)
-      p->revoking = 1;
+      kmq__revoke_slots(c, p);
   }
   if (c->hooks.on_revoke)
     c->hooks.on_revoke(parts, lost, c->hooks.opaque);
-  if (!lost) {
-    /* Let running work of these partitions finish, bounded, serving acks.
-     * A short nanosleep between drains: acks come from other threads. */
-    int64_t deadline = kmq__mono_ms() + c->revoke_ms;
-    for (;;) {
-      kmq__drain(c);
-      int64_t busy = 0;
-      for (kmq__part_t *p = c->parts; p; p = p->next)
-        if (p->revoking)
-          busy += p->in_flight;
-      if (!busy)
-        break;
-      if (kmq__mono_ms() >= deadline) {
-        kmq__log("WARN", "consumer", "revoke: %lld messages still running "
-                 "after %lld ms; their offsets stay uncommitted",
-                 (long long)busy, (long long)c->revoke_ms);
-        break;
-      }
-      struct timespec ts = {0, 1000000};
-      nanosleep(&ts, NULL);
-    }
-    /* Store and commit before unassigning: librdkafka refuses to store for
-     * an unassigned partition (ERR__STATE). */
-    kmq__committer_commit_sync(&c->cm, c->parts, 1);
+  /* Lost partitions are waited for too: librdkafka 2.0.2 declares an
+   * assignment lost when a commit or heartbeat fails with
+   * ILLEGAL_GENERATION during a rebalance (#4059) while the member is still
+   * in the group, and the group cannot move the partitions before this
+   * member rejoins, after this callback. (After a real session timeout the
+   * new owner may already run them; waiting then costs only time.) While
+   * closing, the bound is what is left of close's. */
+  int64_t max_ms = c->revoke_max_ms;
+  if (c->closed) {
+    max_ms = c->close_deadline - kmq__mono_ms();
+    if (max_ms < 0)
+      max_ms = 0;
   }
+  kmq__wait_revoking(c, max_ms);
+  if (!lost)
+    /* Store and commit before unassigning: librdkafka refuses to store for
+     * an unassigned partition (ERR__STATE). A lost member's commit would
+     * be refused: the new owner starts from the last commit. */
+    kmq__committer_commit_sync(&c->cm, c->parts, 1);
   for (int i = 0; i < parts->cnt; i++) {
     kmq__part_t *p = kmq__part_find(c, parts->elems[i].topic,
                                     parts->elems[i].partition);
     if (p)
-      kmq__part_drop(c, p);
+      kmq__part_drop(c, p, 1);
   }
   if (c->cooperative) {
     rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
@@ -477,6 +638,7 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     c->hooks = *hooks;
   c->window = (size_t)kmq_conf_get_int(conf, "kmq.gate.window");
   c->revoke_ms = kmq_conf_get_int(conf, "kmq.revoke.timeout.ms");
+  c->close_ms = kmq_conf_get_int(conf, "kmq.close.timeout.ms");
   c->commit_timeout_ms = kmq_conf_get_int(conf, "kmq.commit.timeout.ms");
   c->poll_batch = (int)kmq_conf_get_int(conf, "kmq.poll.batch");
   c->nslots = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
@@ -506,6 +668,11 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   vs = sizeof(v);
   rd_kafka_conf_get(rc, "partition.assignment.strategy", v, &vs);
   c->cooperative = strstr(v, "cooperative") != NULL;
+  vs = sizeof(v);
+  c->revoke_max_ms = 270000; /* 90% of librdkafka's default 300000 */
+  if (rd_kafka_conf_get(rc, "max.poll.interval.ms", v, &vs) ==
+      RD_KAFKA_CONF_OK)
+    c->revoke_max_ms = strtoll(v, NULL, 10) / 10 * 9;
   rd_kafka_conf_set_opaque(rc, c);
   rd_kafka_conf_set_rebalance_cb(rc, kmq__rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(rc, kmq__commit_cb);
@@ -622,6 +789,7 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
   c->closed = 1;
   kmq_err_t ret = KMQ_OK;
   int64_t deadline = kmq__mono_ms() + timeout_ms;
+  c->close_deadline = deadline;
   /* librdkafka < 2.3 aborts in rd_kafka_sticky_assignor_state_destroy() when
    * a cooperative member that has joined the group is closed before its
    * first assignment (#4312, fixed by #4381): let that assignment arrive
@@ -640,9 +808,22 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
     if (m)
       rd_kafka_message_destroy(m);
   }
-  while (atomic_load_explicit(&c->st.in_flight, memory_order_relaxed) > 0) {
+  /* Messages not started yet will not start (they are redelivered to the
+   * next owner); the group is left only once those running have finished,
+   * or at the deadline. */
+  for (kmq__part_t *p = c->parts; p; p = p->next)
+    kmq__revoke_slots(c, p);
+  for (;;) {
     kmq__drain(c);
+    int64_t busy = kmq__revoking_busy(c);
+    if (!busy)
+      break;
     if (kmq__mono_ms() >= deadline) {
+      kmq__log("ERROR", "consumer", "close: %lld messages still running "
+               "after %d ms: leaving the group anyway; their outcome is "
+               "ignored and they are redelivered to the next owner, which "
+               "may start the same users while these still run",
+               (long long)busy, timeout_ms);
       ret = KMQ_ERR_TIMED_OUT;
       break;
     }
@@ -678,10 +859,10 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
 void kmq_consumer_destroy(kmq_consumer_t *c) {
   if (!c)
     return;
-  kmq_consumer_close(c, (int)c->revoke_ms);
+  kmq_consumer_close(c, (int)c->close_ms);
   kmq__drain(c);
   while (c->parts)
-    kmq__part_drop(c, c->parts);
+    kmq__part_drop(c, c->parts, 0);
   /* Acks that never came: their messages are still ours to free. */
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)
@@ -708,11 +889,14 @@ void kmq_consumer_stats(const kmq_consumer_t *c, kmq_consumer_stats_t *out) {
   out->paused = KMQ__LD(paused);
   out->consume_errors = KMQ__LD(consume_errors);
   out->refetched = KMQ__LD(refetched);
+  out->slow_revokes = KMQ__LD(slow_revokes);
+  out->abandoned = KMQ__LD(abandoned);
 #undef KMQ__LD
-  /* Committer counters live on the poll thread; these reads are advisory. */
-  out->commits = c->cm.commits;
-  out->commit_errors = c->cm.commit_errors;
-  out->offsets_committed = c->cm.offsets_committed;
+#define KMQ__LD(f) atomic_load_explicit(&c->cm.f, memory_order_relaxed)
+  out->commits = KMQ__LD(commits);
+  out->commit_errors = KMQ__LD(commit_errors);
+  out->offsets_committed = KMQ__LD(offsets_committed);
+#undef KMQ__LD
 }
 
 void kmq_consumer_partitions(kmq_consumer_t *c,

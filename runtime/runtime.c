@@ -51,7 +51,7 @@ struct kmq_runtime_s {
   uint32_t *freed_next;
 
   int max_attempts;
-  int64_t backoff_ms, close_ms;
+  int64_t backoff_ms, backoff_max_ms, close_ms;
   size_t max_bytes;
   int subscribed;
   int64_t last_tick;
@@ -98,6 +98,34 @@ static void kmq__finish(kmq__job_t *job, int ok) {
   kmq_ack(ack, ok);
   if (actor)
     kmq_sched_done(rt->sched, actor);
+}
+
+/* A message that must not start (its partition is being revoked or the
+ * consumer is closing): left unfinished for the next owner, the actor freed
+ * for the user's next message (which is dropped the same way). */
+static void kmq__drop(kmq__job_t *job) {
+  kmq_runtime_t *rt = job->rt;
+  KMQ__INC(rt, cancelled);
+  if (job->decoded) {
+    kmq_chat_msg_clear(&job->msg);
+    job->decoded = 0;
+  }
+  kmq_ack_t ack = job->ack;
+  kmq_sched_actor_t *actor = job->actor;
+  kmq__job_release(rt, job); /* not touched from here on */
+  kmq_ack(ack, 0);
+  if (actor)
+    kmq_sched_done(rt->sched, actor);
+}
+
+/* The wait before retry `attempt` + 1: backoff doubled per retry, capped at
+ * max; no shift can overflow whatever the attempt (kmq.proc.retries allows
+ * 1000). */
+static int64_t kmq__backoff_ms(int64_t base, int64_t max, int attempt) {
+  int64_t ms = base < max ? base : max;
+  for (int i = 1; i < attempt && ms < max; i++)
+    ms = ms > max / 2 ? max : ms * 2;
+  return ms;
 }
 
 static void kmq__dlq_done(kmq_dlq_outcome_t outcome, kmq_err_t err,
@@ -154,10 +182,17 @@ static int kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
     KMQ__INC(rt, retried);
     if (job->attempt < rt->max_attempts) {
       /* The actor holds the user's order, so the user waits; the worker
-       * waits with it (bounded by kmq.proc.retries x kmq.proc.backoff.ms). */
-      int64_t ms = rt->backoff_ms << (job->attempt - 1);
+       * waits with it (each wait at most kmq.proc.backoff.max.ms). */
+      int64_t ms =
+          kmq__backoff_ms(rt->backoff_ms, rt->backoff_max_ms, job->attempt);
       struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
       nanosleep(&ts, NULL);
+      if (kmq_ack_revoked(job->ack)) {
+        /* The partition is going: the next owner retries it, and the
+         * revoke does not wait for the rest of our retries. */
+        kmq__drop(job);
+        return 0;
+      }
       job->attempt++;
       return 1;
     }
@@ -203,6 +238,21 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
   kmq__job_t *job = item;
   const rd_kafka_message_t *m = job->m;
   job->actor = actor;
+  if (!kmq_ack_begin(job->ack)) {
+    /* Its partition is being revoked (or we are closing): the revoke does
+     * not wait for it, the next owner runs it. */
+    kmq__drop(job);
+    return;
+  }
+  /* Checked here, in the user's order, not at dispatch: a user's dead
+   * letters must come out in offset order (dlq.h). Never parsed. */
+  if (m->len > rt->max_bytes) {
+    snprintf(job->err, sizeof(job->err),
+             "value of %zu bytes exceeds kmq.msg.max.bytes (%zu)", m->len,
+             rt->max_bytes);
+    kmq__dlq(job, "too_large", job->err, "consumer");
+    return;
+  }
   kmq__proc_ctx_set_value(&job->ctx, m->payload, m->len); /* all attempts */
   if (rt->raw) {
     job->entry = rt->raw;
@@ -264,22 +314,18 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   job->decoded = 0;
   job->attempt = 1;
   job->t0_us = kmq__now_us();
-  /* Checks that need no parsing happen here, before routing: a record
-   * without a key has no user to order by, an oversized one is never
-   * parsed. Both still go through the DLQ before being finished. */
+  /* A record without a key has no user to order by (and no user order to
+   * keep): dead-lettered here, before routing, and finished once the DLQ
+   * has it. */
   if (!m->key || !m->key_len) {
     kmq__dlq(job, "missing_user",
              "record has no key: the key must be the external_userid",
              "consumer");
     return KMQ_OK;
   }
-  if (m->len > rt->max_bytes) {
-    snprintf(job->err, sizeof(job->err),
-             "value of %zu bytes exceeds kmq.msg.max.bytes (%zu)", m->len,
-             rt->max_bytes);
-    kmq__dlq(job, "too_large", job->err, "consumer");
-    return KMQ_OK;
-  }
+  /* Queued, not running, until kmq__run begins it: a revoke meanwhile
+   * releases the partition without waiting for it. */
+  kmq_ack_defer(ack);
   kmq_err_t err = kmq_sched_submit(rt->sched, m->key, m->key_len, job);
   if (err) {
     rt->free_stack[rt->free_top++] = job;
@@ -287,44 +333,6 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   }
   KMQ__INC(rt, dispatched);
   return KMQ_OK;
-}
-
-typedef struct {
-  rd_kafka_topic_partition_list_t *parts;
-} kmq__revoked_t;
-
-static bool kmq__in_revoked(void *item, void *arg) {
-  const kmq__job_t *job = item;
-  const rd_kafka_topic_partition_list_t *l = arg;
-  for (int i = 0; i < l->cnt; i++)
-    if (l->elems[i].partition == job->m->partition &&
-        !strcmp(l->elems[i].topic, rd_kafka_topic_name(job->m->rkt)))
-      return true;
-  return false;
-}
-
-static void kmq__free_list(void *arg) {
-  rd_kafka_topic_partition_list_destroy(arg);
-}
-
-/* Revoke: drop queued messages of those partitions so the consumer's wait
- * covers only what is running. @locality poll thread */
-static void kmq__on_revoke(const rd_kafka_topic_partition_list_t *parts,
-                           int lost, void *opaque) {
-  kmq_runtime_t *rt = opaque;
-  (void)lost;
-  for (int attempt = 0; attempt < 3; attempt++) {
-    rd_kafka_topic_partition_list_t *copy =
-        rd_kafka_topic_partition_list_copy(parts);
-    kmq_err_t err =
-        kmq_sched_cancel_if(rt->sched, kmq__in_revoked, copy, kmq__free_list);
-    if (!err)
-      return;
-    rd_kafka_topic_partition_list_destroy(copy);
-    if (err != KMQ_ERR_BACKPRESSURE)
-      return;
-    kmq_sched_reclaim(rt->sched, kmq__mono_ms());
-  }
 }
 
 static void kmq__sample(const kmq_partition_info_t *pi, void *opaque) {
@@ -355,8 +363,9 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->topic = strdup(kmq_conf_get(conf, "kmq.topic"));
   rt->max_attempts = 1 + (int)kmq_conf_get_int(conf, "kmq.proc.retries");
   rt->backoff_ms = kmq_conf_get_int(conf, "kmq.proc.backoff.ms");
+  rt->backoff_max_ms = kmq_conf_get_int(conf, "kmq.proc.backoff.max.ms");
   rt->max_bytes = (size_t)kmq_conf_get_int(conf, "kmq.msg.max.bytes");
-  rt->close_ms = kmq_conf_get_int(conf, "kmq.revoke.timeout.ms");
+  rt->close_ms = kmq_conf_get_int(conf, "kmq.close.timeout.ms");
   rt->njobs = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
   rt->jobs = calloc(rt->njobs, sizeof(*rt->jobs));
   rt->free_stack = calloc(rt->njobs, sizeof(*rt->free_stack));
@@ -380,8 +389,9 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->dlq = kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
   if (!rt->dlq)
     goto fail_dlq;
-  kmq_consumer_hooks_t hooks = {NULL, kmq__on_revoke, rt};
-  rt->consumer = kmq_consumer_new(conf, &hooks, errstr, errstr_size);
+  /* No revoke hook: the consumer flags a revoked partition's messages and
+   * kmq__run drops those that have not started (kmq_ack_revoked). */
+  rt->consumer = kmq_consumer_new(conf, NULL, errstr, errstr_size);
   if (!rt->consumer)
     goto fail_consumer;
   kmq_sched_callbacks_t cbs = {kmq__run, kmq__cancel};
@@ -455,8 +465,9 @@ void kmq_runtime_stop(kmq_runtime_t *rt) {
 void kmq_runtime_destroy(kmq_runtime_t *rt) {
   if (!rt)
     return;
-  /* The consumer waits for running and queued messages to be acked (bounded
-   * by kmq.revoke.timeout.ms), commits, and leaves the group. */
+  /* The consumer drops queued messages (they do not start), waits for
+   * running ones (bounded by kmq.close.timeout.ms), commits, and leaves the
+   * group. */
   kmq_consumer_close(rt->consumer, (int)rt->close_ms);
   /* What is still queued is cancelled (unfinished, redelivered later). */
   kmq_sched_stop(rt->sched);

@@ -1,2 +1,7 @@
 kmq_add_test(test_runtime_broker SOURCES test_runtime_broker.c
              LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 900)
+
+# Issue 9: the in-flight edges (pause across reassignment, revoked messages
+# never start, dead-letter order, long retry budgets) on the real broker.
+kmq_add_test(test_inflight_broker SOURCES test_inflight_broker.c
+             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 600)

@@ -23,12 +23,26 @@
  *
  * Rebalance: on assign, each partition's gate starts at the group's
  * committed offset; with none, at the first offset fetched (where
- * auto.offset.reset put the fetcher: the low watermark by default). On revoke, the revoke hook
- * runs first (cancel queued work of those partitions), then in-flight
- * messages of the revoked partitions may finish for up to
- * kmq.revoke.timeout.ms, then their contiguous prefix is stored and committed
- * synchronously, then the partitions are unassigned. Lost partitions are
- * dropped without committing. Acks of dropped partitions are ignored.
+ * auto.offset.reset put the fetcher: the low watermark by default). On
+ * revoke, every in-flight message of the revoked partitions is flagged
+ * (a deferred one that has not begun never will: kmq_ack_begin), the
+ * revoke hook runs, then the consumer waits until none of them runs any
+ * more: a partition is not released while one of its messages runs, so
+ * the next owner never starts a user this member is still running. A wait
+ * past kmq.revoke.timeout.ms is logged and counted (slow_revokes); past 90%
+ * of max.poll.interval.ms (the group protocol's own limit) the partition is
+ * released anyway and what still runs is abandoned (logged as an error,
+ * counted; its ack is ignored, its offset redelivered; only then can the
+ * next owner overlap with it). Then the contiguous prefix is stored and
+ * committed synchronously, a partition this consumer paused is resumed
+ * (librdkafka keeps a pause across unassign/assign), and the partitions are
+ * unassigned. Lost partitions get the same wait but no commit: librdkafka
+ * 2.0.2 declares an assignment lost on ILLEGAL_GENERATION during a
+ * rebalance (#4059) while the member is still in the group, and the group
+ * moves the partitions only after this member rejoins. After a real
+ * session timeout the new owner may already run them: nothing prevents
+ * that overlap but keeping session.timeout.ms above stalls of this
+ * process.
  *
  * Threads: everything except kmq_ack() runs on one thread, the poll thread
  * (the one calling poll_and_dispatch*), which also runs the handler, the
@@ -42,6 +56,7 @@
 #ifndef KMQ_CONSUMER_H
 #define KMQ_CONSUMER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -100,6 +115,9 @@ typedef struct {
   int64_t paused;         /* partitions paused now */
   int64_t consume_errors; /* error events from librdkafka */
   int64_t refetched;      /* re-fetched offsets dropped (already handed out) */
+  int64_t slow_revokes;   /* revokes that waited past kmq.revoke.timeout.ms */
+  int64_t abandoned;      /* in flight when their partition was dropped (lost,
+                             or revoke/close past its bound): outcome ignored */
 } kmq_consumer_stats_t;
 
 /* Per-partition view for metrics: the gate's state and the commit lag. */
@@ -137,14 +155,35 @@ int kmq_consumer_poll_and_dispatch_with_ack(kmq_consumer_t *c,
  * exactly once per handle: later calls are ignored. Never blocks. */
 void kmq_ack(kmq_ack_t ack, int ok);
 
-/* Graceful shutdown: stops taking messages, waits up to timeout_ms for
- * in-flight acks while serving them, commits the contiguous prefix of every
- * partition synchronously, closes the group membership (serving the
- * rebalance). Returns KMQ_ERR_TIMED_OUT if acks were still missing (their
- * offsets stay uncommitted and are redelivered). Idempotent. */
+/* A message handed to an ack handler counts as running from dispatch: a
+ * revoke keeps its partition until it is acked. A handler that queues the
+ * message instead (a scheduler, a mailbox) calls kmq_ack_defer(ack) before
+ * publishing it to another thread; the message then counts as queued until
+ * kmq_ack_begin(ack) succeeds, and a revoke or close does not wait for it:
+ * kmq_ack_begin() returns false once the partition is being revoked, was
+ * lost, or the consumer is closing, and the message must not start (ack it
+ * with 0: it is redelivered to the partition's next owner). One CAS decides
+ * between a begin and a revoke, so a message either runs while its
+ * partition is still held or never runs here.
+ * kmq_ack_defer: @locality poll thread, inside the handler, at most once.
+ * kmq_ack_begin: any thread, once, before the work starts; never blocks.
+ * kmq_ack_revoked: true once the partition is going (or the handle is
+ * stale): a running message may stop early (e.g. between retries) and ack
+ * with 0. Any thread; one atomic load. */
+void kmq_ack_defer(kmq_ack_t ack);
+bool kmq_ack_begin(kmq_ack_t ack);
+bool kmq_ack_revoked(kmq_ack_t ack);
+
+/* Graceful shutdown: stops taking messages, flags every in-flight message
+ * as revoked (those not started will not start), waits up to timeout_ms for
+ * the running ones while serving acks and the group, commits the contiguous
+ * prefix of every partition synchronously, closes the group membership
+ * (serving the rebalance). Returns KMQ_ERR_TIMED_OUT if messages were still
+ * running at the deadline: the member leaves anyway, their offsets stay
+ * uncommitted and are redelivered (logged as an error). Idempotent. */
 kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms);
 
-/* Closes if needed (kmq.revoke.timeout.ms), then frees. No-op on NULL. */
+/* Closes if needed (kmq.close.timeout.ms), then frees. No-op on NULL. */
 void kmq_consumer_destroy(kmq_consumer_t *c);
 
 /* Commits the contiguous prefix of every partition now, synchronously. */

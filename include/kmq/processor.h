@@ -19,10 +19,13 @@
  * call, or until kmq_proc_ctx_complete() for KMQ_PROC_ASYNC; do not use them
  * after. Results:
  *   KMQ_PROC_OK     done; the offset becomes committable.
- *   KMQ_PROC_RETRY  transient failure: called again after kmq.proc.backoff.ms
- *                   (doubling) with attempt + 1, at most kmq.proc.retries
- *                   times; then dead-lettered as KMQ_PROC_REASON_RETRIES with
- *                   the last reason.
+ *   KMQ_PROC_RETRY  transient failure: called again after a backoff
+ *                   (kmq.proc.backoff.ms, doubling per retry up to
+ *                   kmq.proc.backoff.max.ms) with attempt + 1, at most
+ *                   kmq.proc.retries times; then dead-lettered as
+ *                   KMQ_PROC_REASON_RETRIES with the last reason. If the
+ *                   message's partition is revoked meanwhile, retrying stops
+ *                   and the message is left to the partition's next owner.
  *   KMQ_PROC_FAIL   permanent: dead-lettered at once as
  *                   KMQ_PROC_REASON_FAILED with the reason set on ctx.
  *   KMQ_PROC_ASYNC  the processor owns the outcome: it calls
@@ -30,6 +33,12 @@
  *                   possibly before the callback has even returned.
  * Dead-lettering acknowledges the message: nothing is dropped without a DLQ
  * record (docs/bad-input.md).
+ * Rebalances: a processor that has started keeps its partition on this
+ * member until its outcome is known, so no other member runs the same user
+ * meanwhile; the bound is 90% of max.poll.interval.ms (kmq.close.timeout.ms
+ * at shutdown). A processing that outlives it is abandoned: its outcome is
+ * ignored and the message is processed again by the next owner, possibly
+ * while this call still runs (runtime.h).
  */
 #ifndef KMQ_PROCESSOR_H
 #define KMQ_PROCESSOR_H

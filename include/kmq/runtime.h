@@ -12,7 +12,19 @@
  * Guarantees: one user's messages (same record key = external_userid) are
  * processed one at a time in offset order; different users in parallel on
  * kmq.sched.workers threads; an offset is committed only when it and every
- * offset before it in its partition are finished. Bad input and failing
+ * offset before it in its partition are finished.
+ * Across members: a partition is released (revoke, shutdown) only once none
+ * of its messages runs here; its queued messages never start once the
+ * revoke begins (no capacity limit), so the next owner never starts a user
+ * this member is still running. The bounds: a revoke keeps the partition up
+ * to 90% of max.poll.interval.ms (a wait past kmq.revoke.timeout.ms is only
+ * logged and counted), kmq_runtime_destroy up to kmq.close.timeout.ms; a
+ * lost assignment is waited for the same way (consumer.h). Past a bound,
+ * what still runs is abandoned: logged as an error, counted, its outcome
+ * ignored and its offset redelivered; only then, or after a real session
+ * timeout of this member, can the same user run on two members at once. A RETRY whose partition is being revoked
+ * stops retrying (the next owner runs it). The backoff before retry n is
+ * kmq.proc.backoff.ms doubled n-1 times, capped at kmq.proc.backoff.max.ms. Bad input and failing
  * processors end in the DLQ (then the offset is finished); if the DLQ and
  * the fallback hook both fail, the offset stays unfinished and is delivered
  * again after a restart: nothing is lost silently.
@@ -46,7 +58,8 @@ typedef struct {
   int64_t retried;      /* processor attempts that returned RETRY */
   int64_t dlq;          /* records written to the DLQ */
   int64_t dlq_lost;     /* DLQ and fallback failed (offset left unfinished) */
-  int64_t cancelled;    /* queued messages dropped on revoke/shutdown */
+  int64_t cancelled;    /* queued messages dropped on revoke/shutdown (and
+                           retries stopped by a revoke): redelivered */
   int64_t actors_live;
   int64_t mailbox_depth_max;
   int64_t rebalances;
@@ -78,8 +91,12 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms);
 /* Asks run() to return. Any thread; async-signal-safe. */
 void kmq_runtime_stop(kmq_runtime_t *rt);
 
-/* Graceful shutdown (drain in-flight up to kmq.revoke.timeout.ms, commit,
- * leave the group, flush the DLQ), then frees. Not while run() is running.
+/* Graceful shutdown, then frees: queued messages do not start (they are
+ * redelivered), running ones finish (up to kmq.close.timeout.ms, then they
+ * are abandoned and the member leaves anyway), the finished prefix is
+ * committed, the group is left, the DLQ flushed. The scheduler then still
+ * waits for running processors to return before freeing (a processor that
+ * never returns blocks this call: issue 10). Not while run() is running.
  * No-op on NULL. */
 void kmq_runtime_destroy(kmq_runtime_t *rt);
 
