@@ -19,7 +19,8 @@ target_link_libraries(kmq_fault_verify PUBLIC Threads::Threads)
 add_executable(fault_consumer ${_kf}/fault_consumer.c)
 target_link_libraries(fault_consumer PRIVATE kmq kmq_traffic kmq_fault_verify)
 
-add_library(kmq_fault_harness STATIC ${_kf}/harness.c ${_kf}/procs.c)
+add_library(kmq_fault_harness STATIC ${_kf}/harness.c ${_kf}/cluster.c
+            ${_kf}/procs.c)
 target_link_libraries(kmq_fault_harness PUBLIC kmq kmq_traffic kmq_fault_verify
                       kmq_testutil)
 target_compile_definitions(kmq_fault_harness PRIVATE

@@ -1,4 +1,4 @@
-/* Fault-test harness: see harness.h. */
+/* Fault-test harness: see harness.h (the private cluster is in cluster.c). */
 #include "harness.h"
 
 #include <check.h>
@@ -19,12 +19,6 @@
 #include "testutil.h"
 #include "traffic.h"
 
-#ifndef KMQ_SOURCE_DIR
-#error "KMQ_SOURCE_DIR must be defined (tests/faults.cmake)"
-#endif
-#ifndef KF_BUILD_DIR
-#error "KF_BUILD_DIR must be defined (tests/faults.cmake)"
-#endif
 #ifndef KF_CONSUMER
 #error "KF_CONSUMER must be defined (tests/faults.cmake)"
 #endif
@@ -36,6 +30,8 @@ int kf_env_int(const char *name, int def) {
 
 int kf_soak(void) { return kf_env_int("KMQ_SOAK", 0) != 0; }
 
+int kf_stall_ms(void) { return kf_env_int("KF_STALL_MS", 30000); }
+
 bool kf_want(const char *name) {
   const char *only = getenv("KF_ONLY");
   return !only || !*only || strstr(only, name) || strstr(name, only);
@@ -44,98 +40,6 @@ bool kf_want(const char *name) {
 static void kf_nap_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   nanosleep(&ts, NULL);
-}
-
-/* ---- cluster ---------------------------------------------------------------- */
-
-const char *kf_build_dir(void) { return KF_BUILD_DIR; }
-
-void kf_state_dir(char *buf, size_t size, const char *name) {
-  snprintf(buf, size, "%s/faults-state-%s", KF_BUILD_DIR, name);
-}
-
-/* Runs a kafka.sh command for c's state dir; stdout into out (may be NULL).
- * Returns the exit status. */
-static int kf_kafka_sh(const kf_cluster_t *c, char *out, size_t outsz,
-                       const char *args) {
-  char cmd[2048];
-  snprintf(cmd, sizeof(cmd), "KMQ_KAFKA_STATE='%s' bash '%s/scripts/kafka.sh' %s",
-           c->state, KMQ_SOURCE_DIR, args);
-  FILE *f = popen(cmd, "r");
-  if (!f)
-    return -1;
-  char line[1024];
-  if (out && outsz)
-    out[0] = '\0';
-  while (fgets(line, sizeof(line), f))
-    if (out && !strncmp(line, "KMQ_BOOTSTRAP=", 14)) {
-      size_t n = strcspn(line + 14, "\r\n");
-      if (n >= outsz)
-        n = outsz - 1;
-      memcpy(out, line + 14, n);
-      out[n] = '\0';
-    }
-  int st = pclose(f);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-void kf_cluster_start(kf_cluster_t *c, const char *state_dir, int nodes) {
-  memset(c, 0, sizeof(*c));
-  snprintf(c->state, sizeof(c->state), "%s", state_dir);
-  c->nodes = nodes;
-  /* The watchdog: a shell (exec'd at once, so nothing of this process's
-   * state is used after fork) that waits for this process to die, however
-   * it dies, then stops the cluster. kf_cluster_stop kills it. */
-  char script[2048];
-  snprintf(script, sizeof(script),
-           "exec </dev/null >/dev/null 2>&1; "
-           "while kill -0 %d; do sleep 0.5; done; "
-           "KMQ_KAFKA_STATE='%s' bash '%s/scripts/kafka.sh' stop",
-           (int)getpid(), c->state, KMQ_SOURCE_DIR);
-  pid_t w = fork();
-  ck_assert_int_ge(w, 0);
-  if (w == 0) {
-    setsid(); /* not in the test's process group: survives its killing */
-    execl("/bin/bash", "bash", "-c", script, (char *)NULL);
-    _exit(127);
-  }
-  c->watchdog = w;
-  kf_kafka_sh(c, NULL, 0, "stop >/dev/null 2>&1");
-  char args[64];
-  snprintf(args, sizeof(args), "start --nodes %d", nodes);
-  int64_t t0 = kt_now_ms();
-  int st = kf_kafka_sh(c, c->bootstrap, sizeof(c->bootstrap), args);
-  ck_assert_msg(st == 0 && c->bootstrap[0],
-                "kafka.sh start --nodes %d failed (status %d)", nodes, st);
-  fprintf(stderr, "faults: %d-node cluster at %s in %lld ms (state %s)\n",
-          nodes, c->bootstrap, (long long)(kt_now_ms() - t0), c->state);
-}
-
-void kf_cluster_kill_node(kf_cluster_t *c, int n) {
-  char args[64];
-  snprintf(args, sizeof(args), "kill-node %d", n);
-  ck_assert_msg(kf_kafka_sh(c, NULL, 0, args) == 0, "kill-node %d failed", n);
-}
-
-void kf_cluster_start_node(kf_cluster_t *c, int n) {
-  char args[64];
-  snprintf(args, sizeof(args), "start-node %d", n);
-  int64_t t0 = kt_now_ms();
-  ck_assert_msg(kf_kafka_sh(c, NULL, 0, args) == 0, "start-node %d failed", n);
-  fprintf(stderr, "faults: node %d back in %lld ms\n", n,
-          (long long)(kt_now_ms() - t0));
-}
-
-void kf_cluster_stop(kf_cluster_t *c) {
-  if (!c->state[0])
-    return;
-  kf_kafka_sh(c, NULL, 0, "stop >/dev/null 2>&1");
-  if (c->watchdog > 0) {
-    kill(c->watchdog, SIGKILL);
-    waitpid(c->watchdog, NULL, 0);
-    c->watchdog = 0;
-  }
-  c->state[0] = '\0';
 }
 
 static rd_kafka_t *kf_reader(const char *bootstrap, const char *group);
@@ -487,6 +391,7 @@ static void *kf_observer_run(void *arg) {
         if (cur[p] > last[p]) {
           last[p] = cur[p];
           kf_verify_committed(o->v, p, cur[p], t);
+          atomic_store(&o->seen[p], cur[p]);
         }
     }
     atomic_fetch_add(&o->polls, 1);
@@ -505,9 +410,12 @@ void kf_observer_start(kf_observer_t *o, const char *bootstrap,
   snprintf(o->bootstrap, sizeof(o->bootstrap), "%s", bootstrap);
   snprintf(o->group, sizeof(o->group), "%s", group);
   snprintf(o->topic, sizeof(o->topic), "%s", topic);
+  ck_assert_int_le(partitions, KF_MAX_PARTITIONS);
   o->partitions = partitions;
   o->period_ms = 100;
   o->v = v;
+  for (int p = 0; p < KF_MAX_PARTITIONS; p++)
+    atomic_init(&o->seen[p], -1);
   ck_assert_int_eq(pthread_create(&o->thread, NULL, kf_observer_run, o), 0);
 }
 
@@ -632,4 +540,25 @@ void kf_assert_clean(const kf_report_t *r) {
                 (long long)r->dup_committed, r->first_problem);
   ck_assert_msg(r->dup_in_topic == 0, "written twice %lld: %s",
                 (long long)r->dup_in_topic, r->first_problem);
+  kf_assert_no_overlap_no_stall(r);
+}
+
+void kf_assert_no_overlap_no_stall(const kf_report_t *r) {
+  /* Both are measured, not merely absent: every processing has its
+   * interval and every partition its end. */
+  ck_assert_msg(r->spans == r->events,
+                "%lld of %lld processing events have no end time",
+                (long long)(r->events - r->spans), (long long)r->events);
+  ck_assert_msg(r->ended_partitions > 0,
+                "no partition end given to the checker (kf_verify_end)");
+  ck_assert_msg(r->overlaps == 0,
+                "%lld overlaps (one user on two members or workers at once, "
+                "up to %.1f ms): %s",
+                (long long)r->overlaps, r->max_overlap_ms, r->first_overlap);
+  ck_assert_msg(r->stalled_partitions == 0,
+                "%lld of %lld partitions not committed at their end within "
+                "KF_STALL_MS=%d after the traffic stopped: %s",
+                (long long)r->stalled_partitions,
+                (long long)r->ended_partitions, kf_stall_ms(),
+                r->first_stalled);
 }

@@ -29,6 +29,10 @@
 int kf_env_int(const char *name, int def);
 /* 1 when KMQ_SOAK is set to a non-zero value. */
 int kf_soak(void);
+/* KF_STALL_MS (default 30000): how long after the traffic stops every
+ * partition may take to be committed at its end before it counts as
+ * stalled (kf_report_t.stalled_partitions). */
+int kf_stall_ms(void);
 /* True when test `name` should run: $KF_ONLY unset, a substring of the
  * name, or a list that contains the name. */
 bool kf_want(const char *name);
@@ -144,6 +148,10 @@ typedef struct {
   pthread_t thread;
   atomic_int stop;
   atomic_llong polls;
+  /* The latest committed offset seen per partition (-1: none), stored after
+   * the checker was told (kf_verify_committed), so a waiter reading it
+   * never knows of a commit the checker has not seen. */
+  atomic_llong seen[KF_MAX_PARTITIONS];
 } kf_observer_t;
 void kf_observer_start(kf_observer_t *o, const char *bootstrap,
                        const char *group, const char *topic, int partitions,
@@ -183,8 +191,14 @@ void kf_load_logs(kf_verify_t *v, char logs[][512], int n);
 void kf_report_emit(const kf_report_t *r, const char *scenario,
                     int64_t elapsed_ms);
 
-/* Asserts lost, reordered, processed-after-commit and written-twice are all
- * 0, naming the first problem the checker found. */
+/* Asserts lost, reordered, processed-after-commit, written-twice, overlaps
+ * and stalled partitions are all 0, naming the first problem the checker
+ * found. */
 void kf_assert_clean(const kf_report_t *r);
+/* The part of kf_assert_clean for scenarios that allow some of the rest
+ * (duplicates written by the producer, DLQ'd messages): overlaps and
+ * stalled partitions are 0, and were measured (every processing event has
+ * an end time, partition ends were given). */
+void kf_assert_no_overlap_no_stall(const kf_report_t *r);
 
 #endif

@@ -118,6 +118,7 @@ START_TEST(one_then_two_brokers_down) {
   ck_assert_msg(r.dup_committed == 0, "processed again after commit %lld: %s",
                 (long long)r.dup_committed, r.first_problem);
   ck_assert_int_eq(r.processed, r.in_topic + r.dlq_and_processed);
+  kf_assert_no_overlap_no_stall(&r);
   /* librdkafka 2.0.2's idempotent producer writes records twice when
    * in-flight messages time out: it bumps the epoch and sends the rest of
    * the timed-out request again under the new epoch, which the broker

@@ -1,12 +1,18 @@
-/* Scenarios 4 and 5: consumer PROCESSES (tests/faults/fault_consumer, each a
- * kmq runtime) on the shared broker ($KMQ_BOOTSTRAP) while this process
- * produces traffic and an observer records the group's committed offsets.
+/* Scenarios 4, 5 and 8: consumer PROCESSES (tests/faults/fault_consumer,
+ * each a kmq runtime) on the shared broker ($KMQ_BOOTSTRAP) while this
+ * process produces traffic and an observer records the group's committed
+ * offsets.
  *
  *   rebalance_storm        1..5 members join and leave (SIGTERM) at least 10
  *                          times while traffic flows (cooperative-sticky);
  *   consumer_sigkill       a member is SIGKILLed mid-batch and restarted,
  *                          twice: redelivery starts at or after the committed
- *                          offset of each partition it owned, nothing lost.
+ *                          offset of each partition it owned, nothing lost;
+ *   slow_processing_outlives_revoke_timeout
+ *                          issue 9 item 2: some processings take 1-2 s,
+ *                          longer than kmq.revoke.timeout.ms (200 ms), while
+ *                          members join and leave (SIGTERM): no user may run
+ *                          on two members at once (overlaps == 0).
  * The checker merges every member's log; the group must end committed at
  * the end of every partition. KMQ_SOAK=1 runs longer versions. */
 #include <check.h>
@@ -181,12 +187,102 @@ START_TEST(consumer_sigkill) {
 }
 END_TEST
 
+/* ---- scenario 8 --------------------------------------------------------- */
+
+/* Processings in log that were running at t (started before, ended after):
+ * what a leave at t could cut. Lines without an end time do not count. */
+static int64_t running_at(const char *log, int64_t t) {
+  FILE *f = fopen(log, "r");
+  if (!f)
+    return 0;
+  char line[512];
+  int64_t n = 0;
+  while (fgets(line, sizeof(line), f)) {
+    int u, s, p;
+    long long off, t0, t1;
+    if (line[0] == 'P' && sscanf(line + 1, "%d %d %d %lld %lld %lld", &u, &s,
+                                 &p, &off, &t0, &t1) == 6)
+      n += t0 <= t && t < t1;
+  }
+  fclose(f);
+  return n;
+}
+
+/* Issue 9 item 2. A processing that outlives kmq.revoke.timeout.ms must not
+ * let its partition go: when the revoke (a member joined) or the close (a
+ * member left on SIGTERM) gives up waiting and releases the partition, the
+ * new owner starts from the last commit, at or below the running record,
+ * and runs the same user while the old member's processor still runs. The
+ * checker sees that as two intersecting [start, end] intervals of one user
+ * (overlaps). Knobs: KF_REVOKE_MS (kmq.revoke.timeout.ms of the members,
+ * default 200), KF_SLOW_PERMILLE (processings of 1-2 s per 1000, default
+ * 30). */
+START_TEST(slow_processing_outlives_revoke_timeout) {
+  int soak = kf_soak();
+  kf_procs_t P;
+  kf_procs_up(&P, kt_bootstrap(), "fslow", soak ? 300 : 120, 40, 6, 1, 0,
+              2000);
+  /* 8 workers: sleeping processors cost no CPU, and a member alone must
+   * keep up with the traffic while two or three of them sleep 1-2 s. */
+  P.workers = 8;
+  P.slow_permille = kf_env_int("KF_SLOW_PERMILLE", 30);
+  P.slow_min_ms = 1000;
+  P.slow_max_ms = 2000;
+  char revoke[64];
+  snprintf(revoke, sizeof(revoke), "kmq.revoke.timeout.ms=%d",
+           kf_env_int("KF_REVOKE_MS", 200));
+  P.sets[0] = revoke;
+  kf_procs_traffic(&P, 120, NULL);
+  kf_procs_spawn(&P);
+  kf_procs_spawn(&P);
+  kf_procs_wait(&P, 200, 60000);
+  /* Member counts to go through, one join or one leave per step; the
+   * oldest live member leaves, so each one leaves in turn. */
+  static const int plan[] = {3, 2, 1, 2, 3, 2, 3, 2, 1, 2};
+  int steps = (int)(sizeof(plan) / sizeof(plan[0]));
+  int64_t cut = 0, total = (int64_t)P.users * P.per;
+  int joins = 0, leaves = 0;
+  for (int k = 0; k < steps; k++) {
+    while (kf_procs_alive(&P) < plan[k]) {
+      kf_procs_spawn(&P);
+      joins++;
+    }
+    while (kf_procs_alive(&P) > plan[k]) {
+      int i = 0;
+      while (!P.alive[i])
+        i++;
+      int64_t t = kf_now_ns();
+      kf_procs_leave(&P, i);
+      cut += running_at(P.logs[i], t);
+      leaves++;
+    }
+    int64_t want = kf_procs_distinct(&P) + 300;
+    kf_procs_wait(&P, want < total ? want : total, 60000);
+  }
+  kf_report_t r = kf_procs_finish(&P, "slow processors outlive "
+                                      "kmq.revoke.timeout.ms, joins/leaves");
+  fprintf(stderr, "[slow] %d joins, %d leaves; processings running when "
+                  "their member left: %lld; overlaps %lld (max %.1f ms)\n",
+          joins, leaves, (long long)cut, (long long)r.overlaps,
+          r.max_overlap_ms);
+  /* Leaves did cut running work: otherwise overlaps == 0 would prove
+   * nothing (that every processing has its interval is a zero-check). */
+  ck_assert_msg(cut > 0, "no leave happened while a processing ran");
+  ck_assert_msg(r.overlaps == 0,
+                "%lld overlaps, up to %.1f ms: %s", (long long)r.overlaps,
+                r.max_overlap_ms, r.first_overlap);
+  kf_procs_assert_clean(&r);
+  kf_procs_down(&P);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault_procs");
   TCase *tc = tcase_create("procs");
   tcase_set_timeout(tc, 600);
   KF_ADD_TEST(tc, rebalance_storm);
   KF_ADD_TEST(tc, consumer_sigkill);
+  KF_ADD_TEST(tc, slow_processing_outlives_revoke_timeout);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }

@@ -31,7 +31,7 @@ START_TEST(clean_history_is_clean) {
   kf_report_t r = run(v);
   ck_assert_int_eq(r.processed, 15);
   ck_assert_int_eq(r.lost + r.reordered + r.dup_committed + r.dup_uncommitted +
-                       r.dup_in_topic,
+                       r.dup_in_topic + r.overlaps + r.stalled_partitions,
                    0);
   ck_assert_str_eq(r.first_problem, "");
   kf_verify_destroy(v);
@@ -198,6 +198,113 @@ START_TEST(logs_of_several_processes_merge_in_time) {
 }
 END_TEST
 
+/* Times in ms, as the checker's ns. */
+static void span(kf_verify_t *v, int u, int s, int64_t t0_ms, int64_t t1_ms,
+                 int src) {
+  kf_verify_processed_span(v, u, s, u % 2, u * 100 + s, t0_ms * 1000000,
+                           t1_ms * 1000000, src);
+}
+
+START_TEST(one_user_on_two_members_at_once_overlaps) {
+  kf_verify_t *v = kf_verify_new(3, 4, 0);
+  /* User 0: member 1 still runs seq 1 (10..1500 ms) when member 2, the new
+   * owner, starts it again at 900 ms: one overlap of 600 ms. */
+  span(v, 0, 0, 0, 5, 1);
+  span(v, 0, 1, 10, 1500, 1);
+  span(v, 0, 1, 900, 2100, 2);
+  span(v, 0, 2, 2100, 2110, 2); /* touches the previous end: no overlap */
+  span(v, 0, 3, 2120, 2130, 2);
+  /* User 1: three at once, 0..100, 20..40 and 30..120: three pairs, the
+   * longest 0..100 with 30..120 (70 ms). */
+  span(v, 1, 0, 0, 100, 1);
+  span(v, 1, 1, 20, 40, 2);
+  span(v, 1, 2, 30, 120, 3);
+  span(v, 1, 3, 200, 210, 1);
+  /* User 2 runs at the same times as user 0 and 1: other users, no overlap;
+   * an event without an end time takes no part. */
+  span(v, 2, 0, 0, 2000, 3);
+  kf_verify_processed(v, 2, 1, 0, 201, 2000 * 1000000LL, 1);
+  span(v, 2, 2, 2500, 2600, 2);
+  span(v, 2, 3, 2600, 2700, 2);
+  kf_report_t r = run(v);
+  ck_assert_int_eq(r.spans, 12);
+  ck_assert_int_eq(r.overlaps, 4);
+  ck_assert(r.max_overlap_ms > 599.9 && r.max_overlap_ms < 600.1);
+  ck_assert_ptr_nonnull(strstr(r.first_overlap, "user 0 ran twice"));
+  ck_assert_ptr_nonnull(strstr(r.first_overlap, "seq 1 (source 1"));
+  ck_assert_ptr_nonnull(strstr(r.first_overlap, "seq 1 (source 2"));
+  ck_assert_str_eq(r.first_problem, r.first_overlap);
+  kf_verify_destroy(v);
+}
+END_TEST
+
+START_TEST(back_to_back_runs_do_not_overlap) {
+  kf_verify_t *v = kf_verify_new(1, 4, 0);
+  span(v, 0, 0, 0, 1000, 1);
+  span(v, 0, 1, 1000, 1001, 2); /* handed on exactly at the end */
+  span(v, 0, 2, 1002, 1002, 2);
+  span(v, 0, 3, 1003, 3000, 1);
+  kf_report_t r = run(v);
+  ck_assert_int_eq(r.spans, 4);
+  ck_assert_int_eq(r.overlaps, 0);
+  ck_assert(r.max_overlap_ms == 0);
+  ck_assert_str_eq(r.first_problem, "");
+  kf_verify_destroy(v);
+}
+END_TEST
+
+START_TEST(end_not_committed_by_the_deadline_is_stalled) {
+  kf_verify_t *v = kf_verify_new(1, 1, 0);
+  proc(v, 0, 0, 1, 0);
+  int64_t deadline = 1000;
+  kf_verify_committed(v, 0, 50, 900); /* at its end in time */
+  kf_verify_committed(v, 1, 30, 500); /* short of its end ... */
+  kf_verify_committed(v, 1, 40, 1001); /* ... and at it too late */
+  kf_verify_committed(v, 2, 70, 100); /* beyond: a later end seen first */
+  kf_verify_committed(v, 2, 60, 200); /* an older observation after it */
+  kf_verify_end(v, 0, 50, deadline);
+  kf_verify_end(v, 1, 40, deadline);
+  kf_verify_end(v, 2, 70, deadline);
+  kf_verify_end(v, 3, 10, deadline); /* never committed */
+  kf_verify_end(v, 4, 0, deadline);  /* empty */
+  kf_verify_committed(v, 5, 1, 10);  /* no end given: not judged */
+  kf_report_t r = run(v);
+  ck_assert_int_eq(r.ended_partitions, 5);
+  ck_assert_int_eq(r.stalled_partitions, 2);
+  ck_assert_ptr_nonnull(strstr(r.first_stalled, "partition 1 "));
+  ck_assert_ptr_nonnull(
+      strstr(r.first_stalled, "highest commit seen by then: 30"));
+  ck_assert_str_eq(r.first_problem, r.first_stalled);
+  kf_verify_destroy(v);
+}
+END_TEST
+
+START_TEST(log_lines_carry_the_end_time) {
+  char a[] = "/tmp/kf-verify-a-XXXXXX", b[] = "/tmp/kf-verify-b-XXXXXX";
+  int fa = mkstemp(a), fb = mkstemp(b);
+  ck_assert(fa >= 0 && fb >= 0);
+  /* A (old 5-field line, then 6-field lines) still runs seq 1 when B starts
+   * it again. */
+  kf_log_line(fa, "P 0 0 0 0 100\nP 0 1 0 1 200 900\n");
+  kf_log_line(fb, "P 0 1 0 1 500 700\nP 0 2 0 2 950 990\n");
+  close(fa);
+  close(fb);
+  kf_verify_t *v = kf_verify_new(1, 3, 0);
+  ck_assert_int_eq(kf_verify_load(v, a, 1), 2);
+  ck_assert_int_eq(kf_verify_load(v, b, 2), 2);
+  kf_report_t r = run(v);
+  ck_assert_int_eq(r.events, 4);
+  ck_assert_int_eq(r.spans, 3);
+  ck_assert_int_eq(r.overlaps, 1);
+  ck_assert(r.max_overlap_ms > 0.00019 && r.max_overlap_ms < 0.00021);
+  ck_assert_ptr_nonnull(strstr(r.first_overlap, "t 200..900"));
+  ck_assert_ptr_nonnull(strstr(r.first_overlap, "t 500..700"));
+  unlink(a);
+  unlink(b);
+  kf_verify_destroy(v);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault_verify");
   TCase *tc = tcase_create("verify");
@@ -212,6 +319,10 @@ int main(void) {
   tcase_add_test(tc, unreported_and_lost_sends_are_lost);
   tcase_add_test(tc, same_message_at_two_offsets_is_a_topic_duplicate);
   tcase_add_test(tc, logs_of_several_processes_merge_in_time);
+  tcase_add_test(tc, one_user_on_two_members_at_once_overlaps);
+  tcase_add_test(tc, back_to_back_runs_do_not_overlap);
+  tcase_add_test(tc, end_not_committed_by_the_deadline_is_stalled);
+  tcase_add_test(tc, log_lines_carry_the_end_time);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }

@@ -13,6 +13,7 @@ typedef struct {
   int32_t part;
   int64_t off;
   int64_t t;
+  int64_t t_end; /* processor returned; < t: unknown (no interval) */
   int src;
   int64_t idx; /* arrival order: the last tie-breaker */
 } kf_event_t;
@@ -29,6 +30,8 @@ typedef struct {
 typedef struct {
   kf_commit_t *c;
   size_t n, size;
+  int has_end;
+  int64_t end, deadline; /* kf_verify_end */
 } kf_part_t;
 
 struct kf_verify_s {
@@ -121,6 +124,14 @@ void kf_verify_produced(kf_verify_t *v, int user, int seq,
 
 void kf_verify_processed(kf_verify_t *v, int user, int seq, int32_t partition,
                          int64_t offset, int64_t t_ns, int src) {
+  kf_verify_processed_span(v, user, seq, partition, offset, t_ns, -1, src);
+}
+
+void kf_verify_processed_span(kf_verify_t *v, int user, int seq,
+                              int32_t partition, int64_t offset, int64_t t_ns,
+                              int64_t t_end_ns, int src) {
+  if (t_end_ns < t_ns)
+    t_end_ns = -1;
   pthread_mutex_lock(&v->lock);
   if (!kf_in_range(v, user, seq)) {
     v->foreign++;
@@ -138,7 +149,9 @@ void kf_verify_processed(kf_verify_t *v, int user, int seq, int32_t partition,
     u->ev = e;
     u->size = ns;
   }
-  u->ev[u->n++] = (kf_event_t){seq, partition, offset, t_ns, src, v->nevents++};
+  u->ev[u->n++] = (kf_event_t){seq,      partition, offset,
+                               t_ns,     t_end_ns,  src,
+                               v->nevents++};
   pthread_mutex_unlock(&v->lock);
 }
 
@@ -159,6 +172,18 @@ void kf_verify_committed(kf_verify_t *v, int32_t partition, int64_t offset,
     p->size = ns;
   }
   p->c[p->n++] = (kf_commit_t){offset, t_ns};
+  pthread_mutex_unlock(&v->lock);
+}
+
+void kf_verify_end(kf_verify_t *v, int32_t partition, int64_t end,
+                   int64_t deadline_ns) {
+  if (partition < 0 || partition >= KF_MAX_PARTITIONS)
+    return;
+  pthread_mutex_lock(&v->lock);
+  kf_part_t *p = &v->parts[partition];
+  p->has_end = 1;
+  p->end = end;
+  p->deadline = deadline_ns;
   pthread_mutex_unlock(&v->lock);
 }
 
@@ -194,12 +219,14 @@ int kf_verify_load(kf_verify_t *v, const char *path, int src) {
   char line[1024];
   int used = 0;
   while (fgets(line, sizeof(line), f)) {
-    int u, s;
-    long long p, o, t;
+    int u, s, n;
+    long long p, o, t, te = -1;
     char word[64];
     if (line[0] == 'P' &&
-        sscanf(line + 1, "%d %d %lld %lld %lld", &u, &s, &p, &o, &t) == 5) {
-      kf_verify_processed(v, u, s, (int32_t)p, o, t, src);
+        (n = sscanf(line + 1, "%d %d %lld %lld %lld %lld", &u, &s, &p, &o, &t,
+                    &te)) >= 5) {
+      kf_verify_processed_span(v, u, s, (int32_t)p, o, t, n == 6 ? te : -1,
+                               src);
       used++;
     } else if (line[0] == 'C' &&
                sscanf(line + 1, "%lld %lld %lld", &p, &o, &t) == 3) {
@@ -261,6 +288,70 @@ static int64_t kf_commit_before(const kf_verify_t *v, int32_t p, int64_t t) {
       snprintf((r)->first_problem, sizeof((r)->first_problem), __VA_ARGS__);   \
   } while (0)
 
+/* Pairs of u's processings that ran at once. u->ev is sorted by start;
+ * running[] (capacity u->n) holds the events whose interval is still open at
+ * the current start. Intervals that only touch (one ends when the next
+ * starts) do not overlap: that is one worker handing the user on. */
+static void kf_count_overlaps(const kf_user_t *u, int user, size_t *running,
+                              kf_report_t *r) {
+  size_t nrun = 0;
+  for (size_t i = 0; i < u->n; i++) {
+    const kf_event_t *e = &u->ev[i];
+    if (e->t_end < e->t)
+      continue; /* no end time: no interval */
+    r->spans++;
+    size_t keep = 0;
+    for (size_t k = 0; k < nrun; k++) {
+      const kf_event_t *a = &u->ev[running[k]];
+      if (a->t_end <= e->t)
+        continue; /* ended before e started */
+      running[keep++] = running[k];
+      int64_t both = (a->t_end < e->t_end ? a->t_end : e->t_end) - e->t;
+      if (both <= 0)
+        continue; /* e has zero length at a's start */
+      r->overlaps++;
+      if (both / 1e6 > r->max_overlap_ms)
+        r->max_overlap_ms = both / 1e6;
+      if (!r->first_overlap[0])
+        snprintf(r->first_overlap, sizeof(r->first_overlap),
+                 "user %d ran twice at once for %.1f ms: seq %d (source %d, "
+                 "partition %d offset %lld, t %lld..%lld) and seq %d (source "
+                 "%d, partition %d offset %lld, t %lld..%lld)",
+                 user, both / 1e6, a->seq, a->src, a->part, (long long)a->off,
+                 (long long)a->t, (long long)a->t_end, e->seq, e->src,
+                 e->part, (long long)e->off, (long long)e->t,
+                 (long long)e->t_end);
+    }
+    nrun = keep;
+    running[nrun++] = i;
+  }
+  if (r->first_overlap[0])
+    KF_PROBLEM(r, "%s", r->first_overlap);
+}
+
+/* Partitions given an end that no commit observed by their deadline
+ * reached. Needs the commits sorted with prefix-max offsets. */
+static void kf_count_stalled(const kf_verify_t *v, kf_report_t *r) {
+  for (int p = 0; p < KF_MAX_PARTITIONS; p++) {
+    const kf_part_t *pp = &v->parts[p];
+    if (!pp->has_end)
+      continue;
+    r->ended_partitions++;
+    if (pp->end <= 0)
+      continue; /* empty: nothing to commit */
+    int64_t c = kf_commit_before(v, p, pp->deadline + 1);
+    if (c >= pp->end)
+      continue;
+    if (!r->stalled_partitions++)
+      snprintf(r->first_stalled, sizeof(r->first_stalled),
+               "partition %d was not committed at its end offset %lld by "
+               "the deadline (highest commit seen by then: %lld)",
+               p, (long long)pp->end, (long long)c);
+  }
+  if (r->first_stalled[0])
+    KF_PROBLEM(r, "%s", r->first_stalled);
+}
+
 void kf_verify_run(kf_verify_t *v, kf_report_t *r) {
   memset(r, 0, sizeof(*r));
   size_t per = (size_t)v->per_user;
@@ -286,11 +377,18 @@ void kf_verify_run(kf_verify_t *v, kf_report_t *r) {
         pp->c[i].off = pp->c[i - 1].off;
   }
 
+  kf_count_stalled(v, r);
+
+  size_t maxn = 1;
+  for (int user = 0; user < v->users; user++)
+    if (v->u[user].n > maxn)
+      maxn = v->u[user].n;
+  size_t *running = malloc(maxn * sizeof(size_t));
   int *nproc = calloc(per ? per : 1, sizeof(int));
   int64_t *first_off = malloc((per ? per : 1) * sizeof(int64_t));
   /* skip_before[k]: number of NON-skippable seqs in [0, k). */
   int *nonskip = malloc((per + 1) * sizeof(int));
-  if (!nproc || !first_off || !nonskip)
+  if (!running || !nproc || !first_off || !nonskip)
     abort();
 
   for (int user = 0; user < v->users; user++) {
@@ -305,6 +403,7 @@ void kf_verify_run(kf_verify_t *v, kf_report_t *r) {
     }
     if (u->n)
       qsort(u->ev, u->n, sizeof(*u->ev), kf_cmp_event);
+    kf_count_overlaps(u, user, running, r);
     int cur = -1;
     for (size_t i = 0; i < u->n; i++) {
       const kf_event_t *e = &u->ev[i];
@@ -389,6 +488,7 @@ void kf_verify_run(kf_verify_t *v, kf_report_t *r) {
       }
     }
   }
+  free(running);
   free(nproc);
   free(first_off);
   free(nonskip);
@@ -406,13 +506,17 @@ void kf_report_print(const kf_report_t *r, const char *title, FILE *out) {
           "[%s] messages=%lld in_topic=%lld processed=%lld events=%lld "
           "lost=%lld dup_uncommitted=%lld dup_committed=%lld "
           "dup_in_topic=%lld reordered=%lld (gaps=%lld) restarts=%lld "
+          "overlaps=%lld max_overlap_ms=%.1f (timed=%lld) "
+          "stalled=%lld (of %lld) "
           "producer_dlq=%lld producer_fallback=%lld producer_lost=%lld "
           "consumer_dlq=%lld dlq_and_processed=%lld dlq_records=%lld",
           title, (long long)r->produced, (long long)r->in_topic,
           (long long)r->processed, (long long)r->events, (long long)r->lost,
           (long long)r->dup_uncommitted, (long long)r->dup_committed,
           (long long)r->dup_in_topic, (long long)r->reordered,
-          (long long)r->gaps, (long long)r->restarts,
+          (long long)r->gaps, (long long)r->restarts, (long long)r->overlaps,
+          r->max_overlap_ms, (long long)r->spans,
+          (long long)r->stalled_partitions, (long long)r->ended_partitions,
           (long long)r->producer_dlq, (long long)r->producer_fallback,
           (long long)r->producer_lost, (long long)r->consumer_dlq,
           (long long)r->dlq_and_processed, (long long)r->dlq_records);
@@ -421,6 +525,8 @@ void kf_report_print(const kf_report_t *r, const char *title, FILE *out) {
             (long long)r->reasons[i].count);
   if (r->first_problem[0])
     fprintf(out, "\n[%s] first problem: %s", title, r->first_problem);
+  if (r->first_overlap[0] && strcmp(r->first_overlap, r->first_problem))
+    fprintf(out, "\n[%s] first overlap: %s", title, r->first_overlap);
   fputc('\n', out);
   fflush(out);
 }

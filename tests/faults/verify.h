@@ -1,15 +1,18 @@
 /*
  * Fault-test checker: counts what was lost, processed twice and processed
  * out of order, per user, from what was produced, what processors saw (in
- * one or several processes) and what the DLQ holds.
+ * one or several processes) and what the DLQ holds; also the users that ran
+ * twice at once (overlaps) and the partitions not committed at their end in
+ * time (stalled).
  *
  * Input, all optional except the size of the traffic:
  *   produced   users x per_user messages, user u's seq s being the traffic
  *              generator's message_id "m-<u>-<s>" (tools/traffic.h). Each is
  *              DELIVERED unless its delivery report said otherwise
  *              (kf_verify_produced).
- *   processed  processing events (user, seq, partition, offset, t_ns, src):
- *              t_ns is CLOCK_MONOTONIC when the processor started, which is
+ *   processed  processing events (user, seq, partition, offset, t_ns,
+ *              [t_end_ns], src): t_ns is CLOCK_MONOTONIC when the processor
+ *              started, t_end_ns when it returned (optional), both
  *              system-wide, so events from several processes merge in time.
  *   committed  observations "partition's committed offset was >= offset at
  *              t_ns" (from the consumer's own bookkeeping or from the group
@@ -37,10 +40,26 @@
  * the producer reported LOST or never reported, and one the producer said
  * was dead-lettered that the DLQ topic does not hold (when the DLQ was read).
  *
+ * Overlaps: per user, every pair of processings (any seqs, any sources)
+ * whose [start, end] intervals intersect for a positive time: one user must
+ * never run on two members, or two workers, at once. Only events with an
+ * end time take part. Per user the events are sorted by start and swept with
+ * the set of intervals still running, so the cost is n log n plus the pairs.
+ *
+ * Stalled partitions: a partition given an end offset and a deadline
+ * (kf_verify_end) is stalled when no commit >= its end was observed at or
+ * before the deadline. The scenario waits for those commits while at least
+ * one member is alive and feeds what it observes as commits; the checker
+ * decides from the observations it was given (the count reported).
+ *
  * Log files (kf_verify_load) hold one event per line, fields separated by
  * spaces; a process appends with one write(2) per line, so a SIGKILL loses
  * at most the line being formatted:
- *   P <user> <seq> <partition> <offset> <t_ns>    processed OK
+ *   P <user> <seq> <partition> <offset> <t_ns> [<t_end_ns>]
+ *                                                 processed OK; the end time
+ *                                                 (processor returned) is
+ *                                                 optional: without it the
+ *                                                 event has no interval
  *   C <partition> <offset> <t_ns>                 committed >= offset
  *   D <user> <seq> <reason>                       DLQ record (user -1: other)
  *   S <user> <seq> <status>                       delivery report status
@@ -89,12 +108,21 @@ typedef struct {
   int64_t reordered;       /* illegitimate backward jumps + gaps */
   int64_t gaps;
   int64_t dlq_records;     /* DLQ records read, traffic or not */
+  int64_t spans;           /* processing events with an end time */
+  int64_t overlaps;        /* pairs of one user's processings running at
+                              once (intervals intersecting) */
+  double max_overlap_ms;   /* the longest such intersection */
+  int64_t ended_partitions;   /* partitions given an end (kf_verify_end) */
+  int64_t stalled_partitions; /* of those, not committed at their end by
+                                 the deadline */
   int nreasons;
   struct {
     char reason[40];
     int64_t count;
   } reasons[KF_MAX_REASONS];
   char first_problem[512]; /* a human-readable example of the first issue */
+  char first_overlap[320]; /* the first overlap found, "" when none */
+  char first_stalled[160]; /* the first stalled partition, "" when none */
 } kf_report_t;
 
 /* A checker for users x per_user messages, all DELIVERED until told
@@ -105,10 +133,23 @@ void kf_verify_destroy(kf_verify_t *v);
 
 void kf_verify_produced(kf_verify_t *v, int user, int seq,
                         kf_prod_status_t st);
+/* A processing that started at t_ns; no end time, so it takes no part in
+ * the overlap count. */
 void kf_verify_processed(kf_verify_t *v, int user, int seq, int32_t partition,
                          int64_t offset, int64_t t_ns, int src);
+/* A processing that ran from t_ns until t_end_ns (processor returned);
+ * t_end_ns < t_ns means unknown, as in kf_verify_processed. */
+void kf_verify_processed_span(kf_verify_t *v, int user, int seq,
+                              int32_t partition, int64_t offset, int64_t t_ns,
+                              int64_t t_end_ns, int src);
 void kf_verify_committed(kf_verify_t *v, int32_t partition, int64_t offset,
                          int64_t t_ns);
+/* The partition's end offset once the traffic stopped (its high
+ * watermark) and the time by which a commit at that end had to be seen
+ * (kf_verify_committed). A partition with end <= 0 has nothing to commit.
+ * A second call for the same partition replaces the first. */
+void kf_verify_end(kf_verify_t *v, int32_t partition, int64_t end,
+                   int64_t deadline_ns);
 /* user < 0: a DLQ record that is not a traffic message (poison input). */
 void kf_verify_dlq(kf_verify_t *v, int user, int seq, const char *reason);
 
@@ -121,7 +162,8 @@ void kf_verify_run(kf_verify_t *v, kf_report_t *out);
 /* DLQ records with this reason (0 when none). */
 int64_t kf_report_reason(const kf_report_t *r, const char *reason);
 
-/* One line: "messages=.. lost=.. dup=..(+..) reordered=.. dlq=.. [..]". */
+/* One line: "messages=.. lost=.. dup_..=.. reordered=.. overlaps=..
+ * max_overlap_ms=.. stalled=../.. dlq..=.. [reason=..]". */
 void kf_report_print(const kf_report_t *r, const char *title, FILE *out);
 
 /* CLOCK_MONOTONIC in ns. */
