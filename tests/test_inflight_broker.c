@@ -431,7 +431,8 @@ static void on_dlq(const rd_kafka_message_t *m, void *opaque) {
   json_t *o = json_loadb(m->payload, m->len, 0, &jerr);
   ck_assert_msg(o, "DLQ envelope: %s", jerr.text);
   if (d->n < 32) {
-    d->offsets[d->n] = json_integer_value(json_object_get(o, "original_offset"));
+    d->offsets[d->n] =
+        json_integer_value(json_object_get(o, "original_offset"));
     snprintf(d->reasons[d->n], sizeof(d->reasons[0]), "%s",
              json_string_value(json_object_get(o, "reason")));
   }

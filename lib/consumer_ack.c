@@ -1,0 +1,149 @@
+/* Consumer: ack slots and their flags (consumer_int.h, consumer.h). */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/consumer_int.h"
+#include "lib/util.h"
+
+
+/* The gate of p finished `offset`: advance and tell the committer. */
+void kmq__part_finish(kmq_consumer_t *c, kmq__part_t *p, int64_t offset) {
+  KMQ__INC(c, finished, 1);
+  if (!p->gate)
+    return;
+  int64_t before = kmq_gate_committable(p->gate), after = before;
+  kmq_err_t err = kmq_gate_mark_done(p->gate, offset, &after);
+  if (err == KMQ_OK)
+    kmq__committer_note(&c->cm, p, after - before);
+}
+
+void kmq__slot_free(kmq_consumer_t *c, uint32_t idx) {
+  kmq__slot_t *s = &c->slots[idx];
+  uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+  uint64_t gen = (w >> 32) + 1;
+  /* Release: a later acker that reads the new generation sees the slot
+   * cleared; stale handles fail their CAS on the generation. */
+  atomic_store_explicit(&s->word, gen << 32 | KMQ__SLOT_FREE,
+                        memory_order_release);
+  s->part = NULL;
+  s->m = NULL;
+  c->free_stack[c->free_top++] = idx;
+}
+
+/* Applies acks that arrived since the last call. @locality poll thread */
+int kmq__drain(kmq_consumer_t *c) {
+  int n = 0;
+  for (uint32_t node = kmq__mpsc_take(&c->acked); node;) {
+    uint32_t idx = node - 1;
+    node = kmq__mpsc_next(&c->acked, node); /* before the slot is reused */
+    kmq__slot_t *s = &c->slots[idx];
+    /* Acquire pairs with the acker's CAS: what the processor did before
+     * acking happens before we destroy the message. */
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+    kmq__part_t *p = s->part;
+    KMQ__INC(c, in_flight, -1);
+    if (p) {
+      p->in_flight--;
+      if ((w & KMQ__SLOT_STATE) == KMQ__SLOT_OK)
+        kmq__part_finish(c, p, s->m->offset);
+      else
+        KMQ__INC(c, unfinished, 1);
+    }
+    rd_kafka_message_destroy(s->m);
+    kmq__slot_free(c, idx);
+    n++;
+  }
+  return n;
+}
+
+void kmq_ack(kmq_ack_t ack, int ok) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return;
+  kmq__slot_t *s = &c->slots[ack.slot];
+  uint64_t want = (uint64_t)ack.gen << 32 |
+                  (ok ? KMQ__SLOT_OK : KMQ__SLOT_FAIL);
+  uint64_t expect = atomic_load_explicit(&s->word, memory_order_relaxed);
+  do {
+    /* Only a PENDING slot of this generation, revoked or not. */
+    if ((expect >> 32) != ack.gen ||
+        (expect & KMQ__SLOT_STATE) != KMQ__SLOT_PENDING)
+      return;
+    /* acq_rel: release publishes the processor's work to the poll thread;
+     * the CAS makes the first call win and every later one a no-op. A
+     * failed CAS (the poll thread set REVOKED meanwhile) reloads. */
+  } while (!atomic_compare_exchange_weak_explicit(
+      &s->word, &expect, want, memory_order_acq_rel, memory_order_relaxed));
+  /* One node per slot, and a slot is pushed once per use. */
+  kmq__mpsc_push(&c->acked, ack.slot);
+}
+
+bool kmq_ack_revoked(kmq_ack_t ack) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return true;
+  /* Acquire pairs with the release fetch_or in kmq__revoke_slots. */
+  uint64_t w = atomic_load_explicit(&c->slots[ack.slot].word,
+                                    memory_order_acquire);
+  return (w >> 32) != ack.gen || (w & KMQ__SLOT_REVOKED);
+}
+
+void kmq_ack_defer(kmq_ack_t ack) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return;
+  /* Release: ordered before the handler publishes the message to the
+   * thread that will call kmq_ack_begin. Only the poll thread changes
+   * REVOKED, and it is running this handler: no race with it. */
+  atomic_fetch_or_explicit(&c->slots[ack.slot].word, KMQ__SLOT_QUEUED,
+                           memory_order_release);
+}
+
+bool kmq_ack_begin(kmq_ack_t ack) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return false;
+  kmq__slot_t *s = &c->slots[ack.slot];
+  uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+  for (;;) {
+    if ((w >> 32) != ack.gen || (w & KMQ__SLOT_STATE) != KMQ__SLOT_PENDING ||
+        (w & KMQ__SLOT_REVOKED))
+      return false;
+    if (!(w & KMQ__SLOT_QUEUED))
+      return true; /* never deferred: counted as running from dispatch */
+    /* One CAS decides between this start and a revoke's fetch_or: either
+     * the message is running before the revoke looks (and it waits for
+     * it), or it sees REVOKED here and never starts. acq_rel: acquire for
+     * the revoke flag, release so the poll thread's scan sees it running
+     * before the processor's effects. */
+    if (atomic_compare_exchange_weak_explicit(&s->word, &w,
+                                              w & ~(uint64_t)KMQ__SLOT_QUEUED,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      return true;
+  }
+}
+
+/* Pending and not deferred: the message may be running. */
+int kmq__slot_running(const kmq__slot_t *s) {
+  /* Acquire pairs with kmq_ack_begin's CAS. */
+  uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+  return (w & KMQ__SLOT_STATE) == KMQ__SLOT_PENDING &&
+         !(w & KMQ__SLOT_QUEUED);
+}
+
+/* Flags every message of p still in flight as revoked: those not started
+ * yet will not start (kmq_ack_revoked), so that only running ones keep the
+ * partition. No capacity: one flag per ack slot. @locality poll thread */
+void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p) {
+  p->revoking = 1;
+  for (uint32_t i = 0; i < c->nslots; i++)
+    if (c->slots[i].part == p)
+      /* Release: see kmq_ack_revoked. On a slot already acked the flag is
+       * harmless (the state bits are read masked). */
+      atomic_fetch_or_explicit(&c->slots[i].word, KMQ__SLOT_REVOKED,
+                               memory_order_release);
+}

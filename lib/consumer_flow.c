@@ -1,0 +1,231 @@
+/* Consumer: the partition table and flow control (consumer_int.h). */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/consumer_int.h"
+#include "lib/util.h"
+
+kmq__part_t *kmq__part_find(kmq_consumer_t *c, const char *topic,
+                                   int32_t partition) {
+  for (kmq__part_t *p = c->parts; p; p = p->next)
+    if (p->partition == partition && !strcmp(p->topic, topic))
+      return p;
+  return NULL;
+}
+
+kmq__part_t *kmq__part_add(kmq_consumer_t *c, const char *topic,
+                                  int32_t partition) {
+  kmq__part_t *p = calloc(1, sizeof(*p));
+  if (!p || !(p->topic = strdup(topic))) {
+    free(p);
+    return NULL;
+  }
+  p->partition = partition;
+  p->stored = p->committed = -1;
+  p->next = c->parts;
+  c->parts = p;
+  return p;
+}
+
+int kmq__part_gate(kmq_consumer_t *c, kmq__part_t *p, int64_t start) {
+  char errstr[128];
+  p->gate = kmq_gate_new(start, c->window, errstr, sizeof(errstr));
+  if (!p->gate) {
+    kmq__log("ERROR", "consumer", "%s [%d]: %s", p->topic, p->partition,
+             errstr);
+    return -1;
+  }
+  return 0;
+}
+
+void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause) {
+  if (p->paused == pause)
+    return;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+  /* Only partitions we paused are ever resumed: resuming one that is not
+   * paused can rewind the fetch position in librdkafka < 2.4 (#4636). */
+  rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, l)
+                                  : rd_kafka_resume_partitions(c->rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (err) {
+    kmq__log("WARN", "consumer", "%s %s [%d]: %s", pause ? "pause" : "resume",
+             p->topic, p->partition, rd_kafka_err2str(err));
+    return;
+  }
+  p->paused = pause;
+  KMQ__INC(c, paused, pause ? 1 : -1);
+}
+
+/* Offers m to the handler. KMQ_ERR_BACKPRESSURE: not taken, m still ours.
+ * Otherwise m's ownership went to the handler/slot or it was destroyed.
+ * @locality poll thread */
+static kmq_err_t kmq__offer(kmq_consumer_t *c, kmq__part_t *p,
+                            rd_kafka_message_t *m) {
+  if (!p->gate && kmq__part_gate(c, p, m->offset))
+    return KMQ_ERR_BACKPRESSURE;
+  if (kmq_gate_would_overflow(p->gate, m->offset) ||
+      (c->ah && c->free_top == 0)) {
+    KMQ__INC(c, backpressured, 1);
+    return KMQ_ERR_BACKPRESSURE;
+  }
+  if (c->h) {
+    kmq_err_t err = c->h(m, c->hopaque);
+    if (err == KMQ_ERR_BACKPRESSURE) {
+      KMQ__INC(c, backpressured, 1);
+      return err;
+    }
+    KMQ__INC(c, dispatched, 1);
+    kmq_gate_track(p->gate, m->offset);
+    if (err == KMQ_OK)
+      kmq__part_finish(c, p, m->offset);
+    else
+      KMQ__INC(c, unfinished, 1);
+    rd_kafka_message_destroy(m);
+    return KMQ_OK;
+  }
+
+  uint32_t idx = c->free_stack[--c->free_top];
+  kmq__slot_t *s = &c->slots[idx];
+  uint32_t gen = (uint32_t)(atomic_load_explicit(&s->word,
+                                                 memory_order_relaxed) >> 32);
+  s->part = p;
+  s->m = m;
+  /* Release: part/m are set before any acker can win the CAS. */
+  atomic_store_explicit(&s->word, (uint64_t)gen << 32 | KMQ__SLOT_PENDING,
+                        memory_order_release);
+  kmq_ack_t ack = {c, idx, gen};
+  /* An ack may arrive during the handler, but acks are applied only by
+   * kmq__drain on this thread, after the offset is tracked below. */
+  p->in_flight++;
+  KMQ__INC(c, in_flight, 1);
+  kmq_err_t err = c->ah(m, ack, c->hopaque);
+  if (err == KMQ_OK) {
+    kmq_gate_track(p->gate, m->offset);
+    KMQ__INC(c, dispatched, 1);
+    return KMQ_OK;
+  }
+  /* Not taken: void the handle. If the handler acked anyway, that ack is
+   * in the acked stack and is applied like any other. */
+  uint64_t expect = atomic_load_explicit(&s->word, memory_order_relaxed);
+  int voided = 0;
+  /* PENDING with any flag (the handler may have deferred it). */
+  while ((expect & KMQ__SLOT_STATE) == KMQ__SLOT_PENDING && !voided)
+    voided = atomic_compare_exchange_weak_explicit(
+        &s->word, &expect, (uint64_t)gen << 32 | KMQ__SLOT_FAIL,
+        memory_order_acq_rel, memory_order_relaxed);
+  if (!voided) {
+    kmq_gate_track(p->gate, m->offset);
+    KMQ__INC(c, dispatched, 1);
+    return KMQ_OK;
+  }
+  p->in_flight--;
+  KMQ__INC(c, in_flight, -1);
+  s->m = NULL;
+  kmq__slot_free(c, idx);
+  if (err == KMQ_ERR_BACKPRESSURE) {
+    KMQ__INC(c, backpressured, 1);
+    return KMQ_ERR_BACKPRESSURE;
+  }
+  kmq_gate_track(p->gate, m->offset);
+  KMQ__INC(c, unfinished, 1);
+  rd_kafka_message_destroy(m);
+  return KMQ_OK;
+}
+
+void kmq__hold(kmq_consumer_t *c, kmq__part_t *p,
+                      rd_kafka_message_t *m) {
+  if (p->held_cnt == p->held_size) {
+    int ns = p->held_size ? p->held_size * 2 : 4;
+    rd_kafka_message_t **n = realloc(p->held, (size_t)ns * sizeof(*n));
+    if (!n) {
+      /* Cannot keep it: drop it uncommitted; it is redelivered after a
+       * restart or rebalance since the gate never passes it. */
+      kmq__log("ERROR", "consumer", "out of memory holding %s [%d] @%lld",
+               p->topic, p->partition, (long long)m->offset);
+      rd_kafka_message_destroy(m);
+      return;
+    }
+    p->held = n;
+    p->held_size = ns;
+  }
+  p->held[p->held_cnt++] = m;
+  if (p->held_cnt > KMQ__HOLD_BEFORE_PAUSE)
+    kmq__set_paused(c, p, 1);
+}
+
+/* Re-offers held messages in order; resumes a partition once it has none.
+ * @locality poll thread */
+void kmq__retry_held(kmq_consumer_t *c) {
+  for (kmq__part_t *p = c->parts; p; p = p->next) {
+    if (!p->held_cnt || p->revoking)
+      continue;
+    int i = 0;
+    while (i < p->held_cnt && kmq__offer(c, p, p->held[i]) == KMQ_OK)
+      i++;
+    if (i) {
+      memmove(p->held, p->held + i,
+              (size_t)(p->held_cnt - i) * sizeof(*p->held));
+      p->held_cnt -= i;
+    }
+    if (!p->held_cnt)
+      kmq__set_paused(c, p, 0);
+  }
+}
+
+void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m) {
+  const char *topic = rd_kafka_topic_name(m->rkt);
+  kmq__part_t *p = kmq__part_find(c, topic, m->partition);
+  if (!p && !(p = kmq__part_add(c, topic, m->partition))) {
+    rd_kafka_message_destroy(m);
+    return;
+  }
+  if (p->gate && m->offset < kmq_gate_high(p->gate) && !p->held_cnt) {
+    /* Already handed out in this assignment: a re-fetch (librdkafka < 2.4
+     * can rewind the fetch position on resume, #4636). Never twice. */
+    KMQ__INC(c, refetched, 1);
+    rd_kafka_message_destroy(m);
+    return;
+  }
+  if (p->held_cnt) { /* keep offset order behind what is already held */
+    kmq__hold(c, p, m);
+    return;
+  }
+  if (kmq__offer(c, p, m) == KMQ_ERR_BACKPRESSURE)
+    kmq__hold(c, p, m);
+}
+
+/* Drops a partition: its gate, held messages, and the link from any ack
+ * slot still out (a late ack is then ignored). A partition we paused is
+ * resumed first: librdkafka keeps an application pause across unassign and
+ * assign, so a partition given back to this member later would never be
+ * fetched again. @locality poll thread */
+void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p, int resume) {
+  int64_t abandoned = 0;
+  for (uint32_t i = 0; i < c->nslots; i++)
+    if (c->slots[i].part == p) {
+      /* A queued one will not start (REVOKED is set); a running one is
+       * abandoned: its ack will be ignored. */
+      abandoned += kmq__slot_running(&c->slots[i]);
+      c->slots[i].part = NULL;
+    }
+  if (abandoned)
+    KMQ__INC(c, abandoned, abandoned);
+  for (int i = 0; i < p->held_cnt; i++)
+    rd_kafka_message_destroy(p->held[i]);
+  if (p->paused && resume)
+    kmq__set_paused(c, p, 0);
+  if (p->paused)
+    KMQ__INC(c, paused, -1);
+  kmq__part_t **pp = &c->parts;
+  while (*pp != p)
+    pp = &(*pp)->next;
+  *pp = p->next;
+  kmq_gate_destroy(p->gate);
+  free(p->held);
+  free(p->topic);
+  free(p);
+}

@@ -1,0 +1,127 @@
+/*
+ * Consumer internals, shared by the lib/consumer*.c files only (kmq__
+ * prefix: not public API). The consumer is split by feature:
+ *   consumer.c            handle, poll loop, close, stats;
+ *   consumer_flow.c       the partition table and flow control: offering a
+ *                         message to the handler, holding refused ones,
+ *                         pause/resume, dropping a partition;
+ *   consumer_ack.c        ack slots: kmq_ack*, the REVOKED/QUEUED flags, the
+ *                         drain that applies acks to the gates;
+ *   consumer_rebalance.c  assign, revoke (waiting for running records), lost.
+ * Everything here is @locality poll thread unless a function says otherwise
+ * (kmq_ack* in consumer.h are any thread).
+ */
+#ifndef KMQ_LIB_CONSUMER_INT_H
+#define KMQ_LIB_CONSUMER_INT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "kmq/consumer.h"
+#include "lib/committer.h"
+#include "lib/mpsc.h"
+#include "lib/part.h"
+
+/* Messages a partition may hold (taken from librdkafka, refused for now)
+ * before it is paused. Pausing is expensive: librdkafka drops the
+ * partition's prefetched messages and the fetch after the resume waits for
+ * the broker's in-flight long poll (up to fetch.wait.max.ms, 500 ms by
+ * default), so short refusals are absorbed by holding instead. */
+#define KMQ__HOLD_BEFORE_PAUSE 64
+
+enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
+#define KMQ__SLOT_STATE 3u
+/* Set on a slot whose partition is being revoked, lost or closed: the
+ * message must not start any more (kmq_ack_begin fails). A flag beside the
+ * state, so that acks keep working and nothing has a capacity. */
+#define KMQ__SLOT_REVOKED 4u
+/* The message waits in a queue and has not started (kmq_ack_defer until
+ * kmq_ack_begin): a revoke does not wait for it. */
+#define KMQ__SLOT_QUEUED 8u
+
+/* An ack slot: one message awaiting its ack. `word` packs the generation
+ * (high 32 bits) with the state and the REVOKED flag so that kmq_ack() from
+ * any thread can CAS a specific (generation, PENDING) and a stale handle can
+ * never hit a reused slot. part and m are @locality poll thread. */
+typedef struct {
+  _Atomic uint64_t word;
+  kmq__part_t *part; /* NULL once the partition was dropped */
+  rd_kafka_message_t *m;
+} kmq__slot_t;
+
+typedef struct {
+  atomic_llong consumed, dispatched, finished, unfinished, backpressured,
+      assigned, revoked, lost, rebalances, in_flight, paused, consume_errors,
+      refetched, slow_revokes, abandoned;
+} kmq__cstats_t;
+
+struct kmq_consumer_s {
+  rd_kafka_t *rk;
+  kmq_consumer_hooks_t hooks;
+  kmq__committer_t cm;
+  kmq__part_t *parts;
+  size_t window;
+  int64_t revoke_ms, commit_timeout_ms;
+  /* How long a revoke may keep a partition while its messages run: 90% of
+   * max.poll.interval.ms, the group protocol's own limit. */
+  int64_t revoke_max_ms;
+  int64_t close_ms;
+  int64_t close_deadline; /* set by kmq_consumer_close */
+  int poll_batch;
+  int cooperative;
+  int subscribed;
+  int closed;
+
+  kmq__slot_t *slots;
+  uint32_t nslots;
+  uint32_t *free_stack; /* @locality poll thread */
+  uint32_t free_top;
+  kmq__mpsc_t acked; /* ackers -> poll thread: slot indices */
+  uint32_t *acked_next;
+
+  /* The handler of the current poll call, to re-offer held messages. */
+  kmq_handler_cb *h;
+  kmq_ack_handler_cb *ah;
+  void *hopaque;
+
+  /* Written on the poll thread, read anywhere: relaxed, metrics only. */
+  kmq__cstats_t st;
+};
+
+#define KMQ__INC(c, f, n)                                                      \
+  atomic_fetch_add_explicit(&(c)->st.f, (n), memory_order_relaxed)
+
+/* ---- consumer_flow.c ---- */
+kmq__part_t *kmq__part_find(kmq_consumer_t *c, const char *topic,
+                            int32_t partition);
+kmq__part_t *kmq__part_add(kmq_consumer_t *c, const char *topic,
+                           int32_t partition);
+/* Creates p's gate at start; -1 (logged) when it cannot. */
+int kmq__part_gate(kmq_consumer_t *c, kmq__part_t *p, int64_t start);
+void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause);
+/* Keeps a refused message in p's held list (offset order); pauses p past
+ * KMQ__HOLD_BEFORE_PAUSE. */
+void kmq__hold(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m);
+void kmq__retry_held(kmq_consumer_t *c);
+/* Routes one consumed message: drop a re-fetch, hold, or offer. */
+void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m);
+void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p, int resume);
+
+/* ---- consumer_ack.c ---- */
+/* p's gate finished offset: advance and tell the committer. */
+void kmq__part_finish(kmq_consumer_t *c, kmq__part_t *p, int64_t offset);
+/* Applies acks that arrived since the last call; returns their count. */
+int kmq__drain(kmq_consumer_t *c);
+/* Pending and not deferred: the message may be running. Any thread. */
+int kmq__slot_running(const kmq__slot_t *s);
+void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p);
+/* Returns slot idx to the free stack, bumping its generation. */
+void kmq__slot_free(kmq_consumer_t *c, uint32_t idx);
+
+/* ---- consumer_rebalance.c ---- */
+int64_t kmq__revoking_busy(kmq_consumer_t *c);
+void kmq__wait_revoking(kmq_consumer_t *c, int64_t max_ms);
+void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                       rd_kafka_topic_partition_list_t *parts, void *opaque);
+
+#endif /* KMQ_LIB_CONSUMER_INT_H */
