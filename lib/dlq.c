@@ -277,16 +277,18 @@ kmq_err_t kmq_dlq_flush(kmq_dlq_t *dlq, int timeout_ms) {
 }
 
 void kmq_dlq_destroy(kmq_dlq_t *dlq) {
+  if (dlq)
+    kmq_dlq_destroy_within(dlq, (int)dlq->flush_ms);
+}
+
+void kmq_dlq_destroy_within(kmq_dlq_t *dlq, int timeout_ms) {
   if (!dlq)
     return;
   kmq__poller_stop(&dlq->poller);
-  rd_kafka_flush(dlq->rk, (int)dlq->flush_ms);
-  if (rd_kafka_outq_len(dlq->rk) > 0) {
-    /* Still undelivered: purge so that each gets a delivery report with an
-     * error, which sends it to the fallback hook instead of dropping it. */
-    rd_kafka_purge(dlq->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_flush(dlq->rk, 5000);
-  }
+  /* What is still undelivered at the deadline is purged: each gets a
+   * delivery report with an error, which sends it to the fallback hook (or
+   * LOST) instead of dropping it. */
+  kmq__flush_then_purge(dlq->rk, kmq__mono_ms() + timeout_ms);
   if (atomic_load(&dlq->outstanding) != 0)
     kmq__log("ERROR", "dlq", "%lld records without outcome at destroy",
              (long long)atomic_load(&dlq->outstanding));

@@ -203,11 +203,7 @@ fail_conf:
  * @locks_required write lock, or sole ownership (destroy) */
 static void kmq__retire_rk(kmq_producer_t *p, int flush_ms) {
   kmq__poller_stop(&p->poller);
-  rd_kafka_flush(p->rk, flush_ms);
-  if (rd_kafka_outq_len(p->rk) > 0) {
-    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_flush(p->rk, 5000);
-  }
+  kmq__flush_then_purge(p->rk, kmq__mono_ms() + flush_ms);
   rd_kafka_destroy(p->rk);
   p->rk = NULL;
 }
@@ -337,10 +333,15 @@ kmq_err_t kmq_producer_flush(kmq_producer_t *p, int timeout_ms) {
 void kmq_producer_destroy(kmq_producer_t *p) {
   if (!p)
     return;
+  /* One bound for both clients: the main instance may use half of
+   * kmq.flush.timeout.ms to deliver; what it could not deliver fails into
+   * the DLQ, which gets the rest (the DLQ goes after the main instance: its
+   * last failures are queued to it). */
+  int64_t deadline = kmq__mono_ms() + p->flush_ms;
   if (p->rk)
-    kmq__retire_rk(p, (int)p->flush_ms);
-  /* After the main instance: its last failures are queued to the DLQ. */
-  kmq_dlq_destroy(p->dlq);
+    kmq__retire_rk(p, (int)(p->flush_ms / 2));
+  int64_t left = deadline - kmq__mono_ms();
+  kmq_dlq_destroy_within(p->dlq, left > 0 ? (int)left : 0);
   if (atomic_load(&p->outstanding) != 0)
     kmq__log("ERROR", "producer", "%lld messages without a delivery report",
              (long long)atomic_load(&p->outstanding));

@@ -66,6 +66,17 @@ static void *kmq__poller_main(void *arg) {
   return NULL;
 }
 
+void kmq__flush_then_purge(rd_kafka_t *rk, int64_t deadline_ms) {
+  int64_t left = deadline_ms - kmq__mono_ms();
+  rd_kafka_flush(rk, left > 0 ? (int)left : 0);
+  if (rd_kafka_outq_len(rk) == 0)
+    return;
+  rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  /* Purged messages get their reports without a network round trip; this
+   * only runs the callbacks. */
+  rd_kafka_flush(rk, KMQ__PURGE_SERVE_MS);
+}
+
 int kmq__poller_start(kmq__poller_t *p, rd_kafka_t *rk) {
   p->rk = rk;
   atomic_init(&p->stop, 0);

@@ -29,6 +29,15 @@ typedef struct {
 } kmq__poller_t;
 
 int kmq__poller_start(kmq__poller_t *p, rd_kafka_t *rk);
+
+/* Hands every message still queued in rk its delivery report within what
+ * is left until deadline_ms (monotonic): flushes until then, then purges
+ * what is left (queued and in flight: each gets an error report) and
+ * serves those reports. Serving purged reports is not cut short by the
+ * deadline (it costs one callback each, no network wait), but is capped at
+ * KMQ__PURGE_SERVE_MS. @locality the owner, after its poller stopped */
+#define KMQ__PURGE_SERVE_MS 2000
+void kmq__flush_then_purge(rd_kafka_t *rk, int64_t deadline_ms);
 /* Joins the thread; callbacks are served by the caller from then on. */
 void kmq__poller_stop(kmq__poller_t *p);
 

@@ -291,6 +291,42 @@ START_TEST(no_fallback_is_reported_lost) {
 }
 END_TEST
 
+/* kmq_producer_destroy() is bounded by kmq.flush.timeout.ms as a whole
+ * (main instance and DLQ together), and every message has its outcome when
+ * it returns, even with nothing reachable. Before issue 10 the main flush
+ * and the DLQ flush each took the whole bound (60 s for 30 s). */
+START_TEST(destroy_is_bounded_with_broker_unreachable) {
+  char errstr[256];
+  kmq_conf_t *c = kmq_conf_new();
+  const char *kv[][2] = {
+      /* Nothing listens on port 1. */
+      {"bootstrap.servers", "127.0.0.1:1"},
+      {"kmq.topic", "unreachable"},
+      {"message.timeout.ms", "300000"},
+      {"kmq.flush.timeout.ms", "4000"},
+  };
+  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+    ck_assert_msg(!kmq_conf_set(c, kv[i][0], kv[i][1], errstr, sizeof(errstr)),
+                  "%s", errstr);
+  track_t *t = calloc(1, sizeof(*t));
+  kmq_producer_t *p = new_producer(c, t, 0);
+  send_all(p, 0, 20);
+  int64_t t0 = kt_now_ms();
+  kmq_producer_destroy(p);
+  int64_t took = kt_now_ms() - t0;
+  fprintf(stderr, "[destroy] took %lld ms with kmq.flush.timeout.ms=4000\n",
+          (long long)took);
+  /* The bound, plus the documented time to run purged callbacks (2 s per
+   * client at most; here they take milliseconds). */
+  ck_assert_msg(took < 4000 + 1500, "destroy took %lld ms", (long long)took);
+  ck_assert_int_eq(atomic_load(&t->reports), 20);
+  for (int i = 0; i < 20; i++)
+    ck_assert_int_eq(atomic_load(&t->status[i]), KMQ_DELIVERY_LOST + 1);
+  kmq_conf_destroy(c);
+  free(t);
+}
+END_TEST
+
 static bool fatal_seen(void *p) {
   char buf[256];
   return kmq_producer_last_fatal(p, buf, sizeof(buf)) == KMQ_OK;
@@ -362,6 +398,7 @@ int main(void) {
   tcase_add_test(tc, no_fallback_is_reported_lost);
   tcase_add_test(tc, fatal_error_replaces_instance_without_loss);
   tcase_add_test(tc, bad_configuration_is_refused);
+  tcase_add_test(tc, destroy_is_bounded_with_broker_unreachable);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }

@@ -138,8 +138,15 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
                        size_t errstr_size);
 
 /* Flushes outstanding records (bounded by kmq.flush.timeout.ms; what is left
- * then goes to the fallback hook), stops the thread, frees. No-op on NULL. */
+ * then is purged and goes to the fallback hook, or is LOST), stops the
+ * thread, frees. Every record sent has its outcome when it returns. Returns
+ * within the bound plus the time to run the purged records' callbacks (at
+ * most 2 s, plus the fallback hook's own time). No-op on NULL. */
 void kmq_dlq_destroy(kmq_dlq_t *dlq);
+
+/* kmq_dlq_destroy() with timeout_ms instead of kmq.flush.timeout.ms (an
+ * owner that shares one shutdown bound among several clients). */
+void kmq_dlq_destroy_within(kmq_dlq_t *dlq, int timeout_ms);
 
 /* Queues the dead letter of rec (kmq_dlq_letter_build() with the DLQ
  * producer's message.max.bytes). `done` (may be NULL) is called exactly once

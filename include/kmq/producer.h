@@ -89,8 +89,13 @@ kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
                                  void *fallback_opaque, char *errstr,
                                  size_t errstr_size);
 
-/* Flushes (bounded by kmq.flush.timeout.ms; what is still undelivered then
- * is purged into the DLQ path), stops threads, frees. No-op on NULL. */
+/* Flushes, stops threads, frees. Bounded: within kmq.flush.timeout.ms the
+ * main instance delivers what it can (half of the bound at most) and the DLQ
+ * takes its failures; what is undelivered at the deadline is purged, so
+ * every message sent ends in exactly one outcome (DELIVERED, DLQ, FALLBACK
+ * or LOST, reported to the delivery callback) before this returns. Running
+ * the purged messages' callbacks may add up to 2 s per client, plus the
+ * fallback hook's own time. No-op on NULL. */
 void kmq_producer_destroy(kmq_producer_t *p);
 
 /* Queues msg. On KMQ_OK exactly one delivery report follows; on error none.
