@@ -62,8 +62,6 @@ static const kmq__prop_t kmq__props[] = {
      "Longest backoff between two retries (the doubling stops here)"},
     {"kmq.msg.max.bytes", KMQ__T_INT, "1048576", 64, 1 << 30,
      "Largest accepted message value; larger ones go to the DLQ"},
-    {"kmq.fallback.path", KMQ__T_STR, NULL, 0, 0,
-     "Durable fallback store (SQLite file) for records the DLQ rejected"},
 };
 #define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
 
