@@ -5,3 +5,7 @@ kmq_add_test(test_runtime_broker SOURCES test_runtime_broker.c
 # never start, dead-letter order, long retry budgets) on the real broker.
 kmq_add_test(test_inflight_broker SOURCES test_inflight_broker.c
              LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 600)
+
+# Issue 10: metrics read from another thread while the pipeline runs.
+kmq_add_test(test_metrics_broker SOURCES test_metrics_broker.c
+             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)
