@@ -27,6 +27,8 @@ typedef struct kmq__job_s {
   const kmq_proc_entry_t *entry;
   kmq_chat_msg_t msg;
   int decoded;
+  /* 1 on the first run; > 1 when kmq__run gets the job back from
+   * kmq_sched_retry_after (begun and decoded already). */
   int attempt;
   int64_t t0_us;
   kmq_proc_ctx_t ctx;
@@ -169,67 +171,65 @@ static void kmq__dlq(kmq__job_t *job, const char *reason, const char *error,
   }
 }
 
-/* Applies an outcome. Returns 1 when the processor should be called again
- * (after the backoff, already waited). */
-static int kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
+/* Applies an outcome; the job is not touched afterwards (it may already
+ * be retried on another worker, or released). @locality the worker that
+ * ran the processor, or the thread completing an ASYNC one */
+static void kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
   kmq_runtime_t *rt = job->rt;
   switch (r) {
   case KMQ_PROC_OK:
     KMQ__INC(rt, processed);
     kmq__finish(job, 1);
-    return 0;
+    return;
   case KMQ_PROC_RETRY:
     KMQ__INC(rt, retried);
-    if (job->attempt < rt->max_attempts) {
-      /* The actor holds the user's order, so the user waits; the worker
-       * waits with it (each wait at most kmq.proc.backoff.max.ms). */
-      int64_t ms =
-          kmq__backoff_ms(rt->backoff_ms, rt->backoff_max_ms, job->attempt);
-      struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-      nanosleep(&ts, NULL);
-      if (kmq_ack_revoked(job->ack)) {
-        /* The partition is going: the next owner retries it, and the
-         * revoke does not wait for the rest of our retries. */
-        kmq__drop(job);
-        return 0;
-      }
-      job->attempt++;
-      return 1;
+    if (job->attempt >= rt->max_attempts) {
+      kmq__dlq(job, KMQ_PROC_REASON_RETRIES, kmq_proc_ctx_reason(&job->ctx),
+               "processor");
+      return;
     }
-    kmq__dlq(job, KMQ_PROC_REASON_RETRIES, kmq_proc_ctx_reason(&job->ctx),
-             "processor");
-    return 0;
+    if (kmq_ack_revoked(job->ack)) {
+      /* The partition is going: the next owner retries it, and the revoke
+       * does not wait for our backoff. */
+      kmq__drop(job);
+      return;
+    }
+    /* The backoff waits on the scheduler's timer, not on this thread: the
+     * actor keeps the user's order (the user's next messages wait), the
+     * worker runs other users meanwhile, and kmq__run gets the job back
+     * with attempt > 1. */
+    int64_t ms =
+        kmq__backoff_ms(rt->backoff_ms, rt->backoff_max_ms, job->attempt);
+    job->attempt++;
+    if (kmq_sched_retry_after(rt->sched, job->actor, job, ms) != KMQ_OK)
+      kmq__drop(job); /* SHUTDOWN: left unfinished for redelivery */
+    return;
   default:
     kmq__dlq(job, KMQ_PROC_REASON_FAILED, kmq_proc_ctx_reason(&job->ctx),
              "processor");
-    return 0;
+    return;
   }
 }
 
+/* Calls the processor once (attempt job->attempt). */
 static void kmq__attempt(kmq__job_t *job) {
   const rd_kafka_message_t *m = job->m;
-  for (;;) {
-    kmq__proc_ctx_begin(&job->ctx, m->key, m->key_len,
-                        rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-                        job->attempt, job->rt->max_attempts);
-    /* A raw processor gets no decoded message (processor.h). */
-    kmq_proc_result_t r = kmq__proc_ctx_returned(
-        &job->ctx, job->entry->cb(job->decoded ? &job->msg : NULL, &job->ctx,
-                                  job->entry->opaque));
-    if (r == KMQ_PROC_ASYNC)
-      return; /* kmq__proc_done continues */
-    if (!kmq__outcome(job, r))
-      return;
-  }
+  kmq__proc_ctx_begin(&job->ctx, m->key, m->key_len,
+                      rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+                      job->attempt, job->rt->max_attempts);
+  /* A raw processor gets no decoded message (processor.h). */
+  kmq_proc_result_t r = kmq__proc_ctx_returned(
+      &job->ctx, job->entry->cb(job->decoded ? &job->msg : NULL, &job->ctx,
+                                job->entry->opaque));
+  if (r != KMQ_PROC_ASYNC)
+    kmq__outcome(job, r); /* else kmq__proc_done continues */
 }
 
 /* An asynchronous processor completed. @locality the completing thread */
 static void kmq__proc_done(kmq_proc_ctx_t *ctx, kmq_proc_result_t result,
                            void *opaque) {
   (void)ctx;
-  kmq__job_t *job = opaque;
-  if (kmq__outcome(job, result))
-    kmq__attempt(job);
+  kmq__outcome(opaque, result);
 }
 
 /* @locality worker running the user's actor */
@@ -238,6 +238,16 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
   kmq__job_t *job = item;
   const rd_kafka_message_t *m = job->m;
   job->actor = actor;
+  if (job->attempt > 1) {
+    /* Back from its backoff (kmq_sched_retry_after): begun, decoded and
+     * routed on its first run; kmq_ack_begin is once per message. A revoke
+     * that came meanwhile lets the next owner retry it. */
+    if (kmq_ack_revoked(job->ack))
+      kmq__drop(job);
+    else
+      kmq__attempt(job);
+    return;
+  }
   if (!kmq_ack_begin(job->ack)) {
     /* Its partition is being revoked (or we are closing): the revoke does
      * not wait for it, the next owner runs it. */
@@ -289,12 +299,17 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
   kmq__attempt(job);
 }
 
-/* A queued message dropped (revoke, shutdown): left unfinished, the next
- * owner reads it again from the committed offset. @locality any thread */
+/* A queued message, or one waiting for its retry, dropped (shutdown):
+ * left unfinished, the next owner reads it again from the committed
+ * offset. @locality any worker */
 static void kmq__cancel(void *opaque, void *item) {
   kmq_runtime_t *rt = opaque;
   kmq__job_t *job = item;
   KMQ__INC(rt, cancelled);
+  if (job->decoded) { /* a retry was decoded on its first run */
+    kmq_chat_msg_clear(&job->msg);
+    job->decoded = 0;
+  }
   kmq_ack_t ack = job->ack;
   kmq__job_release(rt, job);
   kmq_ack(ack, 0);

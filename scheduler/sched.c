@@ -1,8 +1,9 @@
 /*
- * kmq scheduler: lifecycle, submit (dispatcher), worker loop, completion.
+ * kmq scheduler: lifecycle, submit (dispatcher), completion, stats.
  * The ownership protocol is described in sched_int.h, the rings'
- * ordering in sched_ring.h, cancellation in cancel.c, the actor table and
- * slab in actor.c.
+ * ordering in sched_ring.h, the run queue and the worker loop in worker.c,
+ * retry timers and how sleeping workers watch them in timer.c,
+ * cancellation in cancel.c, the actor table and slab in actor.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,106 +23,6 @@ static uint32_t kmq__pow2_u32(uint64_t v) {
   while (p < v)
     p <<= 1;
   return p;
-}
-
-/* ---- run queue (sched_int.h: a min-heap under a mutex) ---- */
-
-/* Wakes sleepers for the queued actors no awake worker will take. Called
- * with runq_lock held. A woken worker counts as a sleeper until it runs,
- * so a burst of pushes may wake one worker more than needed: harmless. */
-static void kmq__wake_locked(kmq_sched_t *s) {
-  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
-  uint32_t awake = atomic_load_explicit(&s->spinners, memory_order_relaxed);
-  uint32_t sleepers = atomic_load_explicit(&s->sleepers, memory_order_relaxed);
-  uint32_t need = len > awake ? len - awake : 0;
-  if (need > sleepers)
-    need = sleepers;
-  while (need-- > 0)
-    pthread_cond_signal(&s->wake_cond);
-}
-
-/* Queues a (not queued, pending > 0) with the seq of its mailbox head;
- * wakes a sleeping worker if wake and no awake worker will take it. The
- * mutex orders everything this thread did to a before the popping worker's
- * first access. @locality any thread */
-static void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
-                           bool wake) {
-  pthread_mutex_lock(&s->runq_lock);
-  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
-  if (len >= s->runq_cap)
-    KMQ__SCHED_BUG("run queue overflow");
-  uint32_t i = len;
-  a->runq_seq = seq;
-  while (i > 0) { /* sift up */
-    uint32_t parent = (i - 1) / 2;
-    if (!kmq__seq_before(seq, s->runq_heap[parent]->runq_seq))
-      break;
-    s->runq_heap[i] = s->runq_heap[parent];
-    i = parent;
-  }
-  s->runq_heap[i] = a;
-  atomic_store_explicit(&s->runq_len, len + 1, memory_order_relaxed);
-  if (wake)
-    kmq__wake_locked(s);
-  pthread_mutex_unlock(&s->runq_lock);
-}
-
-/* The actor with the oldest head item, or NULL. Called with runq_lock
- * held. */
-static kmq_sched_actor_t *kmq__runq_take(kmq_sched_t *s) {
-  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
-  if (len == 0)
-    return NULL;
-  kmq_sched_actor_t **h = s->runq_heap;
-  kmq_sched_actor_t *top = h[0];
-  kmq_sched_actor_t *last = h[--len];
-  uint32_t i = 0;
-  for (;;) { /* sift last down from the root */
-    uint32_t c = 2 * i + 1;
-    if (c >= len)
-      break;
-    if (c + 1 < len && kmq__seq_before(h[c + 1]->runq_seq, h[c]->runq_seq))
-      c++;
-    if (!kmq__seq_before(h[c]->runq_seq, last->runq_seq))
-      break;
-    h[i] = h[c];
-    i = c;
-  }
-  if (len > 0)
-    h[i] = last;
-  atomic_store_explicit(&s->runq_len, len, memory_order_relaxed);
-  return top;
-}
-
-/* Takes the head actor without sleeping; NULL when the queue looks empty.
- * The unlocked length check keeps spinning workers off the lock.
- * @locality any worker */
-static kmq_sched_actor_t *kmq__runq_pop(kmq_sched_t *s) {
-  if (atomic_load_explicit(&s->runq_len, memory_order_relaxed) == 0)
-    return NULL;
-  pthread_mutex_lock(&s->runq_lock);
-  kmq_sched_actor_t *a = kmq__runq_take(s);
-  pthread_mutex_unlock(&s->runq_lock);
-  return a;
-}
-
-/* Sleeps until an actor is available (returned) or the scheduler exits
- * (NULL). A push signals under runq_lock, which a sleeper holds from its
- * empty check until it is inside pthread_cond_wait: no lost wake-up.
- * @locality any worker */
-static kmq_sched_actor_t *kmq__worker_wait(kmq_sched_t *s) {
-  kmq_sched_actor_t *a;
-  pthread_mutex_lock(&s->runq_lock);
-  /* Under the lock: a push that still counts us as awake has queued its
-   * actor before we look below. */
-  atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
-  while ((a = kmq__runq_take(s)) == NULL && !s->exiting) {
-    atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_relaxed);
-    pthread_cond_wait(&s->wake_cond, &s->runq_lock);
-    atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
-  }
-  pthread_mutex_unlock(&s->runq_lock);
-  return a;
 }
 
 /* ---- finishing an item ---- */
@@ -152,12 +53,7 @@ static void kmq__inflight_release(kmq_sched_t *s) {
   }
 }
 
-/* Finishes the actor's current item (run then done, or cancelled).
- * Returns true when the actor has more items and the caller keeps running
- * it (only if keep); otherwise the actor was re-queued or went idle and the
- * caller must not touch it again. @locality the actor's runner */
-static bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a,
-                              bool keep) {
+bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a, bool keep) {
   /* acq_rel. Release: our mailbox pop (c_head) and everything the item's
    * processing did happen before the next runner's work (it is reached
    * through this RMW: directly, or via the dispatcher's fetch_add that
@@ -178,52 +74,6 @@ static bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a,
   /* From here on a may be recycled unless kept. */
   kmq__inflight_release(s);
   return kept;
-}
-
-/* Runs or cancels the head item(s) of an actor popped from the run queue.
- * @locality any worker (the actor's runner) */
-static void kmq__actor_step(kmq_sched_t *s, kmq_sched_actor_t *a) {
-  for (int n = 1;; n++) {
-    struct kmq__mbox_entry e;
-    /* pending > 0 and we are the runner, and every counted item was
-     * committed before its count: the mailbox cannot be empty. */
-    if (!kmq__mbox_pop(a, &e))
-      KMQ__SCHED_BUG("runnable actor with an empty mailbox");
-    bool cancel = kmq__gen_should_cancel(s, &e);
-    kmq__gen_dequeued(s, &e);
-    if (!cancel) {
-      /* Relaxed: the token reaches the completing thread through the
-       * caller's own hand-off, which orders this store before its done. */
-      atomic_store_explicit(&a->running, true, memory_order_relaxed);
-      atomic_fetch_add_explicit(&s->st_run, 1, memory_order_relaxed);
-      s->cbs.run(s->opaque, a, e.item);
-      /* a now belongs to the item's completer: not touched again here. */
-      return;
-    }
-    s->cbs.cancel(s->opaque, e.item);
-    atomic_fetch_add_explicit(&s->st_cancelled, 1, memory_order_relaxed);
-    /* Keep cancelling on this actor a bounded number of times, then
-     * re-queue it so other actors get a turn. */
-    if (!kmq__actor_finish(s, a, n < KMQ__SCHED_CANCEL_BATCH))
-      return;
-  }
-}
-
-static void *kmq__worker_main(void *arg) {
-  kmq_sched_t *s = arg;
-  for (;;) {
-    kmq_sched_actor_t *a = NULL;
-    atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed);
-    for (int spin = 0; spin < KMQ__SCHED_SPIN && a == NULL; spin++) {
-      if ((a = kmq__runq_pop(s)) == NULL)
-        ck_pr_stall();
-    }
-    if (a != NULL)
-      atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
-    else if ((a = kmq__worker_wait(s)) == NULL)
-      return NULL;
-    kmq__actor_step(s, a);
-  }
 }
 
 /* ---- public API ---- */
@@ -389,6 +239,8 @@ void kmq_sched_stats(const kmq_sched_t *s, kmq_sched_stats_t *out) {
   out->run = atomic_load_explicit(&s->st_run, memory_order_relaxed);
   out->cancelled = atomic_load_explicit(&s->st_cancelled, memory_order_relaxed);
   out->completed = atomic_load_explicit(&s->st_completed, memory_order_relaxed);
+  out->retries = atomic_load_explicit(&s->st_retries, memory_order_relaxed);
+  out->timers = atomic_load_explicit(&s->ntimers, memory_order_relaxed);
   out->inflight = atomic_load_explicit(&s->inflight, memory_order_relaxed);
   out->workers = (uint32_t)s->nworkers;
   out->workers_sleeping =
@@ -404,6 +256,7 @@ static void kmq__workers_stop(kmq_sched_t *s) {
   pthread_mutex_lock(&s->runq_lock);
   s->exiting = true;
   pthread_cond_broadcast(&s->wake_cond);
+  pthread_cond_broadcast(&s->timer_cond);
   pthread_mutex_unlock(&s->runq_lock);
   for (int i = 0; i < s->nstarted; i++)
     pthread_join(s->threads[i], NULL);
@@ -479,6 +332,14 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
     snprintf(errstr, errstr_size, nomem);
     goto fail_runq;
   }
+  /* An actor is on the timer heap only with an item running: the same
+   * bound as the run queue. */
+  s->timer_heap = calloc(s->runq_cap, sizeof(*s->timer_heap));
+  if (s->timer_heap == NULL) {
+    snprintf(errstr, errstr_size, nomem);
+    goto fail_timer_heap;
+  }
+  atomic_init(&s->timer_next_ns, INT64_MAX);
   s->threads = calloc((size_t)s->nworkers, sizeof(*s->threads));
   if (s->threads == NULL) {
     snprintf(errstr, errstr_size, nomem);
@@ -500,8 +361,21 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
     snprintf(errstr, errstr_size, "scheduler: cannot initialise a condvar");
     goto fail_drained_cond;
   }
+  /* The watcher's deadline is a CLOCK_MONOTONIC due time. */
+  pthread_condattr_t attr;
+  int r = pthread_condattr_init(&attr);
+  if (r == 0) {
+    r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (r == 0)
+      r = pthread_cond_init(&s->timer_cond, &attr);
+    pthread_condattr_destroy(&attr);
+  }
+  if (r != 0) {
+    snprintf(errstr, errstr_size, "scheduler: cannot initialise a condvar");
+    goto fail_timer_cond;
+  }
   for (; s->nstarted < s->nworkers; s->nstarted++) {
-    int r = pthread_create(&s->threads[s->nstarted], NULL, kmq__worker_main, s);
+    r = pthread_create(&s->threads[s->nstarted], NULL, kmq__worker_main, s);
     if (r != 0) {
       snprintf(errstr, errstr_size, "scheduler: cannot start worker %d: %s",
                s->nstarted, strerror(r));
@@ -515,6 +389,8 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
 
 fail_workers:
   kmq__workers_stop(s); /* nothing was submitted: they just return */
+  pthread_cond_destroy(&s->timer_cond);
+fail_timer_cond:
   pthread_cond_destroy(&s->drained_cond);
 fail_drained_cond:
   pthread_cond_destroy(&s->wake_cond);
@@ -525,6 +401,8 @@ fail_runq_lock:
 fail_mutex:
   free(s->threads);
 fail_threads_array:
+  free(s->timer_heap);
+fail_timer_heap:
   free(s->runq_heap);
 fail_runq:
   kmq__table_free(&s->table);
@@ -543,6 +421,14 @@ void kmq_sched_stop(kmq_sched_t *s) {
    * with no ordering needs (kmq__gen_should_cancel). */
   atomic_store_explicit(&s->stopping, true, memory_order_relaxed);
   pthread_mutex_unlock(&s->lock);
+  /* Pending timers are cancelled now, not when due: wake every sleeper
+   * (stop happens once). The store above precedes this lock section, so a
+   * kmq_sched_retry_after that takes runq_lock after it refuses, and a
+   * timer armed before it is seen by the woken workers. */
+  pthread_mutex_lock(&s->runq_lock);
+  pthread_cond_broadcast(&s->wake_cond);
+  pthread_cond_broadcast(&s->timer_cond);
+  pthread_mutex_unlock(&s->runq_lock);
 }
 
 void kmq_sched_destroy(kmq_sched_t *s) {
@@ -562,11 +448,13 @@ void kmq_sched_destroy(kmq_sched_t *s) {
   kmq__gen_retire(s, true);
   kmq__actors_free_all(s);
   kmq__table_free(&s->table);
+  pthread_cond_destroy(&s->timer_cond);
   pthread_cond_destroy(&s->drained_cond);
   pthread_cond_destroy(&s->wake_cond);
   pthread_mutex_destroy(&s->runq_lock);
   pthread_mutex_destroy(&s->lock);
   free(s->threads);
+  free(s->timer_heap);
   free(s->runq_heap);
   free(s);
 }

@@ -12,14 +12,32 @@
  *     transition 0 -> 1 (dispatcher) and every finish that leaves it > 0
  *     (any thread) put the actor on the run queue (a worker cancelling a
  *     run of items may instead keep it, a bounded number of times); so an
- *     actor is, at any
- *     time, exactly one of: idle (pending == 0: owned by the dispatcher,
- *     which may recycle it), queued on the run queue, or held by one runner
- *     (the worker that popped it, then whoever holds the running item's
- *     token until kmq_sched_done). The runner is the mailbox's single
- *     consumer, the dispatcher its single producer: SPSC.
+ *     actor is, at any time, exactly one of:
+ *       idle      pending == 0: owned by the dispatcher, which may recycle
+ *                 it;
+ *       queued    on the run queue (pending > 0, nothing running);
+ *       held      by one runner: the worker that popped it, then whoever
+ *                 holds the running item's token until kmq_sched_done or
+ *                 kmq_sched_retry_after;
+ *       on timer  its running item waits for a retry (timer.c): the token
+ *                 holder gave it to the timer heap with
+ *                 kmq_sched_retry_after, under runq_lock; pending still
+ *                 counts the item, so the dispatcher neither queues nor
+ *                 recycles it and its next items wait. The worker that
+ *                 takes it off the heap (under runq_lock) becomes its
+ *                 runner again: it hands the item to cbs->run (back to
+ *                 "held") or, once stopping, to cbs->cancel and finishes
+ *                 it like a done.
+ *     The runner is the mailbox's single consumer, the dispatcher its
+ *     single producer: SPSC (an actor on a timer pops nothing).
  *   - Rule: whoever performs the finish that takes `pending` to 0 must not
  *     touch the actor afterwards (the dispatcher may recycle it at once).
+ *   - kmq_sched_retry_after gives the token up inside its runq_lock section:
+ *     from the unlock on, a worker may already run, or cancel and finish,
+ *     the item, so the caller touches neither the actor nor the item after
+ *     the call. The item stays counted in `pending` and `inflight`
+ *     throughout, so destroy cannot free s before a worker took it off the
+ *     heap, which needs the lock the caller released.
  *   - `inflight` counts items not yet finished over the whole scheduler. A
  *     thread finishing an item from outside the worker pool must not touch
  *     the scheduler after its decrement of `inflight` (destroy waits for 0,
@@ -33,6 +51,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <ck_ring.h>
 
@@ -101,6 +120,13 @@ struct kmq_sched_actor_s {
    * queued (the head cannot change while it is queued: only its runner
    * pops). Under s->runq_lock only. */
   uint32_t runq_seq;
+  /* Retry timer (timer.c), under s->runq_lock only: the running item put
+   * back by kmq_sched_retry_after, when it is due (CLOCK_MONOTONIC ns) and
+   * its arming order (ties run first armed, first run). Meaningful only
+   * while the actor is on the timer heap. */
+  void *timer_item;
+  int64_t timer_due_ns;
+  uint64_t timer_seq;
 
   /* SPSC mailbox: producer = dispatcher, consumer = current runner. Its own
    * cache lines (ck_ring pads c_head and p_tail apart). */
@@ -205,6 +231,24 @@ struct kmq_sched_s {
    * spinning workers (relaxed: the lock orders the real pop). */
   _Atomic uint32_t runq_len;
 
+  /* -- Retry timers (timer.c): a min-heap of actors on (timer_due_ns,
+   * timer_seq), also under runq_lock, so that a worker decides to sleep
+   * looking at both queues at once. -- */
+  kmq_sched_actor_t **timer_heap; /* runq_cap slots: one per actor that
+                                     can have an item running */
+  uint64_t timer_seq;             /* next arming order */
+  /* The one sleeping worker that waits with a deadline (the earliest due
+   * timer), on timer_cond; the other sleepers wait on wake_cond without
+   * one. Under runq_lock. */
+  bool timer_watched;
+  pthread_cond_t timer_cond; /* CLOCK_MONOTONIC, on runq_lock */
+  /* Heap length and the earliest due time (INT64_MAX when empty): written
+   * under runq_lock; read without it only as hints by busy workers between
+   * items and by kmq_sched_stats (relaxed: the lock orders the real take).
+   */
+  _Atomic uint32_t ntimers;
+  _Atomic int64_t timer_next_ns;
+
   /* -- Drain / shutdown -- */
   _Alignas(KMQ__CACHELINE) pthread_mutex_t lock;
   pthread_cond_t drained_cond; /* destroy waits here for inflight == 0 */
@@ -222,6 +266,7 @@ struct kmq_sched_s {
   _Alignas(KMQ__CACHELINE) _Atomic uint64_t st_run;
   _Atomic uint64_t st_cancelled;
   _Alignas(KMQ__CACHELINE) _Atomic uint64_t st_completed;
+  _Atomic uint64_t st_retries; /* accepted kmq_sched_retry_after calls */
 };
 
 /* Dispatcher-only counter update (single writer, see kmq__dstats_t). */
@@ -229,6 +274,64 @@ static inline void kmq__dstat_add(_Atomic uint64_t *c, uint64_t n) {
   atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                         memory_order_relaxed);
 }
+
+/* CLOCK_MONOTONIC in ns: retry due times and timer_cond's deadlines. */
+static inline int64_t kmq__mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- worker.c ---- */
+
+/* Queues a (not queued, pending > 0) with the seq of its mailbox head;
+ * wakes a sleeping worker if wake and no awake worker will take it. The
+ * mutex orders everything this thread did to a before the popping worker's
+ * first access. @locality any thread */
+void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
+                    bool wake);
+
+/* Wakes sleepers for the queued actors no awake worker will take.
+ * @locks_required runq_lock */
+void kmq__wake_locked(kmq_sched_t *s);
+
+/* A worker thread's body (arg: the scheduler); returns once `exiting`. */
+void *kmq__worker_main(void *arg);
+
+/* ---- sched.c ---- */
+
+/* Finishes the actor's current item (run then done, retried then
+ * cancelled, or cancelled). Returns true when the actor has more items and
+ * the caller keeps running it (only if keep); otherwise the actor was
+ * re-queued or went idle and the caller must not touch it again.
+ * @locality the actor's runner */
+bool kmq__actor_finish(kmq_sched_t *s, kmq_sched_actor_t *a, bool keep);
+
+/* ---- timer.c (sleeping and waking: see its header comment) ---- */
+
+/* Takes the actor of the earliest timer if it is due, or of any timer once
+ * stopping; its item in *itemp. NULL when none. @locks_required runq_lock
+ */
+kmq_sched_actor_t *kmq__timer_take_locked(kmq_sched_t *s, void **itemp);
+
+/* The busy worker's check between two items: as kmq__timer_take_locked,
+ * but costs one relaxed load while no timer is pending and takes the lock
+ * only when one looks due. @locality any worker */
+kmq_sched_actor_t *kmq__timer_poll(kmq_sched_t *s, void **itemp);
+
+/* Hands a taken timer's item to cbs->run (the actor's running item again)
+ * or, once stopping, to cbs->cancel. @locality any worker (the taker) */
+void kmq__timer_fire(kmq_sched_t *s, kmq_sched_actor_t *a, void *item);
+
+/* Sleeps once (the caller loops and counts itself in `sleepers`): as the
+ * watcher until the earliest timer is due when timers are pending and
+ * nobody watches them, else on wake_cond. @locks_required runq_lock */
+void kmq__timer_sleep_locked(kmq_sched_t *s);
+
+/* Called by a worker leaving its sleep with work: when timers are pending
+ * and no sleeper watches them any more (it was the watcher), wakes one to
+ * take over. @locks_required runq_lock */
+void kmq__timer_handover_locked(kmq_sched_t *s);
 
 /* ---- actor.c: table, slab, LRU (@locality dispatcher for all) ---- */
 

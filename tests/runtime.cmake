@@ -9,3 +9,8 @@ kmq_add_test(test_inflight_broker SOURCES test_inflight_broker.c
 # Issue 10: metrics read from another thread while the pipeline runs.
 kmq_add_test(test_metrics_broker SOURCES test_metrics_broker.c
              LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)
+
+# Issue 10, item 4: a RETRY storm of one user does not slow the others (the
+# backoff waits on a scheduler timer, not on a worker).
+kmq_add_test(test_retry_broker SOURCES test_retry_broker.c
+             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)

@@ -1,6 +1,6 @@
 /* Scheduler unit suite: per-key order and exclusion, asynchronous
  * completion, backpressure bounds, idle reclaim and slot reuse,
- * cancellation, shutdown. Runs under TSan and ASan as well.
+ * cancellation, shutdown, retry timers. Runs under TSan and ASan as well.
  *
  * check.h and ck_ring.h come first, together: libcheck's ck_* names and
  * Concurrency Kit's must not clash. */
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kmq/conf.h"
@@ -35,6 +36,13 @@ typedef struct t_item_s {
   uint32_t seq; /* position among its key's items */
   int partition;
   bool blocker; /* blocks its worker until c->blocker_go */
+  /* Retries planned: instead of its done, the item's first `retries`
+   * completions (T_SYNC, T_ASYNC) call kmq_sched_retry_after(retry_ms). */
+  int retries;
+  int64_t retry_ms;
+  _Atomic int retried;
+  _Atomic int64_t armed_ns; /* clock at the latest retry_after */
+  _Atomic int64_t early;    /* runs that came before armed + retry_ms */
   _Atomic int runs;
   _Atomic int cancels;
   _Atomic(kmq_sched_actor_t *) token; /* set by run (async/hold) */
@@ -123,9 +131,35 @@ static void t_enter(t_ctx_t *c, kmq_sched_actor_t *actor, t_item_t *it) {
   k->next_seq = it->seq + 1;
 }
 
-/* End of an item's run: clear the flag first (the next item may start as
- * soon as done is called), then acknowledge. */
+static int64_t t_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Puts a running item back for delay_ms, as its token holder. The key's
+ * order checks expect the same item again: next_seq goes back to it
+ * before the hand-off, which must order it before the re-run (TSan). */
+static void t_retry(t_ctx_t *c, kmq_sched_actor_t *actor, t_item_t *it,
+                    int64_t delay_ms) {
+  t_key_t *k = t_key_of(c, it);
+  k->next_seq = it->seq;
+  atomic_store(&k->running, 0);
+  atomic_store(&it->token, NULL);
+  atomic_store(&it->armed_ns, t_now_ns());
+  kmq_err_t err = kmq_sched_retry_after(c->s, actor, it, delay_ms);
+  if (err != KMQ_OK)
+    t_violation(c, "retry_after: %s", kmq_err_name(err));
+}
+
+/* End of an item's run: a planned retry, or clear the flag first (the next
+ * item may start as soon as done is called), then acknowledge. */
 static void t_leave(t_ctx_t *c, kmq_sched_actor_t *actor, t_item_t *it) {
+  if (atomic_load(&it->retried) < it->retries) {
+    atomic_fetch_add(&it->retried, 1);
+    t_retry(c, actor, it, it->retry_ms);
+    return;
+  }
   atomic_store(&t_key_of(c, it)->running, 0);
   kmq_err_t err = kmq_sched_done(c->s, actor);
   if (err != KMQ_OK)
@@ -137,8 +171,16 @@ static void t_leave(t_ctx_t *c, kmq_sched_actor_t *actor, t_item_t *it) {
 static void t_run(void *opaque, kmq_sched_actor_t *actor, void *vitem) {
   t_ctx_t *c = opaque;
   t_item_t *it = vitem;
-  if (atomic_fetch_add(&it->runs, 1) != 0)
-    t_violation(c, "item ran twice");
+  int runs = atomic_fetch_add(&it->runs, 1);
+  if (runs != 0) {
+    /* A retry: never before its delay (a lower bound the scheduler
+     * guarantees; nothing is asserted on how late it comes). */
+    int64_t armed = atomic_load(&it->armed_ns);
+    if (armed == 0)
+      t_violation(c, "item ran twice");
+    else if (t_now_ns() - armed < it->retry_ms * 1000000)
+      atomic_fetch_add(&it->early, 1);
+  }
   atomic_fetch_add(&c->run_cnt, 1);
   if (it->blocker) {
     atomic_store(&c->blocker_running, 1);
@@ -371,10 +413,19 @@ static kmq_sched_stats_t t_stats(t_ctx_t *c) {
 /* ---- per-key order ---- */
 
 /* 1000 keys x 100 items, submitted round-robin across keys from this
- * thread (the dispatcher); 4 workers; mode decides who calls done. */
-static void t_order_case(t_mode_t mode) {
+ * thread (the dispatcher); 4 workers; mode decides who calls done. With
+ * retries, every 7th item is put back twice for 0-2 ms (by the worker in
+ * T_SYNC, by a completer thread in T_ASYNC) and must still run in its
+ * key's order, exactly when its turn comes. */
+static void t_order_case(t_mode_t mode, bool retries) {
   const uint32_t nkeys = 1000, per_key = 100;
   t_ctx_t *c = t_ctx_new(mode, true, "user", nkeys, per_key);
+  uint64_t nretries = 0;
+  for (size_t i = 0; retries && i < c->nitems; i += 7) {
+    c->items[i].retries = 2;
+    c->items[i].retry_ms = (int64_t)(i % 3);
+    nretries += 2;
+  }
   t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "4",
                                        "kmq.sched.mailbox.size", "16",
                                        "kmq.max.inflight", "2000", NULL});
@@ -387,10 +438,14 @@ static void t_order_case(t_mode_t mode) {
   for (uint32_t k = 0; k < nkeys; k++)
     ck_assert_uint_eq(c->keys[k].next_seq, per_key);
   for (size_t i = 0; i < c->nitems; i++) {
-    ck_assert_int_eq(atomic_load(&c->items[i].runs), 1);
+    ck_assert_int_eq(atomic_load(&c->items[i].runs),
+                     1 + c->items[i].retries);
+    ck_assert_int_eq(atomic_load(&c->items[i].early), 0);
     ck_assert_int_eq(atomic_load(&c->items[i].cancels), 0);
   }
   kmq_sched_stats_t st = t_stats(c);
+  ck_assert_uint_eq(st.retries, nretries);
+  ck_assert_uint_eq(st.timers, 0);
   ck_assert_uint_eq(st.submitted, c->nitems);
   ck_assert_uint_eq(st.run, c->nitems);
   ck_assert_uint_eq(st.completed, c->nitems);
@@ -404,10 +459,16 @@ static void t_order_case(t_mode_t mode) {
   t_ctx_free(c);
 }
 
-START_TEST(test_order_sync) { t_order_case(T_SYNC); }
+START_TEST(test_order_sync) { t_order_case(T_SYNC, false); }
 END_TEST
 
-START_TEST(test_order_async) { t_order_case(T_ASYNC); }
+START_TEST(test_order_async) { t_order_case(T_ASYNC, false); }
+END_TEST
+
+START_TEST(test_retry_order_sync) { t_order_case(T_SYNC, true); }
+END_TEST
+
+START_TEST(test_retry_order_async) { t_order_case(T_ASYNC, true); }
 END_TEST
 
 /* ---- backpressure ---- */
@@ -919,6 +980,204 @@ START_TEST(test_api_edges) {
 }
 END_TEST
 
+/* ---- retry timers (kmq_sched_retry_after) ---- */
+
+static bool t_timers_eq1(void *o) {
+  return t_stats(o).timers == 1;
+}
+
+/* One worker; key 0's first item is put back by its worker for ten
+ * minutes. Meanwhile key 0's second item waits, keys 1..50 run all their
+ * items on the only worker, and the timer stays pending; destroy then
+ * cancels both of key 0's items at once (the wait would exceed the test's
+ * timeout). Everything asserted is an event or a count, not a duration. */
+START_TEST(test_retry_holds_actor_not_worker) {
+  const uint32_t nkeys = 51;
+  t_ctx_t *c = t_ctx_new(T_SYNC, true, "r", nkeys, 2);
+  t_item(c, 0, 0)->retries = 1;
+  t_item(c, 0, 0)->retry_ms = 600000;
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "1", NULL});
+  t_submit(c, t_item(c, 0, 0));
+  ck_assert_msg(kt_wait_until(t_timers_eq1, c, T_WAIT_MS),
+                "the retry was not armed");
+  ck_assert_int_eq(atomic_load(&t_item(c, 0, 0)->runs), 1);
+  t_submit(c, t_item(c, 0, 1)); /* behind the retrying item */
+  for (uint32_t q = 0; q < 2; q++)
+    for (uint32_t k = 1; k < nkeys; k++)
+      t_submit(c, t_item(c, k, q));
+  t_wait_finished(c, 2 * (nkeys - 1));
+  kmq_sched_stats_t st = t_stats(c);
+  ck_assert_uint_eq(st.timers, 1);
+  ck_assert_uint_eq(st.retries, 1);
+  ck_assert_uint_eq(st.inflight, 2); /* key 0: one on its timer, one queued */
+  ck_assert_uint_eq(st.completed, 2 * (nkeys - 1));
+  ck_assert_int_eq(atomic_load(&t_item(c, 0, 0)->runs), 1);
+  ck_assert_int_eq(atomic_load(&t_item(c, 0, 1)->runs), 0);
+
+  kmq_sched_destroy(c->s); /* cancels the pending timer, then item 1 */
+  c->s = NULL;
+  ck_assert_int_eq(atomic_load(&t_item(c, 0, 0)->cancels), 1);
+  ck_assert_int_eq(atomic_load(&t_item(c, 0, 1)->cancels), 1);
+  ck_assert_int_eq(atomic_load(&t_item(c, 0, 0)->runs), 1);
+  ck_assert_int_eq(atomic_load(&t_item(c, 0, 1)->runs), 0);
+  ck_assert_uint_eq(atomic_load(&c->cancel_cnt), 2);
+  for (uint32_t k = 1; k < nkeys; k++)
+    ck_assert_uint_eq(c->keys[k].next_seq, 2);
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  t_ctx_free(c);
+}
+END_TEST
+
+/* Five held items put back by the test thread (not a worker: the "any
+ * thread" case of an asynchronous completion) with delays out of order,
+ * three workers asleep meanwhile. Each runs again, not before its delay,
+ * in due order, and the key's next item only after its retry is done. */
+START_TEST(test_retry_due_order) {
+  static const int64_t delay[5] = {250, 50, 200, 100, 150};
+  static const uint32_t due_order[5] = {1, 3, 4, 2, 0};
+  t_ctx_t *c = t_ctx_new(T_HOLD, true, "d", 5, 2);
+  c->ran_cap = 16;
+  c->ran = calloc(c->ran_cap, sizeof(*c->ran));
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "3", NULL});
+  for (uint32_t k = 0; k < 5; k++)
+    t_submit(c, t_item(c, k, 0));
+  for (uint32_t k = 0; k < 5; k++)
+    ck_assert(kt_wait_until(t_item_started, t_item(c, k, 0), T_WAIT_MS));
+  t_submit(c, t_item(c, 1, 1)); /* waits behind d-1's retry */
+  for (uint32_t k = 0; k < 5; k++) {
+    t_item_t *it = t_item(c, k, 0);
+    it->retry_ms = delay[k];
+    t_retry(c, atomic_load(&it->token), it, delay[k]);
+  }
+  ck_assert_uint_eq(t_stats(c).retries, 5);
+  for (uint32_t k = 0; k < 5; k++) {
+    t_item_t *it = t_item(c, k, 0);
+    ck_assert_msg(kt_wait_until(t_item_started, it, T_WAIT_MS),
+                  "retry of d-%u never ran", k);
+  }
+  ck_assert_uint_eq(t_stats(c).timers, 0);
+  ck_assert_int_eq(atomic_load(&t_item(c, 1, 1)->runs), 0);
+  ck_assert_uint_eq(atomic_load(&c->nran), 10);
+  for (uint32_t i = 0; i < 5; i++) {
+    t_item_t *it = c->ran[5 + i];
+    ck_assert_msg(it == t_item(c, due_order[i], 0),
+                  "retry %u to run was d-%u, expected d-%u", i, it->key,
+                  due_order[i]);
+    ck_assert_int_eq(atomic_load(&it->runs), 2);
+    ck_assert_int_eq(atomic_load(&it->early), 0);
+  }
+  for (uint32_t k = 0; k < 5; k++)
+    t_release(c, t_item(c, k, 0));
+  t_release(c, t_item(c, 1, 1));
+  t_wait_finished(c, 6);
+  ck_assert(c->ran[10] == t_item(c, 1, 1));
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  kmq_sched_stats_t st = t_stats(c);
+  ck_assert_uint_eq(st.run, 6);
+  ck_assert_uint_eq(st.completed, 6);
+  ck_assert_uint_eq(st.inflight, 0);
+  t_ctx_free(c);
+}
+END_TEST
+
+static bool t_retry_due(void *o) {
+  t_item_t *it = o;
+  return t_now_ns() >= atomic_load(&it->armed_ns) + it->retry_ms * 1000000;
+}
+
+/* The only worker never sleeps while key 0's retry becomes due: it is
+ * held by a blocker until then, with 100 items of other keys queued
+ * behind. Freed, it must take the due retry first (the busy worker's check
+ * between two items), before any of the queued items. */
+START_TEST(test_retry_busy_worker) {
+  const uint32_t nkeys = 101;
+  t_ctx_t *c = t_ctx_new(T_SYNC, true, "b", nkeys, 1);
+  c->ran_cap = nkeys + 1;
+  c->ran = calloc(c->ran_cap, sizeof(*c->ran));
+  t_item_t *r = t_item(c, 0, 0);
+  r->retries = 1;
+  r->retry_ms = 50;
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "1", NULL});
+  t_submit(c, r);
+  ck_assert(kt_wait_until(t_timers_eq1, c, T_WAIT_MS));
+  t_submit(c, &c->blocker);
+  ck_assert(kt_wait_until(t_blocker_running, c, T_WAIT_MS));
+  for (uint32_t k = 1; k < nkeys; k++)
+    t_submit(c, t_item(c, k, 0));
+  /* Waiting on the clock is the point here: the retry must be due. */
+  ck_assert(kt_wait_until(t_retry_due, r, T_WAIT_MS));
+  atomic_store(&c->blocker_go, 1);
+  t_wait_finished(c, nkeys + 1);
+  ck_assert_uint_eq(atomic_load(&c->nran), nkeys + 1);
+  ck_assert(c->ran[0] == r);
+  ck_assert_msg(c->ran[1] == r, "queued key %u ran before the due retry",
+                c->ran[1]->key);
+  ck_assert_int_eq(atomic_load(&r->early), 0);
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  t_ctx_free(c);
+}
+END_TEST
+
+/* Refusals change nothing; after stop a retry is refused and the holder
+ * finishes the item itself. */
+START_TEST(test_retry_edges) {
+  t_ctx_t *c = t_ctx_new(T_HOLD, true, "x", 1, 2);
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "1", NULL});
+  t_item_t *it = t_item(c, 0, 0);
+  t_submit(c, it);
+  ck_assert(kt_wait_until(t_item_started, it, T_WAIT_MS));
+  kmq_sched_actor_t *tok = atomic_load(&it->token);
+  ck_assert_int_eq(kmq_sched_retry_after(NULL, tok, it, 0),
+                   KMQ_ERR_INVALID_ARG);
+  ck_assert_int_eq(kmq_sched_retry_after(c->s, NULL, it, 0),
+                   KMQ_ERR_INVALID_ARG);
+  ck_assert_int_eq(kmq_sched_retry_after(c->s, tok, NULL, 0),
+                   KMQ_ERR_INVALID_ARG);
+  ck_assert_int_eq(kmq_sched_retry_after(c->s, tok, it, -1),
+                   KMQ_ERR_INVALID_ARG);
+  /* Delay 0 runs it again as soon as the worker is free. */
+  t_retry(c, tok, it, 0);
+  ck_assert(kt_wait_until(t_item_started, it, T_WAIT_MS));
+  tok = atomic_load(&it->token);
+  ck_assert_int_eq(atomic_load(&it->runs), 2);
+  /* A huge delay saturates instead of overflowing; the token is given up
+   * and a second retry or done with it is refused. */
+  t_retry(c, tok, it, INT64_MAX);
+  ck_assert_int_eq(kmq_sched_retry_after(c->s, tok, it, 0), KMQ_ERR_STATE);
+  ck_assert_int_eq(kmq_sched_done(c->s, tok), KMQ_ERR_STATE);
+  kmq_sched_stats_t st = t_stats(c);
+  ck_assert_uint_eq(st.timers, 1);
+  ck_assert_uint_eq(st.retries, 2);
+
+  /* Stop: the pending timer is cancelled by a worker, at once. */
+  t_item_t *next = t_item(c, 0, 1);
+  t_submit(c, next);
+  kmq_sched_stop(c->s);
+  t_count_arg_t two = {c, 2};
+  ck_assert(kt_wait_until(t_cancelled_ge, &two, T_WAIT_MS));
+  ck_assert_int_eq(atomic_load(&it->cancels), 1);
+  ck_assert_int_eq(atomic_load(&next->cancels), 1);
+  ck_assert_uint_eq(t_stats(c).timers, 0);
+  ck_assert_uint_eq(t_stats(c).inflight, 0);
+  t_ctx_free(c);
+
+  /* A running item after stop: retry refused, the holder keeps it. */
+  c = t_ctx_new(T_HOLD, true, "y", 1, 1);
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "1", NULL});
+  it = t_item(c, 0, 0);
+  t_submit(c, it);
+  ck_assert(kt_wait_until(t_item_started, it, T_WAIT_MS));
+  kmq_sched_stop(c->s);
+  ck_assert_int_eq(kmq_sched_retry_after(c->s, atomic_load(&it->token), it, 5),
+                   KMQ_ERR_SHUTDOWN);
+  ck_assert_uint_eq(t_stats(c).retries, 0);
+  t_release(c, it); /* done still works: the token was not taken */
+  ck_assert_uint_eq(t_stats(c).completed, 1);
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  t_ctx_free(c);
+}
+END_TEST
+
 static Suite *sched_suite(void) {
   Suite *s = suite_create("sched");
   TCase *tc = tcase_create("order");
@@ -944,6 +1203,14 @@ static Suite *sched_suite(void) {
   tcase_add_test(tc, test_api_edges);
   tcase_add_test(tc, test_batch_wakes);
   tcase_add_test(tc, test_oldest_item_first);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("retry");
+  tcase_add_test(tc, test_retry_order_sync);
+  tcase_add_test(tc, test_retry_order_async);
+  tcase_add_test(tc, test_retry_holds_actor_not_worker);
+  tcase_add_test(tc, test_retry_due_order);
+  tcase_add_test(tc, test_retry_busy_worker);
+  tcase_add_test(tc, test_retry_edges);
   suite_add_tcase(s, tc);
   return s;
 }

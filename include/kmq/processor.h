@@ -23,9 +23,14 @@
  *                   (kmq.proc.backoff.ms, doubling per retry up to
  *                   kmq.proc.backoff.max.ms) with attempt + 1, at most
  *                   kmq.proc.retries times; then dead-lettered as
- *                   KMQ_PROC_REASON_RETRIES with the last reason. If the
- *                   message's partition is revoked meanwhile, retrying stops
- *                   and the message is left to the partition's next owner.
+ *                   KMQ_PROC_REASON_RETRIES with the last reason. The
+ *                   backoff waits on a scheduler timer, not on a thread:
+ *                   neither the worker nor the thread that completed an
+ *                   ASYNC attempt waits; the user's next messages do (its
+ *                   order), other users run meanwhile. The retry is called
+ *                   on a worker, possibly another one. If the message's
+ *                   partition is revoked meanwhile, retrying stops and the
+ *                   message is left to the partition's next owner.
  *   KMQ_PROC_FAIL   permanent: dead-lettered at once as
  *                   KMQ_PROC_REASON_FAILED with the reason set on ctx.
  *   KMQ_PROC_ASYNC  the processor owns the outcome: it calls

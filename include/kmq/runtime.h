@@ -12,7 +12,11 @@
  * Guarantees: one user's messages (same record key = external_userid) are
  * processed one at a time in offset order; different users in parallel on
  * kmq.sched.workers threads; an offset is committed only when it and every
- * offset before it in its partition are finished.
+ * offset before it in its partition are finished. Bad input and failing
+ * processors end in the DLQ (then the offset is finished); if the DLQ and
+ * the fallback hook both fail, the offset stays unfinished and is delivered
+ * again after a restart: nothing is lost silently.
+ *
  * Across members: a partition is released (revoke, shutdown) only once none
  * of its messages runs here; its queued messages never start once the
  * revoke begins (no capacity limit), so the next owner never starts a user
@@ -22,12 +26,13 @@
  * lost assignment is waited for the same way (consumer.h). Past a bound,
  * what still runs is abandoned: logged as an error, counted, its outcome
  * ignored and its offset redelivered; only then, or after a real session
- * timeout of this member, can the same user run on two members at once. A RETRY whose partition is being revoked
- * stops retrying (the next owner runs it). The backoff before retry n is
- * kmq.proc.backoff.ms doubled n-1 times, capped at kmq.proc.backoff.max.ms. Bad input and failing
- * processors end in the DLQ (then the offset is finished); if the DLQ and
- * the fallback hook both fail, the offset stays unfinished and is delivered
- * again after a restart: nothing is lost silently.
+ * timeout of this member, can the same user run on two members at once.
+ *
+ * Retries: the backoff before retry n is kmq.proc.backoff.ms doubled n-1
+ * times, capped at kmq.proc.backoff.max.ms; it waits on a scheduler timer
+ * (kmq_sched_retry_after), holding the user's order but no worker: other
+ * users run meanwhile. A RETRY whose partition is being revoked stops
+ * retrying (the next owner runs it).
  *
  * Who owns what: the conf is copied; the registry and processor opaques are
  * borrowed and must outlive the runtime (the registry is frozen by

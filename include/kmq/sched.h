@@ -5,21 +5,29 @@
  * Contract.
  *   - Items are opaque `void *` owned by the caller. The scheduler stores the
  *     pointer, never dereferences it and never allocates per item. An item
- *     accepted by kmq_sched_submit() is handed back exactly once: either to
- *     cbs->run (and later acknowledged with kmq_sched_done()) or to
- *     cbs->cancel (kmq_sched_cancel_if(), kmq_sched_stop()/_destroy()).
- *     A refused submit hands nothing back: the caller still owns the item.
+ *     accepted by kmq_sched_submit() ends exactly once: either acknowledged
+ *     with kmq_sched_done() after cbs->run, or handed to cbs->cancel
+ *     (kmq_sched_cancel_if(), kmq_sched_stop()/_destroy()). In between, the
+ *     holder of a running item may put it back with kmq_sched_retry_after():
+ *     it is handed to cbs->run again after a delay, or to cbs->cancel if
+ *     the scheduler stops first, so one item may see cbs->run several
+ *     times, cbs->cancel at most once, and never both cbs->cancel and
+ *     kmq_sched_done(). A refused submit hands nothing back: the caller
+ *     still owns the item.
  *   - Items with the same key (a user id) form one actor. An actor runs at
  *     most one item at a time, in submit order; the next item starts only
  *     after kmq_sched_done() for the previous one, which may come from any
- *     thread, long after cbs->run returned. Different actors run in parallel.
+ *     thread, long after cbs->run returned. An item waiting for its retry
+ *     delay is still its actor's running item: the actor's next items wait
+ *     for it, other actors run meanwhile, and no thread waits with it.
+ *     Different actors run in parallel.
  *   - Threads. One "dispatcher" thread (the Kafka poll thread) owns the
  *     scheduler: it alone calls kmq_sched_new, _submit, _can_accept,
  *     _reclaim, _cancel_if, _stop and _destroy. cbs->run, cbs->cancel and
  *     cancellation predicates run on worker threads only, never on the
  *     dispatcher.
- *     kmq_sched_done, kmq_sched_actor_key and kmq_sched_stats are callable
- *     from any thread.
+ *     kmq_sched_done, kmq_sched_retry_after, kmq_sched_actor_key and
+ *     kmq_sched_stats are callable from any thread.
  *   - Bounds. Everything is bounded by configuration and a full bound is an
  *     explicit KMQ_ERR_BACKPRESSURE, never silent growth:
  *       kmq.sched.mailbox.size  items queued per actor (rounded up to a power
@@ -29,6 +37,9 @@
  *       kmq.sched.workers       worker threads (0: online CPUs);
  *       kmq.sched.idle.ms       idle time after which kmq_sched_reclaim()
  *                               recycles an actor.
+ *     Retry timers need no bound of their own: at most one per actor with
+ *     a running item, stored in the actor, ordered in a heap allocated by
+ *     kmq_sched_new for min(kmq.sched.max.actors, kmq.max.inflight).
  *     Memory grows only when a new key needs an actor and no recycled slot
  *     is free; slots are reused after reclaim and freed by destroy.
  *   - Failure. A function returning an error has done nothing (no item
@@ -60,16 +71,20 @@ typedef struct kmq_sched_actor_s kmq_sched_actor_t;
 typedef struct kmq_sched_callbacks_s {
   /* Processes one item. @locality any worker thread.
    * Called for the oldest queued item of an actor that has no other item
-   * running. Ownership of item passes to the callee. The item counts as
-   * running until kmq_sched_done(s, actor) is called, exactly once, from
-   * this callback or later from any thread; the actor's next item waits
-   * until then. Must not call kmq_sched_destroy(). Required. */
+   * running, and again for an item put back with kmq_sched_retry_after()
+   * once its delay has passed (same item, same actor token; the scheduler
+   * does not say which of the two it is: the item's own state does).
+   * Ownership of item passes to the callee. The item counts as running
+   * until kmq_sched_done(s, actor) is called, exactly once, from this
+   * callback or later from any thread; the actor's next item waits until
+   * then. Must not call kmq_sched_destroy(). Required. */
   void (*run)(void *opaque, kmq_sched_actor_t *actor, void *item);
 
   /* Hands back an item that will not run (matched a kmq_sched_cancel_if()
-   * predicate, or kmq_sched_stop()/_destroy() began). Ownership passes to
-   * the callee; kmq_sched_done() must NOT be called for it.
-   * @locality any worker thread. Required. */
+   * predicate, or kmq_sched_stop()/_destroy() began), including one that
+   * ran before and was waiting for its retry delay when the scheduler
+   * stopped. Ownership passes to the callee; kmq_sched_done() must NOT be
+   * called for it. @locality any worker thread. Required. */
   void (*cancel)(void *opaque, void *item);
 } kmq_sched_callbacks_t;
 
@@ -78,9 +93,13 @@ typedef struct kmq_sched_callbacks_s {
  * consistent snapshot of each other while the scheduler is busy. */
 typedef struct kmq_sched_stats_s {
   uint64_t submitted;         /* items accepted by kmq_sched_submit */
-  uint64_t run;               /* items handed to cbs->run */
+  uint64_t run;               /* items handed to cbs->run (retries not
+                                 counted again) */
   uint64_t completed;         /* items acknowledged by kmq_sched_done */
-  uint64_t cancelled;         /* items handed to cbs->cancel */
+  uint64_t cancelled;         /* items handed to cbs->cancel (queued, or
+                                 waiting for a retry at shutdown) */
+  uint64_t retries;           /* kmq_sched_retry_after calls accepted */
+  uint64_t timers;            /* items waiting for their retry delay now */
   uint64_t inflight;          /* submitted, not yet completed nor cancelled */
   uint64_t backpressure;      /* submits refused with KMQ_ERR_BACKPRESSURE */
   uint64_t actors_live;       /* actors with a key (busy or idle) */
@@ -106,17 +125,20 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
 
 /* Stops the scheduler (kmq_sched_stop) and frees it. Blocks until every
  * item already handed to cbs->run has been acknowledged with
- * kmq_sched_done() (from other threads); items still queued are handed to
- * cbs->cancel on worker threads instead of running; pending cancellation
- * predicates are released (their arg_free called here). Then workers are
- * joined and all memory is freed; no callback runs after it returns.
- * NULL is a no-op. Must not be called from a callback.
+ * kmq_sched_done() (from other threads); items still queued, and items
+ * waiting for a retry delay, are handed to cbs->cancel on worker threads
+ * instead of running; pending cancellation predicates are released (their
+ * arg_free called here). Then workers are joined and all memory is freed;
+ * no callback runs after it returns. NULL is a no-op. Must not be called
+ * from a callback.
  * @locality dispatcher thread. */
 void kmq_sched_destroy(kmq_sched_t *s);
 
-/* Begins shutdown without blocking: from now on kmq_sched_submit() returns
- * KMQ_ERR_SHUTDOWN and items still queued are handed to cbs->cancel instead
- * of running; items already running finish normally with kmq_sched_done().
+/* Begins shutdown without blocking: from now on kmq_sched_submit() and
+ * kmq_sched_retry_after() return KMQ_ERR_SHUTDOWN; items still queued and
+ * items waiting for a retry delay (whether due or not) are handed to
+ * cbs->cancel instead of running, at once by the workers; items already
+ * running finish normally with kmq_sched_done().
  * The dispatcher may keep doing other work while the scheduler drains
  * (kmq_sched_stats().inflight reaches 0), then must call
  * kmq_sched_destroy(). Idempotent; NULL is a no-op. @locality dispatcher. */
@@ -172,9 +194,40 @@ bool kmq_sched_can_accept(const kmq_sched_t *s, const void *key,
  * @locality any thread. */
 kmq_err_t kmq_sched_done(kmq_sched_t *s, kmq_sched_actor_t *actor);
 
+/* Puts the running item of actor back to run again later: after delay_ms
+ * (CLOCK_MONOTONIC; 0: as soon as a worker is free), on a worker, the
+ * scheduler calls cbs->run(opaque, actor, item) again with the same actor
+ * token. Meanwhile the actor keeps the item as its running one: its next
+ * items wait (order), other actors run, and no thread waits for the delay
+ * (the item is on a timer owned by the scheduler). Called by the holder of
+ * the token instead of kmq_sched_done(), from any thread: inside cbs->run
+ * on a worker, or on the thread that completes an asynchronous item. item
+ * is normally the item cbs->run was given; the scheduler stores whatever
+ * pointer it gets and hands that back.
+ * On KMQ_OK the caller gives up the token and item: it must not use either
+ * again (cbs->run may already be running the item on another worker when
+ * this returns) until cbs->run hands them back. A due retry runs before
+ * queued items; with every worker busy it waits for the first of them to
+ * finish its item (no timer thread). Should the scheduler stop first, the
+ * item is handed to cbs->cancel instead (it will not run again) and counts
+ * as finished.
+ * Errors (nothing done: whoever held the token still does):
+ *   KMQ_ERR_SHUTDOWN     kmq_sched_stop() was called: finish the item with
+ *                        kmq_sched_done() instead;
+ *   KMQ_ERR_STATE        the actor has no running item (detection is best
+ *                        effort, as for kmq_sched_done());
+ *   KMQ_ERR_INVALID_ARG  s, actor or item NULL, or delay_ms < 0.
+ * Never allocates: one timer per actor with a running item, in storage
+ * sized at kmq_sched_new. Takes the run queue's lock briefly; never blocks
+ * otherwise. A delay beyond the monotonic clock's range is cut to it.
+ * @locality any thread (the token's holder). */
+kmq_err_t kmq_sched_retry_after(kmq_sched_t *s, kmq_sched_actor_t *actor,
+                                void *item, int64_t delay_ms);
+
 /* The key of actor, its length in *key_lenp (if not NULL). The bytes are
  * valid while the actor has an item running (from cbs->run until
- * kmq_sched_done()). Not NUL-terminated. @locality any thread. */
+ * kmq_sched_done(), including retry delays). Not NUL-terminated.
+ * @locality any thread. */
 const void *kmq_sched_actor_key(const kmq_sched_actor_t *actor,
                                 size_t *key_lenp);
 

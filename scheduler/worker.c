@@ -1,0 +1,176 @@
+/*
+ * kmq scheduler: where workers find work and how they sleep. The run queue
+ * (a min-heap of actors on their head item's submit order, under
+ * runq_lock; sched_int.h says why), the wake-up accounting for sleeping
+ * workers, and the worker loop, which also takes due retry timers
+ * (timer.c). The ownership protocol is in sched_int.h.
+ */
+#include "scheduler/sched_ring.h"
+
+/* ---- run queue (sched_int.h: a min-heap under a mutex) ---- */
+
+/* Wakes sleepers for the queued actors no awake worker will take. Called
+ * with runq_lock held. A woken worker counts as a sleeper until it runs,
+ * so a burst of pushes may wake one worker more than needed: harmless.
+ * The timer watcher (timer.c) is a sleeper too but waits on timer_cond:
+ * it is woken last, when the others on wake_cond are not enough. */
+void kmq__wake_locked(kmq_sched_t *s) {
+  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  uint32_t awake = atomic_load_explicit(&s->spinners, memory_order_relaxed);
+  uint32_t sleepers = atomic_load_explicit(&s->sleepers, memory_order_relaxed);
+  uint32_t need = len > awake ? len - awake : 0;
+  if (need > sleepers)
+    need = sleepers;
+  uint32_t plain = sleepers - (s->timer_watched ? 1 : 0);
+  if (need > plain) {
+    pthread_cond_signal(&s->timer_cond);
+    need = plain;
+  }
+  while (need-- > 0)
+    pthread_cond_signal(&s->wake_cond);
+}
+
+/* See sched_int.h. The mutex orders everything this thread did to a
+ * before the popping worker's first access. @locality any thread */
+void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
+                    bool wake) {
+  pthread_mutex_lock(&s->runq_lock);
+  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  if (len >= s->runq_cap)
+    KMQ__SCHED_BUG("run queue overflow");
+  uint32_t i = len;
+  a->runq_seq = seq;
+  while (i > 0) { /* sift up */
+    uint32_t parent = (i - 1) / 2;
+    if (!kmq__seq_before(seq, s->runq_heap[parent]->runq_seq))
+      break;
+    s->runq_heap[i] = s->runq_heap[parent];
+    i = parent;
+  }
+  s->runq_heap[i] = a;
+  atomic_store_explicit(&s->runq_len, len + 1, memory_order_relaxed);
+  if (wake)
+    kmq__wake_locked(s);
+  pthread_mutex_unlock(&s->runq_lock);
+}
+
+/* The actor with the oldest head item, or NULL. Called with runq_lock
+ * held. */
+static kmq_sched_actor_t *kmq__runq_take(kmq_sched_t *s) {
+  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  if (len == 0)
+    return NULL;
+  kmq_sched_actor_t **h = s->runq_heap;
+  kmq_sched_actor_t *top = h[0];
+  kmq_sched_actor_t *last = h[--len];
+  uint32_t i = 0;
+  for (;;) { /* sift last down from the root */
+    uint32_t c = 2 * i + 1;
+    if (c >= len)
+      break;
+    if (c + 1 < len && kmq__seq_before(h[c + 1]->runq_seq, h[c]->runq_seq))
+      c++;
+    if (!kmq__seq_before(h[c]->runq_seq, last->runq_seq))
+      break;
+    h[i] = h[c];
+    i = c;
+  }
+  if (len > 0)
+    h[i] = last;
+  atomic_store_explicit(&s->runq_len, len, memory_order_relaxed);
+  return top;
+}
+
+/* Takes the head actor without sleeping; NULL when the queue looks empty.
+ * The unlocked length check keeps spinning workers off the lock.
+ * @locality any worker */
+static kmq_sched_actor_t *kmq__runq_pop(kmq_sched_t *s) {
+  if (atomic_load_explicit(&s->runq_len, memory_order_relaxed) == 0)
+    return NULL;
+  pthread_mutex_lock(&s->runq_lock);
+  kmq_sched_actor_t *a = kmq__runq_take(s);
+  pthread_mutex_unlock(&s->runq_lock);
+  return a;
+}
+
+/* Sleeps until a retry timer is due (returned, its item in *itemp), an
+ * actor is queued (returned, *itemp NULL) or the scheduler exits (NULL).
+ * A push, a new timer and stop signal under runq_lock, which a sleeper
+ * holds from its checks until it is inside its wait: no lost wake-up.
+ * @locality any worker */
+static kmq_sched_actor_t *kmq__worker_wait(kmq_sched_t *s, void **itemp) {
+  kmq_sched_actor_t *a = NULL;
+  *itemp = NULL;
+  pthread_mutex_lock(&s->runq_lock);
+  /* Under the lock: a push that still counts us as awake has queued its
+   * actor before we look below. */
+  atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
+  while ((a = kmq__timer_take_locked(s, itemp)) == NULL &&
+         (a = kmq__runq_take(s)) == NULL && !s->exiting) {
+    atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_relaxed);
+    kmq__timer_sleep_locked(s);
+    atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
+  }
+  if (a != NULL)
+    kmq__timer_handover_locked(s);
+  pthread_mutex_unlock(&s->runq_lock);
+  return a;
+}
+
+/* Runs or cancels the head item(s) of an actor popped from the run queue.
+ * @locality any worker (the actor's runner) */
+static void kmq__actor_step(kmq_sched_t *s, kmq_sched_actor_t *a) {
+  for (int n = 1;; n++) {
+    struct kmq__mbox_entry e;
+    /* pending > 0 and we are the runner, and every counted item was
+     * committed before its count: the mailbox cannot be empty. */
+    if (!kmq__mbox_pop(a, &e))
+      KMQ__SCHED_BUG("runnable actor with an empty mailbox");
+    bool cancel = kmq__gen_should_cancel(s, &e);
+    kmq__gen_dequeued(s, &e);
+    if (!cancel) {
+      /* Relaxed: the token reaches the completing thread through the
+       * caller's own hand-off, which orders this store before its done. */
+      atomic_store_explicit(&a->running, true, memory_order_relaxed);
+      atomic_fetch_add_explicit(&s->st_run, 1, memory_order_relaxed);
+      s->cbs.run(s->opaque, a, e.item);
+      /* a now belongs to the item's completer: not touched again here. */
+      return;
+    }
+    s->cbs.cancel(s->opaque, e.item);
+    atomic_fetch_add_explicit(&s->st_cancelled, 1, memory_order_relaxed);
+    /* Keep cancelling on this actor a bounded number of times, then
+     * re-queue it so other actors get a turn. */
+    if (!kmq__actor_finish(s, a, n < KMQ__SCHED_CANCEL_BATCH))
+      return;
+  }
+}
+
+void *kmq__worker_main(void *arg) {
+  kmq_sched_t *s = arg;
+  for (;;) {
+    void *item;
+    /* A due retry first, between every two items: its item is older than
+     * anything still queued on its actor. */
+    kmq_sched_actor_t *a = kmq__timer_poll(s, &item);
+    if (a != NULL) {
+      kmq__timer_fire(s, a, item);
+      continue;
+    }
+    atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed);
+    for (int spin = 0; spin < KMQ__SCHED_SPIN && a == NULL; spin++) {
+      if ((a = kmq__runq_pop(s)) == NULL)
+        ck_pr_stall();
+    }
+    if (a != NULL) {
+      atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
+    } else if ((a = kmq__worker_wait(s, &item)) == NULL) {
+      return NULL;
+    } else if (item != NULL) {
+      kmq__timer_fire(s, a, item);
+      continue;
+    }
+    kmq__actor_step(s, a);
+  }
+}
+
