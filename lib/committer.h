@@ -1,12 +1,17 @@
 /*
- * Committer: turns gate progress into stored and committed offsets.
+ * Committer: turns gate progress into committed offsets.
  *
- * Offsets go to librdkafka with rd_kafka_offsets_store() only once the gate
- * says they are the end of a contiguous finished prefix; an asynchronous
- * rd_kafka_commit() follows every kmq.commit.interval.ms, or as soon as
- * kmq.commit.batch offsets advanced. A failed commit loses nothing: the
- * stored position stays in librdkafka and the next commit carries it.
- * Synchronous commits (revoke, close) pass explicit offsets.
+ * Each commit carries, per partition, the gate's committable offset (the end
+ * of the contiguous finished prefix) and, as the offset's metadata, the
+ * finished offsets beyond it (kmq_gate_encode_done, at most
+ * kmq.commit.metadata.max.bytes; 0 turns it off), so that the partition's
+ * next owner skips work already done instead of doing it again. Explicit
+ * offset lists are committed (librdkafka 2.0.2 stores no metadata with
+ * rd_kafka_offsets_store): asynchronously every kmq.commit.interval.ms, or
+ * as soon as kmq.commit.batch offsets finished; synchronously on revoke and
+ * close. A partition is committed again when its prefix advanced or an
+ * offset beyond it finished (`dirty`). A failed commit loses nothing: its
+ * partitions are dirty again and the next commit carries them.
  *
  * @locality poll thread, like the partitions it reads.
  */
@@ -27,11 +32,16 @@ typedef struct {
   int64_t interval_ms;
   int64_t batch;
   int64_t timeout_ms;
-  int64_t pending;   /* offsets advanced since the last commit */
+  int64_t pending;   /* offsets finished since the last commit */
   int64_t last_ms;   /* time of the last commit */
+  size_t meta_max;   /* kmq.commit.metadata.max.bytes; 0: no metadata */
+  char *meta_buf;    /* meta_max + 1 bytes of scratch, or NULL */
   /* Written on the poll thread only, read from any thread for metrics
    * (kmq_consumer_stats): relaxed atomics, single writer, order nothing. */
   _Atomic int64_t commits, commit_errors, offsets_committed;
+  /* Commits whose metadata could not hold every finished offset (those
+   * left out are processed again after a rebalance, never skipped). */
+  _Atomic int64_t meta_truncated;
 } kmq__committer_t;
 
 /* Single-writer counter update (poll thread), see above. */
@@ -40,18 +50,20 @@ static inline void kmq__cm_add(_Atomic int64_t *c, int64_t n) {
                         memory_order_relaxed);
 }
 
-void kmq__committer_init(kmq__committer_t *cm, rd_kafka_t *rk,
-                         int64_t interval_ms, int64_t batch,
-                         int64_t timeout_ms);
+/* Returns -1 when the metadata buffer cannot be allocated. */
+int kmq__committer_init(kmq__committer_t *cm, rd_kafka_t *rk,
+                        int64_t interval_ms, int64_t batch, int64_t timeout_ms,
+                        size_t meta_max);
+void kmq__committer_free(kmq__committer_t *cm);
 
-/* The gate of `p` advanced by `n` offsets. */
+/* `n` offsets of `p` finished (its commit is due again). */
 void kmq__committer_note(kmq__committer_t *cm, kmq__part_t *p, int64_t n);
 
-/* Stores dirty partitions and commits asynchronously if due. */
+/* Commits dirty partitions asynchronously if due. */
 void kmq__committer_maybe_commit(kmq__committer_t *cm, kmq__part_t *parts,
                                  int64_t now_ms);
 
-/* Stores and commits the committable offset of each partition in `parts`
+/* Commits the committable offset of each partition in `parts`
  * (a list linked through next; `only_revoking` restricts it to partitions
  * being revoked) synchronously, before they are unassigned. */
 kmq_err_t kmq__committer_commit_sync(kmq__committer_t *cm, kmq__part_t *parts,

@@ -41,6 +41,10 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.close.timeout.ms", KMQ__T_INT, "30000", 0, 3600000,
      "Close waits this long for running messages before it leaves the "
      "group anyway (what still runs is abandoned: not committed)"},
+    {"kmq.commit.metadata.max.bytes", KMQ__T_INT, "4000", 0, 1048576,
+     "Finished offsets beyond the committed one, sent as the commit's "
+     "metadata so the next owner skips them (0: off; keep it below the "
+     "broker's offset.metadata.max.bytes, 4096 by default)"},
     {"kmq.commit.timeout.ms", KMQ__T_INT, "10000", 100, 600000,
      "Timeout of synchronous commits and committed-offset queries"},
     {"kmq.poll.batch", KMQ__T_INT, "500", 1, 100000,

@@ -84,10 +84,14 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     goto fail_slots;
   }
   rd_kafka_poll_set_consumer(c->rk);
-  kmq__committer_init(&c->cm, c->rk,
-                      kmq_conf_get_int(conf, "kmq.commit.interval.ms"),
-                      kmq_conf_get_int(conf, "kmq.commit.batch"),
-                      c->commit_timeout_ms);
+  if (kmq__committer_init(
+          &c->cm, c->rk, kmq_conf_get_int(conf, "kmq.commit.interval.ms"),
+          kmq_conf_get_int(conf, "kmq.commit.batch"), c->commit_timeout_ms,
+          (size_t)kmq_conf_get_int(conf, "kmq.commit.metadata.max.bytes"))) {
+    snprintf(errstr, errstr_size, "out of memory for commit metadata");
+    rd_kafka_destroy(c->rk);
+    goto fail_slots;
+  }
   return c;
 
 fail_slots:
@@ -269,6 +273,7 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
     if (c->slots[i].m)
       rd_kafka_message_destroy(c->slots[i].m);
   rd_kafka_destroy(c->rk);
+  kmq__committer_free(&c->cm);
   free(c->acked_next);
   free(c->free_stack);
   free(c->slots);
@@ -292,11 +297,14 @@ void kmq_consumer_stats(const kmq_consumer_t *c, kmq_consumer_stats_t *out) {
   out->refetched = KMQ__LD(refetched);
   out->slow_revokes = KMQ__LD(slow_revokes);
   out->abandoned = KMQ__LD(abandoned);
+  out->restored = KMQ__LD(restored);
+  out->skipped_done = KMQ__LD(skipped_done);
 #undef KMQ__LD
 #define KMQ__LD(f) atomic_load_explicit(&c->cm.f, memory_order_relaxed)
   out->commits = KMQ__LD(commits);
   out->commit_errors = KMQ__LD(commit_errors);
   out->offsets_committed = KMQ__LD(offsets_committed);
+  out->meta_truncated = KMQ__LD(meta_truncated);
 #undef KMQ__LD
 }
 

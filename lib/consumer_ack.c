@@ -16,8 +16,12 @@ void kmq__part_finish(kmq_consumer_t *c, kmq__part_t *p, int64_t offset) {
     return;
   int64_t before = kmq_gate_committable(p->gate), after = before;
   kmq_err_t err = kmq_gate_mark_done(p->gate, offset, &after);
+  /* With commit metadata, an offset finished beyond the prefix changes
+   * what the next commit says too. */
   if (err == KMQ_OK)
-    kmq__committer_note(&c->cm, p, after - before);
+    kmq__committer_note(&c->cm, p,
+                        after > before ? after - before
+                                       : (c->cm.meta_buf != NULL));
 }
 
 void kmq__slot_free(kmq_consumer_t *c, uint32_t idx) {

@@ -67,6 +67,13 @@ static kmq_err_t kmq__offer(kmq_consumer_t *c, kmq__part_t *p,
                             rd_kafka_message_t *m) {
   if (!p->gate && kmq__part_gate(c, p, m->offset))
     return KMQ_ERR_BACKPRESSURE;
+  if (kmq_gate_is_done(p->gate, m->offset)) {
+    /* Finished by the partition's previous owner (restored from the commit
+     * metadata): taken, not processed again. */
+    KMQ__INC(c, skipped_done, 1);
+    rd_kafka_message_destroy(m);
+    return KMQ_OK;
+  }
   if (kmq_gate_would_overflow(p->gate, m->offset) ||
       (c->ah && c->free_top == 0)) {
     KMQ__INC(c, backpressured, 1);

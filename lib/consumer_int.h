@@ -52,7 +52,7 @@ typedef struct {
 typedef struct {
   atomic_llong consumed, dispatched, finished, unfinished, backpressured,
       assigned, revoked, lost, rebalances, in_flight, paused, consume_errors,
-      refetched, slow_revokes, abandoned;
+      refetched, slow_revokes, abandoned, restored, skipped_done;
 } kmq__cstats_t;
 
 struct kmq_consumer_s {

@@ -8,6 +8,29 @@
 #include "lib/consumer_int.h"
 #include "lib/util.h"
 
+/* The committed metadata of e lists offsets the previous owner finished
+ * beyond the committed one (lib/committer.h): p's fresh gate takes them, and
+ * kmq__offer skips those records. Bad or foreign metadata (another
+ * client's) is ignored: those records are processed again, never skipped.
+ * @locality poll thread */
+static void kmq__restore_done(kmq_consumer_t *c, kmq__part_t *p,
+                              const rd_kafka_topic_partition_t *e) {
+  if (!e->metadata || !e->metadata_size)
+    return;
+  int64_t before = kmq_gate_committable(p->gate), n = 0;
+  kmq_err_t err =
+      kmq_gate_restore_done(p->gate, e->metadata, e->metadata_size, &n);
+  if (err) {
+    kmq__log("WARN", "consumer", "%s [%d]: commit metadata not restored "
+             "(%s): records after offset %lld are processed again",
+             p->topic, p->partition, kmq_err2str(err), (long long)before);
+    return;
+  }
+  KMQ__INC(c, restored, n);
+  /* A restored run at the committed offset moves the prefix: commit it. */
+  kmq__committer_note(&c->cm, p, kmq_gate_committable(p->gate) - before);
+}
+
 /* Gates start at the committed offset. When the group has none (or the
  * lookup fails) the gate starts at the first offset that arrives, which is
  * the same point since fetching starts there. The low watermark is not
@@ -30,8 +53,8 @@ static void kmq__on_assign(kmq_consumer_t *c,
       start = e->offset;
       p->committed = p->stored = e->offset;
     }
-    if (start >= 0 && !p->gate)
-      kmq__part_gate(c, p, start);
+    if (start >= 0 && !p->gate && !kmq__part_gate(c, p, start))
+      kmq__restore_done(c, p, e);
   }
   rd_kafka_topic_partition_list_destroy(q);
 }

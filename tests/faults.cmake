@@ -56,6 +56,14 @@ if(KMQ_FUZZ)
   target_compile_options(fuzz_gate PRIVATE -fsanitize=fuzzer,address,undefined
                          -fno-sanitize-recover=undefined)
   target_link_options(fuzz_gate PRIVATE -fsanitize=fuzzer,address,undefined)
+  # The gate's commit-metadata decoder: broker-supplied text.
+  add_executable(fuzz_gate_meta ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_gate_meta.c
+                                ${PROJECT_SOURCE_DIR}/lib/gate.c)
+  target_include_directories(fuzz_gate_meta PRIVATE ${PROJECT_SOURCE_DIR}/include)
+  target_compile_options(fuzz_gate_meta PRIVATE
+                         -fsanitize=fuzzer,address,undefined
+                         -fno-sanitize-recover=undefined)
+  target_link_options(fuzz_gate_meta PRIVATE -fsanitize=fuzzer,address,undefined)
 endif()
 
 # Scenario 2: SIGKILL of the broker of a private single-node cluster.

@@ -10,6 +10,10 @@ kmq_add_test(test_inflight_broker SOURCES test_inflight_broker.c
 kmq_add_test(test_metrics_broker SOURCES test_metrics_broker.c
              LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)
 
+# Issue 10: finished work survives a rebalance (commit metadata).
+kmq_add_test(test_commit_meta_broker SOURCES test_commit_meta_broker.c
+             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)
+
 # Issue 10, item 4: a RETRY storm of one user does not slow the others (the
 # backoff waits on a scheduler timer, not on a worker).
 kmq_add_test(test_retry_broker SOURCES test_retry_broker.c

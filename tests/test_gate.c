@@ -1,7 +1,8 @@
 /* Commit gate: the design's worked example, a reference model over random
- * permutations, duplicates, stale offsets, window overflow, gap filling, and
- * the threading contract (completions from many threads through an MPSC ring
- * to the single owner thread). */
+ * permutations, duplicates, stale offsets, window overflow, gap filling, the
+ * threading contract (completions from many threads through an MPSC ring
+ * to the single owner thread), and a gate restored from commit metadata
+ * under track / mark_done / is_done (the text itself: test_gate_meta.c). */
 #include <check.h>
 #include <ck_ring.h> /* with check.h: no ck_ name clash */
 #include <pthread.h>
@@ -256,6 +257,204 @@ START_TEST(mpsc_completions_single_owner) {
 }
 END_TEST
 
+/* ---- Restored gates: kmq_gate_restore_done, then the consumer's calls ----
+ * Texts written out by hand from gate.h's format (Ku = Kf = 0, bits shown). */
+
+START_TEST(committable_advances_on_restore) {
+  /* Runs 0,3,4,2 from 100: 1 011 00100 010 = "si"; 100..102 and 107..108
+   * finished, the set starts at the committable offset. */
+  kmq_gate_t *g = new_gate(100, 64);
+  int64_t restored, c;
+  ck_assert_int_eq(kmq_gate_restore_done(g, "k1:100:AAsi", 11, &restored),
+                   KMQ_OK);
+  ck_assert_int_eq(restored, 5);
+  ck_assert_int_eq(kmq_gate_committable(g), 103);
+  ck_assert_int_eq(kmq_gate_high(g), 103); /* followed base, no further */
+  ck_assert_int_eq(kmq_gate_backlog(g), 2); /* 107, 108 */
+  ck_assert_int_eq(kmq_gate_in_flight(g), 0);
+  /* Records 100..102 arrive again: finished, and below high (a re-fetch). */
+  ck_assert(kmq_gate_is_done(g, 101));
+  ck_assert_int_eq(kmq_gate_track(g, 101), KMQ_ERR_STATE);
+  /* 103 and 105 come (104 was compacted away), 106 comes, 107/108 skip. */
+  ck_assert_int_eq(kmq_gate_track(g, 103), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_track(g, 105), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_in_flight(g), 2);
+  ck_assert_int_eq(kmq_gate_backlog(g), 3); /* 104 skipped, 107, 108 */
+  ck_assert_int_eq(kmq_gate_track(g, 106), KMQ_OK);
+  ck_assert(kmq_gate_is_done(g, 107));
+  ck_assert_int_eq(kmq_gate_track(g, 107), KMQ_ERR_DUPLICATE);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 108, NULL), KMQ_ERR_DUPLICATE);
+  ck_assert_int_eq(kmq_gate_high(g), 107);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 105, &c), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 106, &c), KMQ_OK);
+  ck_assert_int_eq(c, 103);
+  ck_assert_int_eq(kmq_gate_mark_done(g, 103, &c), KMQ_OK);
+  ck_assert_int_eq(c, 109); /* over 104 (skipped) and 107, 108 (restored) */
+  ck_assert_int_eq(kmq_gate_high(g), 109);
+  ck_assert_int_eq(kmq_gate_backlog(g), 0);
+  ck_assert_int_eq(kmq_gate_in_flight(g), 0);
+  ck_assert_int_eq(kmq_gate_track(g, 109), KMQ_OK);
+  kmq_gate_destroy(g);
+
+  /* Runs 0,10 from 0 (1 0001010 = "ig"): everything restored is contiguous,
+   * the gate is empty again. */
+  g = new_gate(0, 64);
+  ck_assert_int_eq(kmq_gate_restore_done(g, "k1:0:AAig", 9, &restored),
+                   KMQ_OK);
+  ck_assert_int_eq(restored, 10);
+  ck_assert_int_eq(kmq_gate_committable(g), 10);
+  ck_assert_int_eq(kmq_gate_backlog(g), 0);
+  ck_assert_int_eq(kmq_gate_track(g, 10), KMQ_OK);
+  kmq_gate_destroy(g);
+}
+END_TEST
+
+START_TEST(restored_gate_edges) {
+  /* Runs 5,3 from 100 (00110 011 = "Mw"): 105..107 finished. */
+  const char *t = "k1:100:AAMw";
+  int64_t restored;
+  kmq_gate_t *g = new_gate(100, 64);
+  ck_assert_int_eq(kmq_gate_restore_done(g, t, 11, &restored), KMQ_OK);
+  ck_assert_int_eq(restored, 3);
+  ck_assert_int_eq(kmq_gate_high(g), 100);
+  ck_assert_int_eq(kmq_gate_in_flight(g), 0);
+  ck_assert(!kmq_gate_would_overflow(g, 100000)); /* nothing tracked yet */
+  /* 110 marked done without being tracked first: the offsets between count
+   * as in flight exactly as on a plain gate. */
+  ck_assert_int_eq(kmq_gate_mark_done(g, 110, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_high(g), 111);
+  ck_assert_int_eq(kmq_gate_backlog(g), 4);
+  ck_assert_int_eq(kmq_gate_in_flight(g), 7); /* 100..104, 108, 109 */
+  kmq_gate_destroy(g);
+
+  /* The first record lies past the window (the log was truncated under the
+   * committed offset): the gate jumps, restored offsets below it are moot,
+   * nothing stalls, no stale bit survives in the wrapped bitmap. */
+  g = new_gate(100, 64);
+  ck_assert_int_eq(kmq_gate_restore_done(g, t, 11, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_track(g, 500), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 500);
+  ck_assert_int_eq(kmq_gate_backlog(g), 0);
+  ck_assert_int_eq(kmq_gate_in_flight(g), 1);
+  for (int64_t o = 500; o < 564; o++)
+    ck_assert_int_eq(kmq_gate_is_done(g, o), 0);
+  kmq_gate_destroy(g);
+
+  /* The first record inside the window, past the restored offsets. */
+  g = new_gate(100, 64);
+  ck_assert_int_eq(kmq_gate_restore_done(g, t, 11, NULL), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_track(g, 106), KMQ_ERR_DUPLICATE);
+  ck_assert_int_eq(kmq_gate_track(g, 108), KMQ_OK);
+  ck_assert_int_eq(kmq_gate_committable(g), 108); /* 100..104 never came */
+  ck_assert_int_eq(kmq_gate_backlog(g), 0);
+  kmq_gate_destroy(g);
+
+  /* Near INT64_MAX the window's end would overflow. Runs 3,7 (00100 00111
+   * = "Ic"): INT64_MAX - 7 .. INT64_MAX - 1; runs 3,8 ("II") would reach
+   * offset INT64_MAX, which cannot exist. */
+  int64_t top = INT64_MAX - 10;
+  g = new_gate(top, 64);
+  ck_assert_int_eq(
+      kmq_gate_restore_done(g, "k1:9223372036854775797:AAII", 27, NULL),
+      KMQ_ERR_BAD_FIELD);
+  ck_assert_int_eq(
+      kmq_gate_restore_done(g, "k1:9223372036854775797:AAIc", 27, &restored),
+      KMQ_OK);
+  ck_assert_int_eq(restored, 7);
+  ck_assert(kmq_gate_is_done(g, INT64_MAX - 1));
+  ck_assert(!kmq_gate_is_done(g, INT64_MAX - 8));
+  char buf[64];
+  size_t len;
+  int64_t end;
+  ck_assert_int_eq(kmq_gate_encode_done(g, buf, sizeof(buf), &len, &end, NULL),
+                   KMQ_OK);
+  ck_assert_int_eq(end, INT64_MAX); /* the window's end, saturated */
+  kmq_gate_t *again = new_gate(top, 64);
+  ck_assert_int_eq(kmq_gate_restore_done(again, buf, len, &restored), KMQ_OK);
+  ck_assert_int_eq(restored, 7);
+  for (int64_t o = top; o < INT64_MAX; o++)
+    ck_assert_int_eq(kmq_gate_is_done(again, o), kmq_gate_is_done(g, o));
+  kmq_gate_destroy(again);
+  kmq_gate_destroy(g);
+}
+END_TEST
+
+/* The consumer's use: the old owner finished a random set and committed its
+ * text (sometimes truncated); the new owner restores it, receives every
+ * record again in order (some never come: compaction), skips what is_done
+ * says and tracks and finishes the rest in random order. No finished record
+ * is processed again, in_flight counts exactly what runs, and committable
+ * ends past everything that came. Windows differ now and then (a reader
+ * with a smaller window ignores what lies beyond it). */
+START_TEST(restore_then_consume) {
+  static char buf[1 << 14];
+  for (int round = 0; round < 200; round++) {
+    size_t w = 1024, n = 1 + rnd() % w;
+    int64_t c = (int64_t)(rnd() % 100000);
+    kmq_gate_t *a = new_gate(c, w);
+    for (size_t i = 0; i < n; i++)
+      ck_assert_int_eq(kmq_gate_track(a, c + (int64_t)i), KMQ_OK);
+    int permille = (int)(rnd() % 1001), run = 1 + (int)(rnd() % 60);
+    for (size_t i = 1; i < n; i++) /* random, or in runs of ~run */
+      if (round % 2 ? (int)(rnd() % 1000) < permille : (i / (size_t)run) % 2)
+        ck_assert_int_eq(kmq_gate_mark_done(a, c + (int64_t)i, NULL), KMQ_OK);
+    size_t size = round % 3 ? sizeof(buf) : KMQ_GATE_META_MIN + rnd() % 64;
+    size_t len, wb = round % 5 ? w : 64;
+    int64_t end, restored;
+    ck_assert_int_eq(kmq_gate_encode_done(a, buf, size, &len, &end, NULL),
+                     KMQ_OK);
+    if (end > c + (int64_t)wb)
+      end = c + (int64_t)wb;
+    kmq_gate_t *b = new_gate(c, wb);
+    ck_assert_int_eq(kmq_gate_restore_done(b, buf, len, &restored), KMQ_OK);
+    int64_t want_restored = 0;
+    for (int64_t o = c; o < end; o++)
+      want_restored += kmq_gate_is_done(a, o);
+    ck_assert_int_eq(restored, want_restored);
+    int64_t *pending = malloc(n * sizeof(*pending));
+    size_t np = 0;
+    int64_t high_before = kmq_gate_high(b), last_tracked = -1;
+    for (int64_t o = c; o < c + (int64_t)n; o++) {
+      bool done = o < end && kmq_gate_is_done(a, o);
+      ck_assert_int_eq(kmq_gate_is_done(b, o), done);
+      if (!done && rnd() % 10 == 0)
+        continue; /* never delivered: the next track fills it */
+      if (done) { /* skip: finished before the rebalance */
+        ck_assert_int_eq(kmq_gate_mark_done(b, o, NULL), KMQ_ERR_DUPLICATE);
+        if (o >= kmq_gate_high(b))
+          ck_assert_int_eq(kmq_gate_track(b, o), KMQ_ERR_DUPLICATE);
+        continue;
+      }
+      ck_assert_int_ge(o, high_before);
+      if (kmq_gate_would_overflow(b, o))
+        break; /* the smaller reader window: the consumer would pause */
+      ck_assert_int_eq(kmq_gate_track(b, o), KMQ_OK);
+      last_tracked = o;
+      pending[np++] = o;
+      ck_assert_int_eq(kmq_gate_in_flight(b), (int64_t)np);
+      while (np && rnd() % 3 == 0) { /* finish some, any order */
+        size_t k = rnd() % np;
+        ck_assert_int_eq(kmq_gate_mark_done(b, pending[k], NULL), KMQ_OK);
+        pending[k] = pending[--np];
+        ck_assert_int_eq(kmq_gate_in_flight(b), (int64_t)np);
+      }
+    }
+    while (np)
+      ck_assert_int_eq(kmq_gate_mark_done(b, pending[--np], NULL), KMQ_OK);
+    /* Past the last record processed and the restored offsets right after
+     * it; never past an offset that did not come and was not finished. */
+    int64_t want = last_tracked >= 0 ? last_tracked + 1 : high_before;
+    while (want < end && kmq_gate_is_done(a, want))
+      want++;
+    ck_assert_int_eq(kmq_gate_committable(b), want);
+    ck_assert_int_eq(kmq_gate_in_flight(b), 0);
+    free(pending);
+    kmq_gate_destroy(b);
+    kmq_gate_destroy(a);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("gate");
   TCase *tc = tcase_create("gate");
@@ -266,6 +465,9 @@ int main(void) {
   tcase_add_test(tc, gaps_are_finished);
   tcase_add_test(tc, bad_arguments);
   tcase_add_test(tc, mpsc_completions_single_owner);
+  tcase_add_test(tc, committable_advances_on_restore);
+  tcase_add_test(tc, restored_gate_edges);
+  tcase_add_test(tc, restore_then_consume);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }

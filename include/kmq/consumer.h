@@ -21,9 +21,17 @@
  * the same backpressure when kmq.max.inflight messages await their ack or a
  * partition's gate window (kmq.gate.window) is full.
  *
+ * Commits carry, as the offset's metadata, the finished offsets beyond the
+ * committed one (kmq_gate_encode_done, at most
+ * kmq.commit.metadata.max.bytes; a set that does not fit is cut and counted
+ * in meta_truncated: what is left out is processed again, never skipped).
+ *
  * Rebalance: on assign, each partition's gate starts at the group's
- * committed offset; with none, at the first offset fetched (where
- * auto.offset.reset put the fetcher: the low watermark by default). On
+ * committed offset and takes the finished offsets of its metadata
+ * (restored): those records are skipped, not processed again
+ * (skipped_done), and still committed in order; with no committed offset,
+ * the gate starts at the first offset fetched (where auto.offset.reset put
+ * the fetcher: the low watermark by default). On
  * revoke, every in-flight message of the revoked partitions is flagged
  * (a deferred one that has not begun never will: kmq_ack_begin), the
  * revoke hook runs, then the consumer waits until none of them runs any
@@ -118,6 +126,13 @@ typedef struct {
   int64_t slow_revokes;   /* revokes that waited past kmq.revoke.timeout.ms */
   int64_t abandoned;      /* in flight when their partition was dropped (lost,
                              or revoke/close past its bound): outcome ignored */
+  int64_t restored;       /* offsets restored as finished from commit metadata
+                             on assign (the previous owner finished them) */
+  int64_t skipped_done;   /* records skipped because they were restored as
+                             finished: not processed again */
+  int64_t meta_truncated; /* commits whose metadata could not list every
+                             finished offset (kmq.commit.metadata.max.bytes):
+                             those are processed again after a rebalance */
 } kmq_consumer_stats_t;
 
 /* Per-partition view for metrics: the gate's state and the commit lag. */

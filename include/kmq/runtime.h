@@ -27,6 +27,8 @@
  * what still runs is abandoned: logged as an error, counted, its outcome
  * ignored and its offset redelivered; only then, or after a real session
  * timeout of this member, can the same user run on two members at once.
+ * Finished offsets beyond the committed one travel in the commit metadata:
+ * the next owner skips them (consumer.h).
  *
  * Retries: the backoff before retry n is kmq.proc.backoff.ms doubled n-1
  * times, capped at kmq.proc.backoff.max.ms; it waits on a scheduler timer
