@@ -268,7 +268,6 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   kmq__drain(c);
   while (c->parts)
     kmq__part_drop(c, c->parts, 0);
-  kmq__kept_free_all(c);
   /* Acks that never came: their messages are still ours to free. */
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)

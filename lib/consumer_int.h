@@ -55,24 +55,11 @@ typedef struct {
       refetched, slow_revokes, abandoned, restored, skipped_done;
 } kmq__cstats_t;
 
-/* The gate of a partition whose assignment was lost, kept in case the
- * group gives it back to this member (librdkafka 2.0.2 declares false
- * losses, #4059, and the sticky assignor usually returns the partitions to
- * their previous owner): the finished work it records is then not done
- * again. One entry per partition, replaced by a later loss. */
-typedef struct kmq__kept_s {
-  char *topic;
-  int32_t partition;
-  kmq_gate_t *gate;
-  struct kmq__kept_s *next;
-} kmq__kept_t;
-
 struct kmq_consumer_s {
   rd_kafka_t *rk;
   kmq_consumer_hooks_t hooks;
   kmq__committer_t cm;
   kmq__part_t *parts;
-  kmq__kept_t *kept; /* gates of lost partitions (kmq__kept_t) */
   size_t window;
   int64_t revoke_ms, commit_timeout_ms;
   /* How long a revoke may keep a partition while its messages run: 90% of
@@ -132,8 +119,6 @@ void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p);
 void kmq__slot_free(kmq_consumer_t *c, uint32_t idx);
 
 /* ---- consumer_rebalance.c ---- */
-/* Frees every kept gate (destroy). */
-void kmq__kept_free_all(kmq_consumer_t *c);
 int64_t kmq__revoking_busy(kmq_consumer_t *c);
 void kmq__wait_revoking(kmq_consumer_t *c, int64_t max_ms);
 void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,

@@ -31,88 +31,6 @@ static void kmq__restore_done(kmq_consumer_t *c, kmq__part_t *p,
   kmq__committer_note(&c->cm, p, kmq_gate_committable(p->gate) - before);
 }
 
-/* Keeps p's gate (its finished offsets) after p was lost. @locality poll
- * thread */
-static void kmq__keep_lost(kmq_consumer_t *c, kmq__part_t *p) {
-  if (!p->gate)
-    return;
-  kmq__kept_t **pp = &c->kept;
-  while (*pp && ((*pp)->partition != p->partition ||
-                 strcmp((*pp)->topic, p->topic)))
-    pp = &(*pp)->next;
-  kmq__kept_t *k = *pp;
-  if (!k) {
-    if (!(k = calloc(1, sizeof(*k))) || !(k->topic = strdup(p->topic))) {
-      free(k);
-      return; /* the work is done again: at-least-once holds */
-    }
-    k->partition = p->partition;
-    k->next = c->kept;
-    c->kept = k;
-  }
-  kmq_gate_destroy(k->gate);
-  k->gate = p->gate;
-  p->gate = NULL;
-}
-
-/* Takes the kept gate of (topic, partition) out of the list, or NULL. */
-static kmq__kept_t *kmq__kept_take(kmq_consumer_t *c, const char *topic,
-                                   int32_t partition) {
-  for (kmq__kept_t **pp = &c->kept; *pp; pp = &(*pp)->next)
-    if ((*pp)->partition == partition && !strcmp((*pp)->topic, topic)) {
-      kmq__kept_t *k = *pp;
-      *pp = k->next;
-      return k;
-    }
-  return NULL;
-}
-
-static void kmq__kept_free(kmq__kept_t *k) {
-  kmq_gate_destroy(k->gate);
-  free(k->topic);
-  free(k);
-}
-
-void kmq__kept_free_all(kmq_consumer_t *c) {
-  while (c->kept) {
-    kmq__kept_t *k = c->kept;
-    c->kept = k->next;
-    kmq__kept_free(k);
-  }
-}
-
-/* p comes back after it was lost, with the group's committed offset
- * `start`. When this member's kept gate is at or past it (nobody committed
- * further meanwhile), p's gate starts where the kept one was and takes its
- * finished offsets (through the metadata codec): what this member finished
- * is not done again, even if its commit was refused. Returns 0 when p got
- * its gate this way. @locality poll thread */
-static int kmq__gate_from_kept(kmq_consumer_t *c, kmq__part_t *p,
-                               kmq__kept_t *k, int64_t start) {
-  int64_t from = kmq_gate_committable(k->gate);
-  if (start > from)
-    return -1; /* another member got further: its metadata is newer */
-  /* The bitmap form takes a bit per offset: a window's worth always fits. */
-  size_t size = kmq_gate_window(k->gate) / 6 + 64, len = 0;
-  char *text = malloc(size);
-  int64_t n = 0;
-  if (!text || kmq__part_gate(c, p, from) ||
-      kmq_gate_encode_done(k->gate, text, size, &len, NULL, NULL) ||
-      kmq_gate_restore_done(p->gate, text, len, &n)) {
-    free(text);
-    if (p->gate) {
-      kmq_gate_destroy(p->gate);
-      p->gate = NULL;
-    }
-    return -1;
-  }
-  free(text);
-  KMQ__INC(c, restored, n);
-  /* The prefix this member finished past the group's commit: commit it. */
-  kmq__committer_note(&c->cm, p, kmq_gate_committable(p->gate) - start);
-  return 0;
-}
-
 /* Gates start at the committed offset. When the group has none (or the
  * lookup fails) the gate starts at the first offset that arrives, which is
  * the same point since fetching starts there. The low watermark is not
@@ -135,12 +53,7 @@ static void kmq__on_assign(kmq_consumer_t *c,
       start = e->offset;
       p->committed = p->stored = e->offset;
     }
-    kmq__kept_t *k = kmq__kept_take(c, e->topic, e->partition);
-    int from_kept = k && start >= 0 && !p->gate &&
-                    !kmq__gate_from_kept(c, p, k, start);
-    if (k)
-      kmq__kept_free(k);
-    if (!from_kept && start >= 0 && !p->gate && !kmq__part_gate(c, p, start))
+    if (start >= 0 && !p->gate && !kmq__part_gate(c, p, start))
       kmq__restore_done(c, p, e);
   }
   rd_kafka_topic_partition_list_destroy(q);
@@ -270,11 +183,8 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   for (int i = 0; i < parts->cnt; i++) {
     kmq__part_t *p = kmq__part_find(c, parts->elems[i].topic,
                                     parts->elems[i].partition);
-    if (!p)
-      continue;
-    if (lost && !c->closed)
-      kmq__keep_lost(c, p);
-    kmq__part_drop(c, p, 1);
+    if (p)
+      kmq__part_drop(c, p, 1);
   }
   if (c->cooperative) {
     rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
