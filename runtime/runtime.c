@@ -85,11 +85,10 @@ static kmq__job_t *kmq__job_get(kmq_runtime_t *rt) {
   return rt->free_top ? rt->free_stack[--rt->free_top] : NULL;
 }
 
-/* The message's outcome is known: ack it (ok: finished, else left for
- * redelivery), free the actor for the user's next message. */
-static void kmq__finish(kmq__job_t *job, int ok) {
+/* Releases the job and acks its message (ok: finished, else left for
+ * redelivery), then frees the actor for the user's next message. */
+static void kmq__complete(kmq__job_t *job, int ok) {
   kmq_runtime_t *rt = job->rt;
-  kmq_hist_record(rt->lat, kmq__now_us() - job->t0_us);
   if (job->decoded) {
     kmq_chat_msg_clear(&job->msg);
     job->decoded = 0;
@@ -102,22 +101,18 @@ static void kmq__finish(kmq__job_t *job, int ok) {
     kmq_sched_done(rt->sched, actor);
 }
 
+/* The message's outcome is known. */
+static void kmq__finish(kmq__job_t *job, int ok) {
+  kmq_hist_record(job->rt->lat, kmq__now_us() - job->t0_us);
+  kmq__complete(job, ok);
+}
+
 /* A message that must not start (its partition is being revoked or the
  * consumer is closing): left unfinished for the next owner, the actor freed
  * for the user's next message (which is dropped the same way). */
 static void kmq__drop(kmq__job_t *job) {
-  kmq_runtime_t *rt = job->rt;
-  KMQ__INC(rt, cancelled);
-  if (job->decoded) {
-    kmq_chat_msg_clear(&job->msg);
-    job->decoded = 0;
-  }
-  kmq_ack_t ack = job->ack;
-  kmq_sched_actor_t *actor = job->actor;
-  kmq__job_release(rt, job); /* not touched from here on */
-  kmq_ack(ack, 0);
-  if (actor)
-    kmq_sched_done(rt->sched, actor);
+  KMQ__INC(job->rt, cancelled);
+  kmq__complete(job, 0);
 }
 
 /* The wait before retry `attempt` + 1: backoff doubled per retry, capped at
