@@ -100,9 +100,11 @@ typedef struct {
   /* After the partitions were added to the gate table and assigned. */
   void (*on_assign)(const rd_kafka_topic_partition_list_t *parts,
                     void *opaque);
-  /* Before waiting for in-flight messages of these partitions: cancel queued
-   * work (ack it with 0). lost: the partitions are already owned by another
-   * member; nothing will be committed for them. */
+  /* After the in-flight messages of these partitions were flagged revoked
+   * (deferred ones that have not begun never will) and before the consumer
+   * waits for the running ones; an application may stop long work early
+   * (ack it with 0). lost: librdkafka declared the assignment lost; the
+   * wait still happens, but nothing will be committed for them. */
   void (*on_revoke)(const rd_kafka_topic_partition_list_t *parts, int lost,
                     void *opaque);
   void *opaque;
