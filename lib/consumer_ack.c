@@ -99,9 +99,9 @@ void kmq_ack_defer(kmq_ack_t ack) {
   kmq_consumer_t *c = ack.c;
   if (!c || ack.slot >= c->nslots)
     return;
-  /* Release: ordered before the handler publishes the message to the
-   * thread that will call kmq_ack_begin. Only the poll thread changes
-   * REVOKED, and it is running this handler: no race with it. */
+  /* Release: ordered before the message is published to the thread that
+   * will call kmq_ack_begin. An RMW, so a concurrent REVOKED (the poll
+   * thread's fetch_or) is never lost; kmq_ack_begin's CAS then decides. */
   atomic_fetch_or_explicit(&c->slots[ack.slot].word, KMQ__SLOT_QUEUED,
                            memory_order_release);
 }

@@ -184,18 +184,20 @@ static void kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
       return;
     }
     if (kmq_ack_revoked(job->ack)) {
-      /* The partition is going: the next owner retries it, and the revoke
-       * does not wait for our backoff. */
+      /* The partition is going: the next owner retries it. */
       kmq__drop(job);
       return;
     }
     /* The backoff waits on the scheduler's timer, not on this thread: the
      * actor keeps the user's order (the user's next messages wait), the
      * worker runs other users meanwhile, and kmq__run gets the job back
-     * with attempt > 1. */
+     * with attempt > 1. Deferred meanwhile, like a queued message: a
+     * revoke does not wait for the backoff, and kmq__run begins it again
+     * or drops it. */
     int64_t ms =
         kmq__backoff_ms(rt->backoff_ms, rt->backoff_max_ms, job->attempt);
     job->attempt++;
+    kmq_ack_defer(job->ack);
     if (kmq_sched_retry_after(rt->sched, job->actor, job, ms) != KMQ_OK)
       kmq__drop(job); /* SHUTDOWN: left unfinished for redelivery */
     return;
@@ -234,13 +236,13 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
   const rd_kafka_message_t *m = job->m;
   job->actor = actor;
   if (job->attempt > 1) {
-    /* Back from its backoff (kmq_sched_retry_after): begun, decoded and
-     * routed on its first run; kmq_ack_begin is once per message. A revoke
-     * that came meanwhile lets the next owner retry it. */
-    if (kmq_ack_revoked(job->ack))
-      kmq__drop(job);
-    else
+    /* Back from its backoff (kmq_sched_retry_after): decoded and routed on
+     * its first run, deferred while it waited. A revoke that came meanwhile
+     * did not wait for it: the next owner retries it. */
+    if (kmq_ack_begin(job->ack))
       kmq__attempt(job);
+    else
+      kmq__drop(job);
     return;
   }
   if (!kmq_ack_begin(job->ack)) {

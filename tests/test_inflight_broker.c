@@ -132,71 +132,12 @@ static void member_stop(member_t *m) {
   kmq_runtime_destroy(m->rt);
 }
 
-/* Partitions of `rk`'s current assignment as a bit set (-1 on error). */
-static int64_t assigned_set(rd_kafka_t *rk) {
-  rd_kafka_topic_partition_list_t *l = NULL;
-  if (rd_kafka_assignment(rk, &l))
-    return -1;
-  int64_t bits = 0;
-  for (int i = 0; i < l->cnt; i++)
-    if (l->elems[i].partition < 63)
-      bits |= (int64_t)1 << l->elems[i].partition;
-  rd_kafka_topic_partition_list_destroy(l);
-  return bits;
-}
-
-/* ---- a second member: a raw consumer that takes partitions and leaves ---- */
-
 static rd_kafka_t *raw_member_join(void) {
-  char errstr[256];
-  rd_kafka_conf_t *rc = rd_kafka_conf_new();
-  const char *kv[][2] = {
-      {"bootstrap.servers", kt_bootstrap()},
-      {"group.id", group},
-      {"partition.assignment.strategy", "cooperative-sticky"},
-      {"enable.auto.commit", "false"},
-      /* Closed without a rebalance callback, a cooperative librdkafka
-       * 2.0.2 consumer sends no LeaveGroup (debug=cgrp shows no LEAVE; kmq's
-       * own consumer, which has one, does leave): the group notices the
-       * departure when the session expires, at the broker's minimum
-       * (scripts/kafka.sh sets 1000 ms). */
-      {"session.timeout.ms", "1000"},
-      {"heartbeat.interval.ms", "100"},
-  };
-  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-    ck_assert_int_eq(rd_kafka_conf_set(rc, kv[i][0], kv[i][1], errstr,
-                                       sizeof(errstr)),
-                     RD_KAFKA_CONF_OK);
-  if (getenv("KT_DEBUG_B"))
-    rd_kafka_conf_set(rc, "debug", getenv("KT_DEBUG_B"), errstr,
-                      sizeof(errstr));
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, sizeof(errstr));
-  ck_assert_msg(rk, "%s", errstr);
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
-  ck_assert_int_eq(rd_kafka_subscribe(rk, l), 0);
-  rd_kafka_topic_partition_list_destroy(l);
-  /* Polls (serving the default rebalance handling: librdkafka assigns what
-   * the group gives) until it owns something. Messages are dropped: this
-   * member never commits, so they stay the next owner's. */
-  int64_t deadline = kt_now_ms() + 60000;
-  while (assigned_set(rk) <= 0) {
-    ck_assert_msg(kt_now_ms() < deadline, "second member got no partition");
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 20);
-    if (m)
-      rd_kafka_message_destroy(m);
-  }
-  return rk;
-}
-
-static void raw_member_leave(rd_kafka_t *rk) {
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
+  return kt_member_join(kt_bootstrap(), group, topic, getenv("KT_DEBUG_B"));
 }
 
 static int64_t rt_assigned(member_t *m) {
-  return assigned_set(kmq_consumer_rk(kmq_runtime_consumer(m->rt)));
+  return kt_assignment_bits(kmq_consumer_rk(kmq_runtime_consumer(m->rt)));
 }
 
 static bool rt_owns_all(void *arg) {
@@ -260,7 +201,7 @@ START_TEST(paused_partition_comes_back_fetched) {
                 "the member never paused both partitions");
   /* B takes one partition (paused at A) and leaves: A gets it back. */
   rd_kafka_t *b = raw_member_join();
-  raw_member_leave(b);
+  kt_member_leave(b);
   int64_t both = 3;
   void *arg[2] = {&a, &both};
   ck_assert_msg(kt_wait_until(rt_owns_all, arg, 60000),
@@ -369,7 +310,7 @@ START_TEST(revoked_messages_never_start) {
     int64_t t0 = kt_now_ms();
     rd_kafka_t *b = raw_member_join();
     int64_t t1 = kt_now_ms();
-    raw_member_leave(b);
+    kt_member_leave(b);
     /* Back to one member before the next joins (otherwise the newcomer
      * takes the leaver's partitions and A revokes nothing). */
     int64_t all = 15;

@@ -280,11 +280,87 @@ START_TEST(retry_storm_does_not_slow_other_users) {
 }
 END_TEST
 
+/* ---- a revoke does not wait for a retry's backoff ---- */
+
+static kmq_proc_result_t always_retry(const kmq_chat_msg_t *msg,
+                                      kmq_proc_ctx_t *ctx, void *opaque) {
+  (void)msg;
+  (void)ctx;
+  atomic_fetch_add((atomic_int *)opaque, 1);
+  return KMQ_PROC_RETRY;
+}
+
+static bool four_tried(void *arg) {
+  return atomic_load((atomic_int *)arg) >= 4;
+}
+
+/* A message waiting for its retry counts as queued: a revoke releases its
+ * partition at once (the next owner retries it) instead of holding the
+ * group for the backoff. Before, the revoke waited the whole backoff, past
+ * kmq.revoke.timeout.ms (a slow revoke). */
+START_TEST(revoke_does_not_wait_for_a_retry_backoff) {
+  setup("kmq-retry-revoke");
+  atomic_int tries = 0;
+  char errstr[512];
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_default(reg, always_retry, &tries), KMQ_OK);
+  kmq_conf_t *c = conf_new();
+  set(c, "kmq.proc.retries", "2");
+  set(c, "kmq.proc.backoff.ms", "30000");
+  set(c, "kmq.proc.backoff.max.ms", "30000");
+  set(c, "kmq.revoke.timeout.ms", "1000");
+  set(c, "kmq.close.timeout.ms", "1000");
+  rd_kafka_t *prod = producer_new();
+  /* One retrying message on each of the 4 partitions. */
+  for (int p = 0; p < 4; p++) {
+    char buf[1024], user[16];
+    int n = kmq_traffic_envelope(p, 0, buf, sizeof(buf));
+    kmq_traffic_user(p, user, sizeof(user));
+    ck_assert_int_eq(
+        rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(topic),
+                          RD_KAFKA_V_PARTITION(p),
+                          RD_KAFKA_V_KEY(user, strlen(user)),
+                          RD_KAFKA_V_VALUE(buf, (size_t)n),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_END),
+        0);
+  }
+  ck_assert_int_eq(rd_kafka_flush(prod, 30000), 0);
+  rd_kafka_destroy(prod);
+  member_t m;
+  m.rt = kmq_runtime_new(c, reg, NULL, NULL, errstr, sizeof(errstr));
+  ck_assert_msg(m.rt, "%s", errstr);
+  pthread_create(&m.th, NULL, member_main, &m);
+  /* All four are in their 30 s backoff. */
+  ck_assert(kt_wait_until(four_tried, &tries, 60000));
+  /* A second member joins: some partitions are revoked here. */
+  rd_kafka_t *b = kt_member_join(kt_bootstrap(), group, topic, NULL);
+  kt_member_leave(b);
+  kmq_consumer_stats_t st;
+  kmq_consumer_stats(kmq_runtime_consumer(m.rt), &st);
+  kmq_runtime_stop(m.rt);
+  pthread_join(m.th, NULL);
+  kmq_runtime_destroy(m.rt);
+  fprintf(stderr, "[retry revoke] revoked %lld, slow revokes %lld, "
+                  "abandoned %lld, attempts %d\n",
+          (long long)st.revoked, (long long)st.slow_revokes,
+          (long long)st.abandoned, atomic_load(&tries));
+  ck_assert_int_ge(st.revoked, 1);
+  ck_assert_int_eq(st.slow_revokes, 0);
+  ck_assert_int_eq(st.abandoned, 0);
+  /* Nothing was retried a second time: the backoffs never ended here. */
+  ck_assert_int_eq(atomic_load(&tries), 4);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("retry_broker");
   TCase *tc = tcase_create("retry");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, retry_storm_does_not_slow_other_users);
+  tcase_add_test(tc, revoke_does_not_wait_for_a_retry_backoff);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }

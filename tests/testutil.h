@@ -49,6 +49,19 @@ const char *kt_header(const rd_kafka_message_t *m, const char *name, char *buf,
 void kt_assert_committed_at_end(const char *bootstrap, const char *group,
                                 const char *topic);
 
+/* Partitions of rk's current assignment as a bit set (partitions 0-62), -1
+ * when librdkafka cannot say. Any thread. */
+int64_t kt_assignment_bits(rd_kafka_t *rk);
+
+/* A second member for rebalance tests: a plain librdkafka consumer of group
+ * (cooperative-sticky, no commits) subscribed to topic, polled until the
+ * group gives it a partition (asserts within 60 s); debug: librdkafka debug
+ * contexts or NULL. Its messages are dropped: it never commits, so they stay
+ * the next owner's. kt_member_leave closes and frees it. */
+rd_kafka_t *kt_member_join(const char *bootstrap, const char *group,
+                           const char *topic, const char *debug);
+void kt_member_leave(rd_kafka_t *rk);
+
 /* Kafka protocol ApiKeys for the mock cluster's error injection (librdkafka
  * keeps its RD_KAFKAP_* names in a private header). */
 enum {

@@ -182,8 +182,12 @@ void kmq_ack(kmq_ack_t ack, int ok);
  * with 0: it is redelivered to the partition's next owner). One CAS decides
  * between a begin and a revoke, so a message either runs while its
  * partition is still held or never runs here.
- * kmq_ack_defer: @locality poll thread, inside the handler, at most once.
- * kmq_ack_begin: any thread, once, before the work starts; never blocks.
+ * A message that has begun may be deferred again while it waits (e.g. a
+ * retry's backoff): a revoke then does not wait for it, and it must begin
+ * again before it resumes.
+ * kmq_ack_defer: the thread holding the message, before handing it to a
+ *   queue or timer (the handler on the poll thread, or a worker).
+ * kmq_ack_begin: any thread, before the work (re)starts; never blocks.
  * kmq_ack_revoked: true once the partition is going (or the handle is
  * stale): a running message may stop early (e.g. between retries) and ack
  * with 0. Any thread; one atomic load. */
