@@ -4,17 +4,17 @@ kmq_add_test(test_runtime_broker SOURCES test_runtime_broker.c
 # Issue 9: the in-flight edges (pause across reassignment, revoked messages
 # never start, dead-letter order, long retry budgets) on the real broker.
 kmq_add_test(test_inflight_broker SOURCES test_inflight_broker.c
-             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 600)
+             LIBS kmq_brokerutil LABELS "broker" TIMEOUT 600)
 
 # Issue 10: metrics read from another thread while the pipeline runs.
 kmq_add_test(test_metrics_broker SOURCES test_metrics_broker.c
-             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)
+             LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)
 
 # Issue 10: finished work survives a rebalance (commit metadata).
 kmq_add_test(test_commit_meta_broker SOURCES test_commit_meta_broker.c
-             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)
+             LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)
 
 # Issue 10, item 4: a RETRY storm of one user does not slow the others (the
 # backoff waits on a scheduler timer, not on a worker).
 kmq_add_test(test_retry_broker SOURCES test_retry_broker.c
-             LIBS kmq kmq_traffic LABELS "broker" TIMEOUT 300)
+             LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)

@@ -14,9 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "kmq/admin.h"
-#include "kmq/producer.h"
 #include "kmq/runtime.h"
+#include "brokerutil.h"
 #include "testutil.h"
 #include "traffic.h"
 
@@ -101,23 +100,8 @@ START_TEST(finished_work_is_not_processed_again) {
   kt_unique_name(topic, sizeof(topic), "kmq-meta");
   kt_unique_name(group, sizeof(group), "kmq-meta");
   kmq_conf_t *c = conf_new();
-  ck_assert_msg(!kmq_admin_create_topic(c, topic, 1, 1, NULL, 0, 30000,
-                                        errstr, sizeof(errstr)),
-                "%s", errstr);
-  kmq_producer_t *p =
-      kmq_producer_new(c, NULL, NULL, NULL, NULL, errstr, sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
-  for (int s = 0; s < PER; s++)
-    for (int u = 0; u < USERS; u++) {
-      char buf[1024], user[16];
-      int n = kmq_traffic_envelope(u, s, buf, sizeof(buf));
-      kmq_traffic_user(u, user, sizeof(user));
-      kmq_produce_msg_t m = {.key = user, .key_len = strlen(user),
-                             .value = buf, .value_len = (size_t)n};
-      ck_assert_int_eq(kmq_producer_send(p, &m, NULL), KMQ_OK);
-    }
-  ck_assert_int_eq(kmq_producer_flush(p, 30000), KMQ_OK);
-  kmq_producer_destroy(p);
+  kt_create_topics(topic, 1, NULL);
+  kt_produce_traffic(topic, USERS, PER);
 
   app_t *app = calloc(1, sizeof(*app));
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));

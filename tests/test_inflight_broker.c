@@ -30,6 +30,7 @@
 
 #include "kmq/admin.h"
 #include "kmq/runtime.h"
+#include "brokerutil.h"
 #include "testutil.h"
 #include "traffic.h"
 
@@ -58,52 +59,15 @@ static void set(kmq_conf_t *c, const char *k, const char *v) {
 }
 
 static void setup(const char *name, int partitions) {
-  char errstr[512];
   kt_unique_name(topic, sizeof(topic), name);
   snprintf(dlq_topic, sizeof(dlq_topic), "%s.dlq", topic);
   kt_unique_name(group, sizeof(group), name);
-  kmq_conf_t *c = conf_new();
-  ck_assert_msg(!kmq_admin_create_topic(c, topic, partitions, 1, NULL, 0,
-                                        30000, errstr, sizeof(errstr)),
-                "%s", errstr);
-  ck_assert_msg(!kmq_admin_create_topic(c, dlq_topic, 1, 1, NULL, 0, 30000,
-                                        errstr, sizeof(errstr)),
-                "%s", errstr);
-  kmq_conf_destroy(c);
-}
-
-/* ---- producing to chosen partitions ---- */
-
-static rd_kafka_t *producer_new(void) {
-  char errstr[256];
-  rd_kafka_conf_t *rc = rd_kafka_conf_new();
-  ck_assert_int_eq(rd_kafka_conf_set(rc, "bootstrap.servers", kt_bootstrap(),
-                                     errstr, sizeof(errstr)),
-                   RD_KAFKA_CONF_OK);
-  rd_kafka_conf_set(rc, "enable.idempotence", "true", errstr, sizeof(errstr));
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, sizeof(errstr));
-  ck_assert_msg(rk, "%s", errstr);
-  return rk;
+  kt_create_topics(topic, partitions, dlq_topic);
 }
 
 /* User u's traffic envelope seq on `partition` (key = the user id). */
 static void send_env(rd_kafka_t *rk, int partition, int u, int seq) {
-  char buf[1024], user[16];
-  int n = kmq_traffic_envelope(u, seq, buf, sizeof(buf));
-  kmq_traffic_user(u, user, sizeof(user));
-  ck_assert_int_eq(
-      rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                        RD_KAFKA_V_PARTITION(partition),
-                        RD_KAFKA_V_KEY(user, strlen(user)),
-                        RD_KAFKA_V_VALUE(buf, (size_t)n),
-                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                        RD_KAFKA_V_END),
-      0);
-}
-
-static void producer_done(rd_kafka_t *rk) {
-  ck_assert_int_eq(rd_kafka_flush(rk, 30000), 0);
-  rd_kafka_destroy(rk);
+  kt_send_env(rk, topic, partition, u, seq);
 }
 
 /* ---- the member under test, on its own thread ---- */
@@ -191,7 +155,7 @@ START_TEST(paused_partition_comes_back_fetched) {
   kmq_conf_t *c = conf_new();
   set(c, "kmq.max.inflight", "2");
   set(c, "kmq.sched.workers", "1");
-  rd_kafka_t *prod = producer_new();
+  rd_kafka_t *prod = kt_producer_new();
   for (int seq = 0; seq < 100; seq++)
     for (int p = 0; p < 2; p++)
       send_env(prod, p, p, seq); /* user p on partition p */
@@ -212,7 +176,7 @@ START_TEST(paused_partition_comes_back_fetched) {
   for (int seq = 100; seq < 200; seq++)
     for (int p = 0; p < 2; p++)
       send_env(prod, p, p, seq);
-  producer_done(prod);
+  kt_producer_done(prod);
   ck_assert_msg(kt_wait_until(all_processed, &app, 60000),
                 "%d of 400 records processed: a partition is not fetched",
                 atomic_load(&app.processed));
@@ -291,7 +255,7 @@ START_TEST(revoked_messages_never_start) {
   member_t a;
   app.m = &a;
   member_start(&a, c, reg);
-  rd_kafka_t *prod = producer_new();
+  rd_kafka_t *prod = kt_producer_new();
   /* The stuck user: its first message never returns (until the end), its
    * second waits behind it in its mailbox. */
   send_env(prod, 0, STUCK_USER, 0);
@@ -337,7 +301,7 @@ START_TEST(revoked_messages_never_start) {
           (long long)atomic_load(&app.processed), (long long)cs.abandoned);
   atomic_store(&app.release, 1);
   member_stop(&a);
-  producer_done(prod);
+  kt_producer_done(prod);
   ck_assert_int_ge(cs.revoked, revokes);
   ck_assert_msg(atomic_load(&app.not_owned) == 0,
                 "%d messages started on partitions not owned; first: %s",
@@ -394,7 +358,7 @@ START_TEST(user_dead_letters_in_offset_order) {
   ck_assert_int_eq(kmq_proc_set_default(reg, fail_slowly, NULL), KMQ_OK);
   kmq_conf_t *c = conf_new();
   set(c, "kmq.msg.max.bytes", "4096");
-  rd_kafka_t *prod = producer_new();
+  rd_kafka_t *prod = kt_producer_new();
   for (int seq = 0; seq < 10; seq++)
     send_env(prod, 0, 7, seq);
   /* The same user's oversized record, after its ten failures. */
@@ -408,7 +372,7 @@ START_TEST(user_dead_letters_in_offset_order) {
                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
                         RD_KAFKA_V_END),
       0);
-  producer_done(prod);
+  kt_producer_done(prod);
   member_t a;
   member_start(&a, c, reg);
   ck_assert(kt_wait_until(failed_11, &a, 60000));
@@ -455,9 +419,9 @@ START_TEST(long_retry_budget_backoff_capped) {
   set(c, "kmq.proc.retries", "100");
   set(c, "kmq.proc.backoff.ms", "1");
   set(c, "kmq.proc.backoff.max.ms", "4");
-  rd_kafka_t *prod = producer_new();
+  rd_kafka_t *prod = kt_producer_new();
   send_env(prod, 0, 1, 0);
-  producer_done(prod);
+  kt_producer_done(prod);
   member_t a;
   member_start(&a, c, reg);
   /* 100 waits of at most 4 ms: well within the deadline; an uncapped

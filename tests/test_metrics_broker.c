@@ -14,9 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "kmq/admin.h"
-#include "kmq/producer.h"
 #include "kmq/runtime.h"
+#include "brokerutil.h"
 #include "testutil.h"
 #include "traffic.h"
 
@@ -71,23 +70,8 @@ START_TEST(metrics_read_while_the_pipeline_runs) {
   for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
     ck_assert_msg(!kmq_conf_set(c, kv[i][0], kv[i][1], errstr, sizeof(errstr)),
                   "%s", errstr);
-  ck_assert_msg(!kmq_admin_create_topic(c, topic, 2, 1, NULL, 0, 30000,
-                                        errstr, sizeof(errstr)),
-                "%s", errstr);
-  kmq_producer_t *p =
-      kmq_producer_new(c, NULL, NULL, NULL, NULL, errstr, sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
-  for (int s = 0; s < PER; s++)
-    for (int u = 0; u < USERS; u++) {
-      char buf[1024], user[16];
-      int n = kmq_traffic_envelope(u, s, buf, sizeof(buf));
-      kmq_traffic_user(u, user, sizeof(user));
-      kmq_produce_msg_t m = {.key = user, .key_len = strlen(user),
-                             .value = buf, .value_len = (size_t)n};
-      ck_assert_int_eq(kmq_producer_send(p, &m, NULL), KMQ_OK);
-    }
-  ck_assert_int_eq(kmq_producer_flush(p, 30000), KMQ_OK);
-  kmq_producer_destroy(p);
+  kt_create_topics(topic, 2, NULL);
+  kt_produce_traffic(topic, USERS, PER);
 
   atomic_int processed = 0;
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));

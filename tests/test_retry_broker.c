@@ -31,6 +31,7 @@
 
 #include "kmq/admin.h"
 #include "kmq/runtime.h"
+#include "brokerutil.h"
 #include "testutil.h"
 #include "traffic.h"
 
@@ -62,45 +63,15 @@ static kmq_conf_t *conf_new(void) {
 }
 
 static void setup(const char *name) {
-  char errstr[512];
   kt_unique_name(topic, sizeof(topic), name);
   snprintf(dlq_topic, sizeof(dlq_topic), "%s.dlq", topic);
   kt_unique_name(group, sizeof(group), name);
-  kmq_conf_t *c = conf_new();
-  ck_assert_msg(!kmq_admin_create_topic(c, topic, 4, 1, NULL, 0, 30000,
-                                        errstr, sizeof(errstr)),
-                "%s", errstr);
-  ck_assert_msg(!kmq_admin_create_topic(c, dlq_topic, 1, 1, NULL, 0, 30000,
-                                        errstr, sizeof(errstr)),
-                "%s", errstr);
-  kmq_conf_destroy(c);
-}
-
-static rd_kafka_t *producer_new(void) {
-  char errstr[256];
-  rd_kafka_conf_t *rc = rd_kafka_conf_new();
-  ck_assert_int_eq(rd_kafka_conf_set(rc, "bootstrap.servers", kt_bootstrap(),
-                                     errstr, sizeof(errstr)),
-                   RD_KAFKA_CONF_OK);
-  rd_kafka_conf_set(rc, "enable.idempotence", "true", errstr, sizeof(errstr));
-  rd_kafka_conf_set(rc, "linger.ms", "5", errstr, sizeof(errstr));
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, sizeof(errstr));
-  ck_assert_msg(rk, "%s", errstr);
-  return rk;
+  kt_create_topics(topic, 4, dlq_topic);
 }
 
 /* User u's envelope seq, keyed by the user (the partitioner picks). */
 static void send_env(rd_kafka_t *rk, int u, int seq) {
-  char buf[1024], user[16];
-  int n = kmq_traffic_envelope(u, seq, buf, sizeof(buf));
-  kmq_traffic_user(u, user, sizeof(user));
-  ck_assert_int_eq(
-      rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                        RD_KAFKA_V_KEY(user, strlen(user)),
-                        RD_KAFKA_V_VALUE(buf, (size_t)n),
-                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                        RD_KAFKA_V_END),
-      0);
+  kt_send_env(rk, topic, RD_KAFKA_PARTITION_UA, u, seq);
 }
 
 /* ---- the application ---- */
@@ -200,7 +171,7 @@ static result_t run(bool storm) {
 
   /* A first: once its first attempt has run, the member owns the topic's
    * partitions and (with the storm) A's backoff has begun. */
-  rd_kafka_t *prod = producer_new();
+  rd_kafka_t *prod = kt_producer_new();
   send_env(prod, USER_A, 0);
   send_env(prod, USER_A, 1);
   ck_assert_int_eq(rd_kafka_flush(prod, 30000), 0);
@@ -211,8 +182,7 @@ static result_t run(bool storm) {
   for (int seq = 0; seq < PER_USER; seq++)
     for (int u = 0; u < USERS; u++)
       send_env(prod, u, seq);
-  ck_assert_int_eq(rd_kafka_flush(prod, 30000), 0);
-  rd_kafka_destroy(prod);
+  kt_producer_done(prod);
   ck_assert_msg(kt_wait_until(others_done, a, 60000),
                 "%d of %d other messages processed",
                 atomic_load(&a->others), OTHERS);
@@ -310,23 +280,11 @@ START_TEST(revoke_does_not_wait_for_a_retry_backoff) {
   set(c, "kmq.proc.backoff.max.ms", "30000");
   set(c, "kmq.revoke.timeout.ms", "1000");
   set(c, "kmq.close.timeout.ms", "1000");
-  rd_kafka_t *prod = producer_new();
+  rd_kafka_t *prod = kt_producer_new();
   /* One retrying message on each of the 4 partitions. */
-  for (int p = 0; p < 4; p++) {
-    char buf[1024], user[16];
-    int n = kmq_traffic_envelope(p, 0, buf, sizeof(buf));
-    kmq_traffic_user(p, user, sizeof(user));
-    ck_assert_int_eq(
-        rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(topic),
-                          RD_KAFKA_V_PARTITION(p),
-                          RD_KAFKA_V_KEY(user, strlen(user)),
-                          RD_KAFKA_V_VALUE(buf, (size_t)n),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                          RD_KAFKA_V_END),
-        0);
-  }
-  ck_assert_int_eq(rd_kafka_flush(prod, 30000), 0);
-  rd_kafka_destroy(prod);
+  for (int p = 0; p < 4; p++)
+    kt_send_env(prod, topic, p, p, 0);
+  kt_producer_done(prod);
   member_t m;
   m.rt = kmq_runtime_new(c, reg, NULL, NULL, errstr, sizeof(errstr));
   ck_assert_msg(m.rt, "%s", errstr);
