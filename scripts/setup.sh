@@ -19,6 +19,11 @@ PACKAGES=(
   clang libclang-rt-14-dev
   gnuplot-nox libsqlite3-dev
   maven openjdk-17-jdk-headless
+  # Operations and WeCom side: HTTP server (metrics, callbacks, simulator), HTTP
+  # client (WeCom API), config file, XML (WeCom callbacks), fallback store
+  # (MariaDB server for its tests + client library), promtool for alert rules.
+  libmicrohttpd-dev libcurl4-openssl-dev libyaml-dev libexpat1-dev
+  mariadb-server libmariadb-dev prometheus
 )
 
 say() { printf 'setup: %s\n' "$*"; }
