@@ -5,6 +5,7 @@
  * retry timers and how sleeping workers watch them in timer.c,
  * cancellation in cancel.c, the actor table and slab in actor.c.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,16 @@ static uint32_t kmq__pow2_u32(uint64_t v) {
   return p;
 }
 
+/* Tells the workers to return once they find no work. Lock order: `lock`
+ * (when held) before runq_lock. */
+static void kmq__workers_signal_exit(kmq_sched_t *s) {
+  pthread_mutex_lock(&s->runq_lock);
+  s->exiting = true;
+  pthread_cond_broadcast(&s->wake_cond);
+  pthread_cond_broadcast(&s->timer_cond);
+  pthread_mutex_unlock(&s->runq_lock);
+}
+
 /* ---- finishing an item ---- */
 
 /* Drops one in-flight item. The last access to s by a thread outside the
@@ -41,8 +52,14 @@ static void kmq__inflight_release(kmq_sched_t *s) {
       pthread_mutex_lock(&s->lock);
       if (atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release) ==
               1 &&
-          atomic_load_explicit(&s->stopping, memory_order_relaxed))
+          atomic_load_explicit(&s->stopping, memory_order_relaxed)) {
         pthread_cond_broadcast(&s->drained_cond);
+        /* Abandoned by destroy_within: nothing is left to run or cancel,
+         * so the workers may return; the last one frees s, which it cannot
+         * do before we unlock `lock` (kmq__worker_exit takes it). */
+        if (s->abandoned)
+          kmq__workers_signal_exit(s);
+      }
       pthread_mutex_unlock(&s->lock);
       return;
     }
@@ -253,11 +270,7 @@ void kmq_sched_stats(const kmq_sched_t *s, kmq_sched_stats_t *out) {
 /* Tells started workers to return and joins them. Only once nothing is in
  * flight (the run queue is then empty). @locality dispatcher */
 static void kmq__workers_stop(kmq_sched_t *s) {
-  pthread_mutex_lock(&s->runq_lock);
-  s->exiting = true;
-  pthread_cond_broadcast(&s->wake_cond);
-  pthread_cond_broadcast(&s->timer_cond);
-  pthread_mutex_unlock(&s->runq_lock);
+  kmq__workers_signal_exit(s);
   for (int i = 0; i < s->nstarted; i++)
     pthread_join(s->threads[i], NULL);
   s->nstarted = 0;
@@ -357,13 +370,20 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
     snprintf(errstr, errstr_size, "scheduler: cannot initialise a condvar");
     goto fail_wake_cond;
   }
-  if (pthread_cond_init(&s->drained_cond, NULL) != 0) {
+  /* The watcher's deadline and destroy_within's are CLOCK_MONOTONIC. */
+  pthread_condattr_t attr;
+  int r = pthread_condattr_init(&attr);
+  if (r == 0) {
+    r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (r == 0)
+      r = pthread_cond_init(&s->drained_cond, &attr);
+    pthread_condattr_destroy(&attr);
+  }
+  if (r != 0) {
     snprintf(errstr, errstr_size, "scheduler: cannot initialise a condvar");
     goto fail_drained_cond;
   }
-  /* The watcher's deadline is a CLOCK_MONOTONIC due time. */
-  pthread_condattr_t attr;
-  int r = pthread_condattr_init(&attr);
+  r = pthread_condattr_init(&attr);
   if (r == 0) {
     r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     if (r == 0)
@@ -375,8 +395,12 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
     goto fail_timer_cond;
   }
   for (; s->nstarted < s->nworkers; s->nstarted++) {
+    /* Counted before it runs: no worker returns before `exiting`, but the
+     * count must never look smaller than the threads alive. */
+    s->workers_live++;
     r = pthread_create(&s->threads[s->nstarted], NULL, kmq__worker_main, s);
     if (r != 0) {
+      s->workers_live--;
       snprintf(errstr, errstr_size, "scheduler: cannot start worker %d: %s",
                s->nstarted, strerror(r));
       goto fail_workers;
@@ -431,20 +455,8 @@ void kmq_sched_stop(kmq_sched_t *s) {
   pthread_mutex_unlock(&s->runq_lock);
 }
 
-void kmq_sched_destroy(kmq_sched_t *s) {
-  if (s == NULL)
-    return;
-  /* Queued items get cancelled from now on; wait for everything handed to
-   * run to be done and everything queued to be cancelled. */
-  kmq_sched_stop(s);
-  pthread_mutex_lock(&s->lock);
-  /* Acquire: pairs with the release decrements (kmq__inflight_release), so
-   * no finishing thread's access to s or an actor is left after this. */
-  while (atomic_load_explicit(&s->inflight, memory_order_acquire) != 0)
-    pthread_cond_wait(&s->drained_cond, &s->lock);
-  pthread_mutex_unlock(&s->lock);
-
-  kmq__workers_stop(s);
+/* Frees what destroy and an abandoned scheduler's last worker free. */
+static void kmq__sched_free(kmq_sched_t *s) {
   kmq__gen_retire(s, true);
   kmq__actors_free_all(s);
   kmq__table_free(&s->table);
@@ -458,3 +470,59 @@ void kmq_sched_destroy(kmq_sched_t *s) {
   free(s->runq_heap);
   free(s);
 }
+
+void kmq__worker_exit(kmq_sched_t *s) {
+  pthread_mutex_lock(&s->lock);
+  bool last = --s->workers_live == 0 && s->abandoned;
+  pthread_mutex_unlock(&s->lock);
+  /* abandoned is only set while inflight > 0, and `exiting` only after
+   * inflight reached 0 under `lock`: nothing else touches s any more. */
+  if (last)
+    kmq__sched_free(s);
+}
+
+kmq_err_t kmq_sched_destroy_within(kmq_sched_t *s, int timeout_ms) {
+  if (s == NULL)
+    return KMQ_OK;
+  /* Queued items get cancelled from now on; wait for everything handed to
+   * run to be done and everything queued to be cancelled. */
+  kmq_sched_stop(s);
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  if (timeout_ms >= 0) {
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+      dl.tv_sec++;
+      dl.tv_nsec -= 1000000000L;
+    }
+  }
+  pthread_mutex_lock(&s->lock);
+  /* Acquire: pairs with the release decrements (kmq__inflight_release), so
+   * no finishing thread's access to s or an actor is left after this. */
+  while (atomic_load_explicit(&s->inflight, memory_order_acquire) != 0) {
+    if (timeout_ms < 0) {
+      pthread_cond_wait(&s->drained_cond, &s->lock);
+    } else if (pthread_cond_timedwait(&s->drained_cond, &s->lock, &dl) ==
+               ETIMEDOUT) {
+      if (atomic_load_explicit(&s->inflight, memory_order_acquire) == 0)
+        break;
+      /* Some item's owner (a stuck processor) has not called
+       * kmq_sched_done. Its worker (if it is on one) cannot be joined, and
+       * its late done must find s: the workers are detached and the last
+       * one to return frees s, after the final release tells them to. */
+      for (int i = 0; i < s->nstarted; i++)
+        pthread_detach(s->threads[i]);
+      s->abandoned = true;
+      pthread_mutex_unlock(&s->lock);
+      return KMQ_ERR_TIMED_OUT;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+
+  kmq__workers_stop(s);
+  kmq__sched_free(s);
+  return KMQ_OK;
+}
+
+void kmq_sched_destroy(kmq_sched_t *s) { kmq_sched_destroy_within(s, -1); }

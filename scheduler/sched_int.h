@@ -251,8 +251,14 @@ struct kmq_sched_s {
 
   /* -- Drain / shutdown -- */
   _Alignas(KMQ__CACHELINE) pthread_mutex_t lock;
-  pthread_cond_t drained_cond; /* destroy waits here for inflight == 0 */
+  pthread_cond_t drained_cond; /* destroy waits here for inflight == 0
+                                  (CLOCK_MONOTONIC, for destroy_within) */
   _Atomic bool stopping;       /* destroy began: cancel, don't run */
+  /* kmq_sched_destroy_within gave up waiting: the threads are detached and
+   * the last one to return frees s (kmq__worker_exit); the final inflight
+   * release tells them to return. Both under `lock`. */
+  bool abandoned;
+  int workers_live; /* started and not yet returned */
 
   /* -- Cancellation generations (cancel.c) -- */
   _Alignas(KMQ__CACHELINE) _Atomic uint64_t cancel_gen;
@@ -297,6 +303,9 @@ void kmq__wake_locked(kmq_sched_t *s);
 
 /* A worker thread's body (arg: the scheduler); returns once `exiting`. */
 void *kmq__worker_main(void *arg);
+/* A worker returns: the last one out of an abandoned scheduler frees it.
+ * @locality the returning worker, its last access to s */
+void kmq__worker_exit(kmq_sched_t *s);
 
 /* ---- sched.c ---- */
 

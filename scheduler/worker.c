@@ -165,6 +165,7 @@ void *kmq__worker_main(void *arg) {
     if (a != NULL) {
       atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
     } else if ((a = kmq__worker_wait(s, &item)) == NULL) {
+      kmq__worker_exit(s);
       return NULL;
     } else if (item != NULL) {
       kmq__timer_fire(s, a, item);

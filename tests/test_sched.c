@@ -837,6 +837,61 @@ START_TEST(test_destroy_busy) {
 }
 END_TEST
 
+START_TEST(test_destroy_within_stuck) {
+  /* A stuck item (the blocker, on one of two workers) and items queued
+   * on other keys. destroy_within returns TIMED_OUT near its
+   * bound instead of waiting; the scheduler is abandoned but still
+   * accepts the blocker's late done and cancels everything queued, then
+   * frees itself on its last worker (ASan/LSan: no leak, no use after
+   * free). */
+  const uint32_t nkeys = 8, per_key = 20;
+  t_ctx_t *c = t_ctx_new(T_SYNC, false, "dw", nkeys, per_key);
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "2", NULL});
+  t_submit(c, &c->blocker);
+  ck_assert(kt_wait_until(t_blocker_running, c, T_WAIT_MS));
+  for (uint32_t q = 0; q < per_key; q++)
+    for (uint32_t k = 0; k < nkeys; k++)
+      t_submit(c, t_item(c, k, q));
+  int64_t t0 = kt_now_ms();
+  ck_assert_int_eq(kmq_sched_destroy_within(c->s, 200), KMQ_ERR_TIMED_OUT);
+  int64_t took = kt_now_ms() - t0;
+  ck_assert_msg(took >= 150 && took < 5000, "destroy_within took %lld ms",
+                (long long)took);
+  /* Everything but the blocker ended (run or cancelled) meanwhile. */
+  t_wait_finished(c, c->nitems);
+  ck_assert_int_eq(atomic_load(&c->blocker.runs), 1);
+  /* The late done: the blocker's kmq_sched_done(c->s) must succeed on
+   * the abandoned scheduler. */
+  atomic_store(&c->blocker_go, 1);
+  t_count_arg_t all = {c, c->nitems + 1};
+  ck_assert(kt_wait_until(t_finished_ge, &all, T_WAIT_MS));
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  for (size_t i = 0; i < c->nitems; i++)
+    ck_assert_int_eq(atomic_load(&c->items[i].runs) +
+                         atomic_load(&c->items[i].cancels),
+                     1);
+  c->s = NULL; /* it frees itself */
+  t_ctx_free(c);
+}
+END_TEST
+
+START_TEST(test_destroy_within_in_time) {
+  /* Nothing stuck: destroy_within frees like destroy and says OK. */
+  t_ctx_t *c = t_ctx_new(T_ASYNC, true, "di", 50, 20);
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "2",
+                                       "kmq.max.inflight", "100000", NULL});
+  for (uint32_t q = 0; q < c->per_key; q++)
+    for (uint32_t k = 0; k < c->nkeys; k++)
+      t_submit(c, t_item(c, k, q));
+  ck_assert_int_eq(kmq_sched_destroy_within(c->s, 60000), KMQ_OK);
+  c->s = NULL;
+  ck_assert_uint_eq(atomic_load(&c->run_cnt) + atomic_load(&c->cancel_cnt),
+                    c->nitems);
+  ck_assert_uint_eq(atomic_load(&c->run_cnt), atomic_load(&c->done_cnt));
+  t_ctx_free(c);
+}
+END_TEST
+
 /* ---- API edges ---- */
 
 /* ---- priority: the oldest queued item runs first ---- */
@@ -1200,6 +1255,8 @@ static Suite *sched_suite(void) {
   tc = tcase_create("shutdown");
   tcase_add_test(tc, test_destroy_queued);
   tcase_add_test(tc, test_destroy_busy);
+  tcase_add_test(tc, test_destroy_within_stuck);
+  tcase_add_test(tc, test_destroy_within_in_time);
   tcase_add_test(tc, test_api_edges);
   tcase_add_test(tc, test_batch_wakes);
   tcase_add_test(tc, test_oldest_item_first);

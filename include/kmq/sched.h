@@ -134,6 +134,20 @@ kmq_sched_t *kmq_sched_new(const kmq_conf_t *conf,
  * @locality dispatcher thread. */
 void kmq_sched_destroy(kmq_sched_t *s);
 
+/* kmq_sched_destroy() that gives up after timeout_ms (< 0: no limit).
+ * Returns KMQ_OK when the scheduler was freed as kmq_sched_destroy() frees
+ * it. Returns KMQ_ERR_TIMED_OUT when an item handed to cbs->run was still
+ * not acknowledged at the deadline (a stuck processor): the scheduler is
+ * then *abandoned* and the caller must not use it again. Its workers go on
+ * cancelling what is still queued (cbs->cancel may run after this returns,
+ * so opaque must stay valid until the outstanding items are done) and
+ * accept the late kmq_sched_done() of the stuck items; after the last one
+ * the workers return and the last of them frees the scheduler. An item
+ * that is never acknowledged keeps the scheduler's memory and its idle
+ * workers for the life of the process; nothing else waits for it.
+ * @locality dispatcher thread; not from a callback. */
+kmq_err_t kmq_sched_destroy_within(kmq_sched_t *s, int timeout_ms);
+
 /* Begins shutdown without blocking: from now on kmq_sched_submit() and
  * kmq_sched_retry_after() return KMQ_ERR_SHUTDOWN; items still queued and
  * items waiting for a retry delay (whether due or not) are handed to
