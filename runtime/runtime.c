@@ -2,7 +2,10 @@
  * processors -> ack / DLQ. */
 #include "kmq/runtime.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +56,26 @@ struct kmq_runtime_s {
   uint32_t *freed_next;
 
   int max_attempts;
-  int64_t backoff_ms, backoff_max_ms, close_ms;
+  int64_t backoff_ms, backoff_max_ms, close_ms, flush_ms;
   size_t max_bytes;
   int subscribed;
   int64_t last_tick;
   atomic_int stop;
+
+  /* Shutdown with work still running (kmq_runtime_destroy past its
+   * bound). Every way back into the runtime for a job (a worker's run or
+   * cancel, an ASYNC completion, a DLQ outcome) brackets its own work with
+   * kmq__enter/kmq__leave (never the processor call). destroy sets
+   * `detached` and waits for `entered` to reach 0; from then on a job that
+   * comes back takes the late path (kmq__late): it touches only the job,
+   * the scheduler it came from and `refs`, never the consumer, the DLQ or
+   * the gates. `refs` is 1 (the owner, dropped by destroy) + the jobs out
+   * of the free list; whoever drops the last one frees the runtime: a
+   * stuck processor keeps its message (and so the closed consumer handle,
+   * which owns it) alive until it returns. */
+  atomic_int detached;
+  atomic_int entered;
+  atomic_long refs;
 
   /* Relaxed counters: metrics only. */
   atomic_llong dispatched, processed, failed, retried, dlq_lost, cancelled,
@@ -85,8 +103,50 @@ static kmq__job_t *kmq__job_get(kmq_runtime_t *rt) {
   return rt->free_top ? rt->free_stack[--rt->free_top] : NULL;
 }
 
+static void kmq__free(kmq_runtime_t *rt);
+
+/* Enters the runtime's own code for a job (see `detached`). Returns false
+ * when the runtime is detached: take the late path. Either way, call
+ * kmq__leave after. seq_cst with destroy's store of detached and load of
+ * entered: either destroy sees us entered and waits, or we see detached. */
+static bool kmq__enter(kmq_runtime_t *rt) {
+  atomic_fetch_add(&rt->entered, 1);
+  return !atomic_load(&rt->detached);
+}
+
+static void kmq__leave(kmq_runtime_t *rt) {
+  atomic_fetch_sub_explicit(&rt->entered, 1, memory_order_release);
+}
+
+/* Drops one reference; the last one frees the runtime. acq_rel: what every
+ * holder did happens before the free. */
+static void kmq__unref(kmq_runtime_t *rt) {
+  if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
+    kmq__free(rt);
+}
+
+/* A job that came back after destroy detached the runtime: its outcome
+ * is ignored (the consumer left the group and committed without it, so its
+ * message is redelivered); the user's actor is released on the abandoned
+ * scheduler, which frees itself after the last one. Ends with the job's
+ * reference: nothing of rt may be touched after it. */
+static void kmq__late(kmq_runtime_t *rt, kmq__job_t *job) {
+  if (job->decoded) {
+    kmq_chat_msg_clear(&job->msg);
+    job->decoded = 0;
+  }
+  kmq_sched_actor_t *actor = job->actor;
+  kmq_sched_t *sched = rt->sched;
+  kmq__leave(rt);
+  if (actor && sched)
+    kmq_sched_done(sched, actor);
+  kmq__unref(rt);
+}
+
 /* Releases the job and acks its message (ok: finished, else left for
- * redelivery), then frees the actor for the user's next message. */
+ * redelivery), then frees the actor for the user's next message. Inside
+ * kmq__enter; drops the job's reference, never the last one (destroy
+ * holds the owner's until no thread is entered). */
 static void kmq__complete(kmq__job_t *job, int ok) {
   kmq_runtime_t *rt = job->rt;
   if (job->decoded) {
@@ -99,6 +159,7 @@ static void kmq__complete(kmq__job_t *job, int ok) {
   kmq_ack(ack, ok);
   if (actor)
     kmq_sched_done(rt->sched, actor);
+  atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel);
 }
 
 /* The message's outcome is known. */
@@ -125,19 +186,27 @@ static int64_t kmq__backoff_ms(int64_t base, int64_t max, int attempt) {
   return ms;
 }
 
+/* @locality the DLQ's delivery thread, or the sender when the DLQ
+ * decides at once */
 static void kmq__dlq_done(kmq_dlq_outcome_t outcome, kmq_err_t err,
                           void *opaque) {
   kmq__job_t *job = opaque;
+  kmq_runtime_t *rt = job->rt;
   (void)err;
+  if (!kmq__enter(rt)) {
+    kmq__late(rt, job);
+    return;
+  }
   if (outcome == KMQ_DLQ_OUTCOME_LOST) {
     /* Neither the DLQ nor the fallback took it: keep the offset unfinished
      * so the message is delivered again after a restart. */
-    KMQ__INC(job->rt, dlq_lost);
+    KMQ__INC(rt, dlq_lost);
     kmq__finish(job, 0);
-    return;
+  } else {
+    KMQ__INC(rt, failed);
+    kmq__finish(job, 1);
   }
-  KMQ__INC(job->rt, failed);
-  kmq__finish(job, 1);
+  kmq__leave(rt);
 }
 
 /* Dead-letters the job's message; the ack follows the DLQ outcome, so the
@@ -208,7 +277,19 @@ static void kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
   }
 }
 
-/* Calls the processor once (attempt job->attempt). */
+/* The processor's outcome, back in the runtime (or too late for it). */
+static void kmq__resume(kmq__job_t *job, kmq_proc_result_t r) {
+  kmq_runtime_t *rt = job->rt;
+  if (!kmq__enter(rt)) {
+    kmq__late(rt, job);
+    return;
+  }
+  kmq__outcome(job, r);
+  kmq__leave(rt);
+}
+
+/* Calls the processor once (attempt job->attempt), outside kmq__enter: a
+ * processor that never returns must not hold up destroy. */
 static void kmq__attempt(kmq__job_t *job) {
   const rd_kafka_message_t *m = job->m;
   kmq__proc_ctx_begin(&job->ctx, m->key, m->key_len,
@@ -219,37 +300,35 @@ static void kmq__attempt(kmq__job_t *job) {
       &job->ctx, job->entry->cb(job->decoded ? &job->msg : NULL, &job->ctx,
                                 job->entry->opaque));
   if (r != KMQ_PROC_ASYNC)
-    kmq__outcome(job, r); /* else kmq__proc_done continues */
+    kmq__resume(job, r); /* else kmq__proc_done continues */
 }
 
 /* An asynchronous processor completed. @locality the completing thread */
 static void kmq__proc_done(kmq_proc_ctx_t *ctx, kmq_proc_result_t result,
                            void *opaque) {
   (void)ctx;
-  kmq__outcome(opaque, result);
+  kmq__resume(opaque, result);
 }
 
-/* @locality worker running the user's actor */
-static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
-  kmq_runtime_t *rt = opaque;
-  kmq__job_t *job = item;
+/* Everything before the processor call: returns true when the processor
+ * must be called (kmq__attempt), false when the job went elsewhere (DLQ,
+ * dropped). Inside kmq__enter. */
+static bool kmq__prepare(kmq_runtime_t *rt, kmq__job_t *job) {
   const rd_kafka_message_t *m = job->m;
-  job->actor = actor;
   if (job->attempt > 1) {
     /* Back from its backoff (kmq_sched_retry_after): decoded and routed on
      * its first run, deferred while it waited. A revoke that came meanwhile
      * did not wait for it: the next owner retries it. */
     if (kmq_ack_begin(job->ack))
-      kmq__attempt(job);
-    else
-      kmq__drop(job);
-    return;
+      return true;
+    kmq__drop(job);
+    return false;
   }
   if (!kmq_ack_begin(job->ack)) {
     /* Its partition is being revoked (or we are closing): the revoke does
      * not wait for it, the next owner runs it. */
     kmq__drop(job);
-    return;
+    return false;
   }
   /* Checked here, in the user's order, not at dispatch: a user's dead
    * letters must come out in offset order (dlq.h). Never parsed. */
@@ -258,20 +337,19 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
              "value of %zu bytes exceeds kmq.msg.max.bytes (%zu)", m->len,
              rt->max_bytes);
     kmq__dlq(job, "too_large", job->err, "consumer");
-    return;
+    return false;
   }
   kmq__proc_ctx_set_value(&job->ctx, m->payload, m->len); /* all attempts */
   if (rt->raw) {
     job->entry = rt->raw;
-    kmq__attempt(job);
-    return;
+    return true;
   }
   /* The decoder only reads its limits, so workers share it. */
   kmq_err_t err = kmq_msg_decode(rt->dec, m->payload, m->len, &job->msg,
                                  job->err, sizeof(job->err));
   if (err) {
     kmq__dlq(job, kmq_msg_reason(err), job->err, "consumer");
-    return;
+    return false;
   }
   job->decoded = 1;
   if (!kmq_msg_key_matches(&job->msg, m->key, m->key_len)) {
@@ -283,7 +361,7 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
                        : job->msg.external_user_id.len),
              job->msg.external_user_id.ptr);
     kmq__dlq(job, KMQ_MSG_REASON_KEY_MISMATCH, job->err, "consumer");
-    return;
+    return false;
   }
   job->entry = kmq_proc_lookup(rt->reg, &job->msg);
   if (!job->entry) {
@@ -291,9 +369,24 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
              "no processor for msg_type \"%.*s\" and no default",
              (int)job->msg.msg_type.len, job->msg.msg_type.ptr);
     kmq__dlq(job, KMQ_PROC_REASON_NO_PROCESSOR, job->err, "processor");
+    return false;
+  }
+  return true;
+}
+
+/* @locality worker running the user's actor */
+static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
+  kmq_runtime_t *rt = opaque;
+  kmq__job_t *job = item;
+  job->actor = actor;
+  if (!kmq__enter(rt)) {
+    kmq__late(rt, job);
     return;
   }
-  kmq__attempt(job);
+  bool call = kmq__prepare(rt, job);
+  kmq__leave(rt);
+  if (call)
+    kmq__attempt(job);
 }
 
 /* A queued message, or one waiting for its retry, dropped (shutdown):
@@ -302,6 +395,11 @@ static void kmq__run(void *opaque, kmq_sched_actor_t *actor, void *item) {
 static void kmq__cancel(void *opaque, void *item) {
   kmq_runtime_t *rt = opaque;
   kmq__job_t *job = item;
+  job->actor = NULL; /* a cancelled item needs no kmq_sched_done */
+  if (!kmq__enter(rt)) {
+    kmq__late(rt, job);
+    return;
+  }
   KMQ__INC(rt, cancelled);
   if (job->decoded) { /* a retry was decoded on its first run */
     kmq_chat_msg_clear(&job->msg);
@@ -310,6 +408,8 @@ static void kmq__cancel(void *opaque, void *item) {
   kmq_ack_t ack = job->ack;
   kmq__job_release(rt, job);
   kmq_ack(ack, 0);
+  atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel);
+  kmq__leave(rt);
 }
 
 /* @locality poll thread */
@@ -319,6 +419,8 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   kmq__job_t *job = kmq__job_get(rt);
   if (!job)
     return KMQ_ERR_BACKPRESSURE;
+  /* Relaxed: the owner's reference keeps refs > 0 while we run. */
+  atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
   job->m = m;
   job->ack = ack;
   job->actor = NULL;
@@ -341,6 +443,7 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   kmq_err_t err = kmq_sched_submit(rt->sched, m->key, m->key_len, job);
   if (err) {
     rt->free_stack[rt->free_top++] = job;
+    atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
     return err; /* BACKPRESSURE: held and offered again; else unfinished */
   }
   KMQ__INC(rt, dispatched);
@@ -378,6 +481,8 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->backoff_max_ms = kmq_conf_get_int(conf, "kmq.proc.backoff.max.ms");
   rt->max_bytes = (size_t)kmq_conf_get_int(conf, "kmq.msg.max.bytes");
   rt->close_ms = kmq_conf_get_int(conf, "kmq.close.timeout.ms");
+  rt->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
+  atomic_init(&rt->refs, 1); /* the owner's */
   rt->njobs = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
   rt->jobs = calloc(rt->njobs, sizeof(*rt->jobs));
   rt->free_stack = calloc(rt->njobs, sizeof(*rt->free_stack));
@@ -474,20 +579,10 @@ void kmq_runtime_stop(kmq_runtime_t *rt) {
   atomic_store_explicit(&rt->stop, 1, memory_order_relaxed);
 }
 
-void kmq_runtime_destroy(kmq_runtime_t *rt) {
-  if (!rt)
-    return;
-  /* The consumer drops queued messages (they do not start), waits for
-   * running ones (bounded by kmq.close.timeout.ms), commits, and leaves the
-   * group. */
-  kmq_consumer_close(rt->consumer, (int)rt->close_ms);
-  /* What is still queued is cancelled (unfinished, redelivered later). */
-  kmq_sched_stop(rt->sched);
-  kmq_dlq_flush(rt->dlq, 10000);
-  kmq_sched_destroy(rt->sched);
-  kmq_dlq_destroy(rt->dlq);
+/* Frees the runtime's memory, and the consumer when a stuck job kept it
+ * (its message belongs to the consumer handle). */
+static void kmq__free_now(kmq_runtime_t *rt) {
   kmq_consumer_destroy(rt->consumer);
-  kmq_msg_decoder_destroy(rt->dec);
   for (uint32_t i = 0; i < rt->njobs; i++)
     if (rt->jobs[i].decoded)
       kmq_chat_msg_clear(&rt->jobs[i].msg);
@@ -497,6 +592,80 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
   free(rt->jobs);
   free(rt->topic);
   free(rt);
+}
+
+static void *kmq__reaper(void *arg) {
+  kmq__free_now(arg);
+  return NULL;
+}
+
+/* The last reference is gone. On destroy's thread: free now. On a late
+ * job's thread (a processor's worker or completion thread): the consumer
+ * handle's destruction joins librdkafka's threads, so it goes to a
+ * detached thread of its own instead of blocking the caller. */
+static void kmq__free(kmq_runtime_t *rt) {
+  if (!rt->consumer) {
+    kmq__free_now(rt);
+    return;
+  }
+  pthread_t t;
+  pthread_attr_t attr;
+  int r = pthread_attr_init(&attr);
+  if (r == 0) {
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    r = pthread_create(&t, &attr, kmq__reaper, rt);
+    pthread_attr_destroy(&attr);
+  }
+  if (r != 0)
+    kmq__free_now(rt); /* no thread: block this one rather than leak */
+}
+
+void kmq_runtime_destroy(kmq_runtime_t *rt) {
+  if (!rt)
+    return;
+  int64_t t0 = kmq__mono_ms();
+  /* The consumer drops queued messages (they do not start), waits for
+   * running ones (bounded by kmq.close.timeout.ms), commits, and leaves the
+   * group. */
+  kmq_consumer_close(rt->consumer, (int)rt->close_ms);
+  /* What is still queued is cancelled (unfinished, redelivered later);
+   * what still runs gets the rest of the close budget, at least enough to
+   * hand the queued ones to the cancel callback. */
+  kmq_sched_stop(rt->sched);
+  int64_t left = rt->close_ms - (kmq__mono_ms() - t0);
+  if (left < 200)
+    left = 200;
+  bool abandoned =
+      kmq_sched_destroy_within(rt->sched, (int)left) != KMQ_OK;
+  if (abandoned) {
+    kmq__log("ERROR", "runtime",
+             "destroy: processing still running after "
+             "kmq.close.timeout.ms (%lld ms): abandoned; its outcome will "
+             "be ignored and its messages are redelivered; the memory "
+             "they use is freed when the last of them returns",
+             (long long)rt->close_ms);
+  } else {
+    rt->sched = NULL; /* freed */
+  }
+  /* From here on a job that comes back takes the late path; once no
+   * thread is inside, the DLQ and the rest can go. */
+  atomic_store(&rt->detached, 1);
+  while (atomic_load(&rt->entered) != 0)
+    sched_yield(); /* entered sections never block (see `detached`) */
+  /* Dead letters still in flight reach their outcome (or are purged)
+   * within kmq.flush.timeout.ms; their callbacks take the late path. */
+  kmq_dlq_destroy_within(rt->dlq, (int)rt->flush_ms);
+  rt->dlq = NULL;
+  kmq_msg_decoder_destroy(rt->dec);
+  rt->dec = NULL;
+  if (!abandoned) {
+    kmq_consumer_destroy(rt->consumer);
+    rt->consumer = NULL;
+  }
+  /* The owner's reference; if a stuck job still holds one, the last of
+   * them frees the rest (kmq__free). */
+  if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
+    kmq__free_now(rt);
 }
 
 void kmq_runtime_metrics(const kmq_runtime_t *rt, kmq_runtime_metrics_t *out) {

@@ -18,3 +18,8 @@ kmq_add_test(test_commit_meta_broker SOURCES test_commit_meta_broker.c
 # backoff waits on a scheduler timer, not on a worker).
 kmq_add_test(test_retry_broker SOURCES test_retry_broker.c
              LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)
+
+# Issue 10, item 3: kmq_runtime_destroy is bounded with a stuck processor
+# (SYNC and ASYNC), commits nothing past it, and the late outcome is inert.
+kmq_add_test(test_shutdown_broker SOURCES test_shutdown_broker.c
+             LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)

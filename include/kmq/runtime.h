@@ -99,11 +99,21 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms);
 void kmq_runtime_stop(kmq_runtime_t *rt);
 
 /* Graceful shutdown, then frees: queued messages do not start (they are
- * redelivered), running ones finish (up to kmq.close.timeout.ms, then they
- * are abandoned and the member leaves anyway), the finished prefix is
- * committed, the group is left, the DLQ flushed. The scheduler then still
- * waits for running processors to return before freeing (a processor that
- * never returns blocks this call: issue 10). Not while run() is running.
+ * redelivered), running ones get up to kmq.close.timeout.ms to finish, the
+ * finished prefix is committed, the group is left, dead letters in flight
+ * get up to kmq.flush.timeout.ms. Bounded whatever the processors do:
+ * returns within kmq.close.timeout.ms + kmq.flush.timeout.ms plus
+ * librdkafka's own close and purge (about 2 s; tests/test_shutdown_broker.c:
+ * 1 s + 1 s bounds, a processor that never returns, destroy in < 8 s).
+ * What still runs at the close deadline is abandoned: logged as an error,
+ * not committed (redelivered to the next owner), and its outcome, when the
+ * processor returns or completes later, is ignored. Until then the runtime
+ * keeps the memory that outcome touches (the job, its message and so the
+ * closed consumer handle, the scheduler's actor) and frees it, on a thread
+ * of its own, after the last such outcome; a processor that never returns
+ * keeps it for the life of the process. The registry and processor opaques
+ * must stay valid until the processor returns.
+ * @locality the thread that ran run()/poll(), not while run() is running.
  * No-op on NULL. */
 void kmq_runtime_destroy(kmq_runtime_t *rt);
 
