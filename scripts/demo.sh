@@ -3,12 +3,19 @@
 # real Kafka broker, runs the demo application (simulated WeCom traffic through
 # kmq, with per-user order checked), prints its summary, stops the broker.
 # Extra arguments go to kmq-demo (e.g. --users 2000 --messages 50).
+#   bash scripts/demo.sh --help    prints kmq-demo's options (no broker started)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build kmq-demo >/dev/null
+# Help and bad arguments are answered before any broker starts, on the
+# terminal (not in build/demo.log).
+for a in "$@"; do
+  case $a in -h | --help) exec ./build/tools/kmq-demo --help ;; esac
+done
+./build/tools/kmq-demo --check-args "$@" || exit 2
 export KMQ_KAFKA_STATE=$REPO/build/kafka-demo-state
 trap 'bash scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT INT TERM
 bash scripts/kafka.sh stop >/dev/null 2>&1 || true

@@ -4,7 +4,9 @@
  * per-user order, and prints a summary: processed, dead-lettered by reason,
  * order violations, committed offsets. Exit status 0 only if nothing is
  * missing, nothing is out of order and every bad record is in the DLQ. */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,40 @@ static void count_reason(const rd_kafka_message_t *m, void *opaque) {
   json_decref(j);
 }
 
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: kmq-demo [options]\n"
+          "Produces simulated WeCom customer-service traffic to a new topic on\n"
+          "a real broker, processes it with kmq (per-user order checked) and\n"
+          "prints what happened.\n"
+          "  --users N        simulated customers (external_userid), default 500\n"
+          "  --messages N     messages per customer, default 20\n"
+          "  --work-us N      simulated work per message in microseconds,\n"
+          "                   default 200\n"
+          "  --workers N      kmq.sched.workers (0: one per CPU), default 0\n"
+          "  --partitions N   partitions of the demo topic and its DLQ,\n"
+          "                   default 6\n"
+          "  --bootstrap H:P  broker (default: $KMQ_BOOTSTRAP)\n"
+          "  --check-args     only check the arguments (exit 0 or 2)\n"
+          "  -h, --help       this text\n"
+          "Environment: KMQ_BOOTSTRAP. Exit status: 0 nothing lost, nothing\n"
+          "out of order, every bad record dead-lettered and everything\n"
+          "committed; 1 otherwise; 2 bad arguments or set-up failure.\n");
+}
+
+/* A whole decimal number in [min, max] or exit 2 with the option's name. */
+static int arg_int(const char *opt, const char *v, int min, int max) {
+  char *end;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno || end == v || *end || n < min || n > max) {
+    fprintf(stderr, "kmq-demo: --%s: \"%s\" is not a number in [%d, %d]\n",
+            opt, v, min, max);
+    exit(2);
+  }
+  return (int)n;
+}
+
 /* Reads every partition of a topic (no group) until n records: the DLQ. */
 extern int kmq_demo_read_topic(const char *bootstrap, const char *topic, int n,
                                void (*cb)(const rd_kafka_message_t *, void *),
@@ -96,30 +132,39 @@ extern int kmq_demo_read_topic(const char *bootstrap, const char *topic, int n,
 int main(int argc, char **argv) {
   app_t app = {.users = 500, .per_user = 20, .work_us = 200};
   const char *bootstrap = getenv("KMQ_BOOTSTRAP");
-  int workers = 0, partitions = 6;
+  int workers = 0, partitions = 6, check_only = 0;
   static struct option opts[] = {{"users", 1, 0, 'u'},
                                  {"messages", 1, 0, 'm'},
                                  {"work-us", 1, 0, 'w'},
                                  {"workers", 1, 0, 'W'},
                                  {"partitions", 1, 0, 'p'},
                                  {"bootstrap", 1, 0, 'b'},
+                                 {"help", 0, 0, 'h'},
+                                 {"check-args", 0, 0, 'C'},
                                  {0, 0, 0, 0}};
   int o;
-  while ((o = getopt_long(argc, argv, "u:m:w:W:p:b:", opts, NULL)) != -1) {
+  while ((o = getopt_long(argc, argv, "u:m:w:W:p:b:h", opts, NULL)) != -1) {
     switch (o) {
-    case 'u': app.users = atoi(optarg); break;
-    case 'm': app.per_user = atoi(optarg); break;
-    case 'w': app.work_us = atoi(optarg); break;
-    case 'W': workers = atoi(optarg); break;
-    case 'p': partitions = atoi(optarg); break;
+    case 'u': app.users = arg_int("users", optarg, 1, 1000000); break;
+    case 'm': app.per_user = arg_int("messages", optarg, 1, 1000000); break;
+    case 'w': app.work_us = arg_int("work-us", optarg, 0, 10000000); break;
+    case 'W': workers = arg_int("workers", optarg, 0, 1024); break;
+    case 'p': partitions = arg_int("partitions", optarg, 1, 1000); break;
     case 'b': bootstrap = optarg; break;
-    default:
-      fprintf(stderr, "usage: kmq-demo [--users N] [--messages N] "
-                      "[--work-us N] [--workers N] [--partitions N] "
-                      "[--bootstrap host:port]\n");
-      return 2;
+    case 'h': usage(stdout); return 0;
+    case 'C': check_only = 1; break;
+    default: usage(stderr); return 2;
     }
   }
+  if (optind < argc) {
+    fprintf(stderr, "kmq-demo: unexpected argument \"%s\"\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  if ((long long)app.users * app.per_user > INT_MAX / 2)
+    die("arguments", "--users x --messages is too large");
+  if (check_only)
+    return 0; /* scripts/demo.sh: arguments are fine, start the broker */
   if (!bootstrap)
     die("bootstrap", "set KMQ_BOOTSTRAP or pass --bootstrap");
   app.last_seq = malloc(sizeof(int) * (size_t)app.users);
@@ -195,8 +240,9 @@ int main(int argc, char **argv) {
   kmq_producer_stats(p, &ps);
   kmq_producer_destroy(p);
   const int total = app.users * app.per_user;
-  printf("produced   %d messages for %d users (+%d bad records) to %s\n",
-         total, app.users, KMQ_TRAFFIC_BAD_KINDS, topic);
+  printf("produced    %d messages for %d users (+%d bad records) to topic "
+         "%s, %d partitions\n",
+         total, app.users, KMQ_TRAFFIC_BAD_KINDS, topic, partitions);
 
   /* 2. Process with the runtime. */
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
@@ -209,12 +255,17 @@ int main(int argc, char **argv) {
   if (!rt)
     die("runtime", errstr);
   kmq_runtime_metrics_t mx;
+  struct timespec ts0, ts1;
+  clock_gettime(CLOCK_MONOTONIC, &ts0);
   time_t t0 = time(NULL);
   do {
     kmq_runtime_poll(rt, 100);
     kmq_runtime_metrics(rt, &mx);
   } while ((mx.processed < total || mx.failed < KMQ_TRAFFIC_BAD_KINDS) &&
            time(NULL) - t0 < 120);
+  clock_gettime(CLOCK_MONOTONIC, &ts1);
+  double secs = (double)(ts1.tv_sec - ts0.tv_sec) +
+                (double)(ts1.tv_nsec - ts0.tv_nsec) / 1e9;
   kmq_runtime_destroy(rt);
   kmq_proc_registry_destroy(reg);
 
@@ -229,16 +280,24 @@ int main(int argc, char **argv) {
   int missing = 0;
   for (int u = 0; u < app.users; u++)
     missing += app.last_seq[u] != app.per_user - 1;
-  printf("processed  %d (latency p50 %lld us, p99 %lld us, p999 %lld us)\n",
-         atomic_load(&app.processed), (long long)mx.latency_p50_us,
-         (long long)mx.latency_p99_us, (long long)mx.latency_p999_us);
-  printf("dead-lettered %d:\n", dlq_n);
+  printf("processed   %d messages in %.1f s (%.0f messages/s, from the "
+         "runtime's start, group join included)\n",
+         atomic_load(&app.processed), secs,
+         secs > 0 ? atomic_load(&app.processed) / secs : 0.0);
+  printf("latency     p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms (dispatch to "
+         "processor outcome, incl. %d us of simulated work)\n",
+         mx.latency_p50_us / 1000.0, mx.latency_p99_us / 1000.0,
+         mx.latency_p999_us / 1000.0, app.work_us);
+  printf("dead-lettered %d records to %s (bad input, by reason):\n", dlq_n,
+         dlq_topic);
   for (int i = 0; i < rs.n; i++)
     printf("  %-16s %d\n", rs.reason[i], rs.count[i]);
-  printf("order violations %d, duplicates %d, users incomplete %d\n",
+  printf("order       %d violations (a user's message before an earlier "
+         "one), %d duplicates, %d users missing messages\n",
          atomic_load(&app.violations), atomic_load(&app.duplicates), missing);
   int64_t lagsum = 0;
-  printf("committed offsets:");
+  printf("committed   offset/end per partition (equal: nothing left "
+         "behind):");
   for (int i = 0; lag_ok && i < nl; i++) {
     printf(" p%d=%lld/%lld", lag[i].partition, (long long)lag[i].committed,
            (long long)lag[i].high);
