@@ -22,6 +22,13 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.topic", KMQ__T_STR, NULL, 0, 0, "Main topic (produce and consume)"},
     {"kmq.dlq.topic", KMQ__T_STR, NULL, 0, 0,
      "Dead-letter topic (default: <kmq.topic>.dlq)"},
+    {"kmq.mode", KMQ__T_STR, "live", 0, 0,
+     "Runtime mode: live (processors, DLQ, commits in group.id) or shadow "
+     "(migration phase 1: its own group, no DLQ, nothing written; needs "
+     "kmq.live.group.id)"},
+    {"kmq.live.group.id", KMQ__T_STR, NULL, 0, 0,
+     "kmq.mode=shadow: the live group, which the shadow's group.id must "
+     "differ from"},
     {"kmq.queue.full.timeout.ms", KMQ__T_INT, "5000", 0, 3600000,
      "How long send waits on a full producer queue before KMQ_ERR_QUEUE_FULL"},
     {"kmq.flush.timeout.ms", KMQ__T_INT, "30000", 0, 3600000,

@@ -272,8 +272,8 @@ kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
           RD_KAFKA_V_VALUE((void *)msg->value, msg->value_len),
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
           RD_KAFKA_V_OPAQUE(msg->opaque), RD_KAFKA_V_END);
-      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        break;
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || p->queue_full_ms == 0)
+        break; /* 0: never wait (dual-write) */
       if (deadline < 0)
         deadline = kmq__mono_ms() + p->queue_full_ms;
       else if (kmq__mono_ms() >= deadline)

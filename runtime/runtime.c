@@ -59,6 +59,10 @@ struct kmq_runtime_s {
   int64_t backoff_ms, backoff_max_ms, close_ms, flush_ms;
   size_t max_bytes;
   int subscribed;
+  /* kmq.mode=shadow: consumes in its own group (never the live one) and
+   * writes nothing: no DLQ; what would be dead-lettered is counted in
+   * `failed` and its offset finished in the shadow group. */
+  int shadow;
   int64_t last_tick;
   atomic_int stop;
 
@@ -214,6 +218,13 @@ static void kmq__dlq_done(kmq_dlq_outcome_t outcome, kmq_err_t err,
 static void kmq__dlq(kmq__job_t *job, const char *reason, const char *error,
                      const char *source) {
   const rd_kafka_message_t *m = job->m;
+  if (job->rt->shadow) {
+    /* A shadow must not touch what the live path owns, the DLQ included:
+     * the failure is only counted (the live group dead-letters it). */
+    KMQ__INC(job->rt, failed);
+    kmq__finish(job, 1);
+    return;
+  }
   rd_kafka_headers_t *hdrs = NULL;
   rd_kafka_message_headers(m, &hdrs);
   kmq_dlq_record_t rec = {
@@ -503,9 +514,28 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->dec = kmq_msg_decoder_new(conf, errstr, errstr_size);
   if (!rt->dec)
     goto fail_mem;
-  rt->dlq = kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
-  if (!rt->dlq)
+  const char *mode = kmq_conf_get(conf, "kmq.mode");
+  if (mode && !strcmp(mode, "shadow")) {
+    const char *live = kmq_conf_get(conf, "kmq.live.group.id");
+    const char *gid = kmq_conf_get(conf, "group.id");
+    if (!live || !*live || !gid || !strcmp(live, gid)) {
+      snprintf(errstr, errstr_size,
+               "kmq.mode=shadow needs kmq.live.group.id, different from "
+               "group.id: a shadow never consumes in the live group");
+      goto fail_dlq;
+    }
+    rt->shadow = 1;
+  } else if (mode && strcmp(mode, "live")) {
+    snprintf(errstr, errstr_size, "kmq.mode: \"%s\" is not live or shadow",
+             mode);
     goto fail_dlq;
+  }
+  if (!rt->shadow) {
+    rt->dlq =
+        kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
+    if (!rt->dlq)
+      goto fail_dlq;
+  }
   /* No revoke hook: the consumer flags a revoked partition's messages and
    * kmq__run drops those that have not started (kmq_ack_revoked). */
   rt->consumer = kmq_consumer_new(conf, NULL, errstr, errstr_size);
@@ -680,9 +710,11 @@ void kmq_runtime_metrics(const kmq_runtime_t *rt, kmq_runtime_metrics_t *out) {
   out->gate_backlog = KMQ__LD(gate_backlog);
   out->commit_lag = KMQ__LD(commit_lag);
 #undef KMQ__LD
-  kmq_dlq_stats_t ds;
-  kmq_dlq_stats(rt->dlq, &ds);
-  out->dlq = ds.written + ds.fallback;
+  if (rt->dlq) {
+    kmq_dlq_stats_t ds;
+    kmq_dlq_stats(rt->dlq, &ds);
+    out->dlq = ds.written + ds.fallback;
+  }
   kmq_sched_stats_t ss;
   kmq_sched_stats(rt->sched, &ss);
   out->actors_live = (int64_t)ss.actors_live;

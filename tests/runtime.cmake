@@ -23,3 +23,8 @@ kmq_add_test(test_retry_broker SOURCES test_retry_broker.c
 # (SYNC and ASYNC), commits nothing past it, and the late outcome is inert.
 kmq_add_test(test_shutdown_broker SOURCES test_shutdown_broker.c
              LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)
+
+# Issue 13: the migration drill (phase 0 -> dual-write + shadow -> live ->
+# rollback -> live) with traffic flowing.
+kmq_add_test(test_migrate_broker SOURCES test_migrate_broker.c
+             LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)
