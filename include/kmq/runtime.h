@@ -36,6 +36,12 @@
  * users run meanwhile. A RETRY whose partition is being revoked stops
  * retrying (the next owner runs it).
  *
+ * Modes (kmq.mode): live (the default) as above; shadow (migration phase
+ * 1, README "Migration"): needs kmq.live.group.id different from group.id
+ * (else kmq_runtime_new fails), creates no DLQ producer and writes nothing:
+ * what live would dead-letter is counted in `failed` and finished in the
+ * shadow's group.
+ *
  * Who owns what: the conf is copied; the registry and processor opaques are
  * borrowed and must outlive the runtime (the registry is frozen by
  * kmq_runtime_new). Processors run on worker threads (see processor.h).
