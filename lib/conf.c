@@ -48,7 +48,8 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.close.timeout.ms", KMQ__T_INT, "30000", 0, 3600000,
      "Close waits this long for running messages before it leaves the "
      "group anyway (what still runs is abandoned: not committed); "
-     "kmq_runtime_destroy returns within this + kmq.flush.timeout.ms"},
+     "kmq_runtime_destroy returns within this + kmq.flush.timeout.ms "
+     "(+ librdkafka's purge and close, runtime.h)"},
     {"kmq.commit.metadata.max.bytes", KMQ__T_INT, "4000", 0, 1048576,
      "Finished offsets beyond the committed one, sent as the commit's "
      "metadata so the next owner skips them (0: off; keep it below the "

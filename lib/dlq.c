@@ -2,6 +2,7 @@
  * and its size bound are in dlq_envelope.c. */
 #include "kmq/dlq.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,17 +20,45 @@ struct kmq_dlq_s {
   int64_t flush_ms;
   size_t max_bytes; /* the producer's message.max.bytes: letters fit it */
   kmq__poller_t poller;
+  /* Records queued in librdkafka, so that destroy can report LOST for those
+   * whose delivery report never came (librdkafka drops the reports of what
+   * it still holds when it is destroyed): every record gets its outcome.
+   * Under inflight_lock; the failure path only, never the hot path. */
+  pthread_mutex_t inflight_lock;
+  struct kmq__dlq_ctx_s *inflight;
   /* Counters are read by any thread for metrics; relaxed ordering suffices
    * because no other data is published through them. */
   atomic_llong sent, written, fallbacks, lost, outstanding;
 };
 
 /* Per-record completion, allocated only on this (failure) path. */
-typedef struct {
+typedef struct kmq__dlq_ctx_s {
   kmq_dlq_t *dlq;
   kmq_dlq_done_cb *done;
   void *opaque;
+  struct kmq__dlq_ctx_s *prev, *next; /* in dlq->inflight while queued */
 } kmq__dlq_ctx_t;
+
+static void kmq__dlq_link(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx) {
+  pthread_mutex_lock(&dlq->inflight_lock);
+  ctx->prev = NULL;
+  ctx->next = dlq->inflight;
+  if (dlq->inflight)
+    dlq->inflight->prev = ctx;
+  dlq->inflight = ctx;
+  pthread_mutex_unlock(&dlq->inflight_lock);
+}
+
+static void kmq__dlq_unlink(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx) {
+  pthread_mutex_lock(&dlq->inflight_lock);
+  if (ctx->prev)
+    ctx->prev->next = ctx->next;
+  else
+    dlq->inflight = ctx->next;
+  if (ctx->next)
+    ctx->next->prev = ctx->prev;
+  pthread_mutex_unlock(&dlq->inflight_lock);
+}
 
 static void kmq__dlq_finish(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx,
                             kmq_dlq_outcome_t outcome, kmq_err_t err) {
@@ -103,6 +132,8 @@ static void kmq__dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m,
   (void)rk;
   kmq_dlq_t *dlq = opaque;
   kmq__dlq_ctx_t *ctx = m->_private;
+  if (ctx)
+    kmq__dlq_unlink(dlq, ctx);
   if (!m->err) {
     kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_DLQ, KMQ_OK);
     return;
@@ -143,6 +174,7 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
   }
   dlq->fallback = fallback;
   dlq->fallback_opaque = fallback_opaque;
+  pthread_mutex_init(&dlq->inflight_lock, NULL);
   dlq->queue_full_ms = kmq_conf_get_int(conf, "kmq.queue.full.timeout.ms");
   dlq->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
 
@@ -178,6 +210,7 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
 fail_thread:
   rd_kafka_destroy(dlq->rk);
 fail_conf:
+  pthread_mutex_destroy(&dlq->inflight_lock);
   free(dlq->topic);
 fail_topic:
   free(dlq);
@@ -200,7 +233,7 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
     kmq_dlq_letter_clear(&l);
     return KMQ_ERR_NOMEM;
   }
-  *ctx = (kmq__dlq_ctx_t){dlq, done, opaque};
+  *ctx = (kmq__dlq_ctx_t){dlq, done, opaque, NULL, NULL};
   atomic_fetch_add_explicit(&dlq->sent, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&dlq->outstanding, 1, memory_order_relaxed);
 
@@ -234,6 +267,7 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
 
   int64_t deadline = kmq__mono_ms() + dlq->queue_full_ms;
   rd_kafka_resp_err_t err;
+  kmq__dlq_link(dlq, ctx); /* before: its report may come at once */
   for (;;) {
     /* RD_KAFKA_MSG_F_FREE: librdkafka frees the envelope after delivery. */
     err = rd_kafka_producev(
@@ -247,6 +281,7 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
   }
   if (!err)
     return KMQ_OK; /* librdkafka owns value and headers now */
+  kmq__dlq_unlink(dlq, ctx);
 
   /* Not even queued: the fallback hook gets it now, on this thread. */
   kmq_fallback_record_t fr = {dlq->topic, l.key,     l.key_len, l.value,
@@ -289,10 +324,21 @@ void kmq_dlq_destroy_within(kmq_dlq_t *dlq, int timeout_ms) {
    * delivery report with an error, which sends it to the fallback hook (or
    * LOST) instead of dropping it. */
   kmq__flush_then_purge(dlq->rk, kmq__mono_ms() + timeout_ms);
-  if (atomic_load(&dlq->outstanding) != 0)
-    kmq__log("ERROR", "dlq", "%lld records without outcome at destroy",
-             (long long)atomic_load(&dlq->outstanding));
   rd_kafka_destroy(dlq->rk);
+  /* No report comes after rd_kafka_destroy: what is still listed never got
+   * one. Not known to be durable, so LOST (its owner keeps it
+   * unfinished). */
+  int64_t n = 0;
+  for (kmq__dlq_ctx_t *ctx = dlq->inflight, *next; ctx; ctx = next) {
+    next = ctx->next;
+    kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_LOST, KMQ_ERR_TIMED_OUT);
+    n++;
+  }
+  if (n)
+    kmq__log("ERROR", "dlq",
+             "%lld records had no delivery report at destroy: LOST",
+             (long long)n);
+  pthread_mutex_destroy(&dlq->inflight_lock);
   free(dlq->topic);
   free(dlq);
 }

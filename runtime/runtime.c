@@ -70,13 +70,16 @@ struct kmq_runtime_s {
    * bound). Every way back into the runtime for a job (a worker's run or
    * cancel, an ASYNC completion, a DLQ outcome) brackets its own work with
    * kmq__enter/kmq__leave (never the processor call). destroy sets
-   * `detached` and waits for `entered` to reach 0; from then on a job that
-   * comes back takes the late path (kmq__late): it touches only the job,
-   * the scheduler it came from and `refs`, never the consumer, the DLQ or
-   * the gates. `refs` is 1 (the owner, dropped by destroy) + the jobs out
-   * of the free list; whoever drops the last one frees the runtime: a
-   * stuck processor keeps its message (and so the closed consumer handle,
-   * which owns it) alive until it returns. */
+   * `detached` and waits (bounded) for `entered` to reach 0; from then on
+   * a job that comes back takes the late path (kmq__late): it touches only
+   * the job, the scheduler it came from and `refs`, never the consumer,
+   * the DLQ or the gates. `refs` is 1 (the owner, dropped by destroy) +
+   * the jobs out of the free list + the threads entered; whoever drops the
+   * last one frees the runtime and what destroy could not free: a stuck
+   * processor keeps its message (and so the closed consumer handle, which
+   * owns it) alive until it returns; a thread still entered at destroy's
+   * deadline (a dead-letter send waiting on a full queue, a fallback hook)
+   * keeps the DLQ and the consumer until it leaves. */
   atomic_int detached;
   atomic_int entered;
   atomic_long refs;
@@ -109,24 +112,34 @@ static kmq__job_t *kmq__job_get(kmq_runtime_t *rt) {
 
 static void kmq__free(kmq_runtime_t *rt);
 
-/* Enters the runtime's own code for a job (see `detached`). Returns false
- * when the runtime is detached: take the late path. Either way, call
- * kmq__leave after. seq_cst with destroy's store of detached and load of
- * entered: either destroy sees us entered and waits, or we see detached. */
-static bool kmq__enter(kmq_runtime_t *rt) {
-  atomic_fetch_add(&rt->entered, 1);
-  return !atomic_load(&rt->detached);
-}
-
-static void kmq__leave(kmq_runtime_t *rt) {
-  atomic_fetch_sub_explicit(&rt->entered, 1, memory_order_release);
-}
-
 /* Drops one reference; the last one frees the runtime. acq_rel: what every
  * holder did happens before the free. */
 static void kmq__unref(kmq_runtime_t *rt) {
   if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
     kmq__free(rt);
+}
+
+/* Enters the runtime's own code for a job (see `detached`), holding a
+ * reference until kmq__leave. Returns false, entered and referenced
+ * nothing, when the runtime is detached: take the late path (kmq__late)
+ * instead. The caller's job reference keeps rt alive meanwhile. seq_cst
+ * with destroy's store of detached and load of entered: either destroy sees
+ * us entered and waits, or we see detached. */
+static bool kmq__enter(kmq_runtime_t *rt) {
+  atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+  atomic_fetch_add(&rt->entered, 1);
+  if (!atomic_load(&rt->detached))
+    return true;
+  atomic_fetch_sub_explicit(&rt->entered, 1, memory_order_release);
+  atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
+  return false;
+}
+
+/* Leaves; may free the runtime (destroy gave up waiting for us): nothing
+ * of rt may be touched after it. */
+static void kmq__leave(kmq_runtime_t *rt) {
+  atomic_fetch_sub_explicit(&rt->entered, 1, memory_order_release);
+  kmq__unref(rt);
 }
 
 /* A job that came back after destroy detached the runtime: its outcome
@@ -139,18 +152,15 @@ static void kmq__late(kmq_runtime_t *rt, kmq__job_t *job) {
     kmq_chat_msg_clear(&job->msg);
     job->decoded = 0;
   }
-  kmq_sched_actor_t *actor = job->actor;
-  kmq_sched_t *sched = rt->sched;
-  kmq__leave(rt);
-  if (actor && sched)
-    kmq_sched_done(sched, actor);
+  if (job->actor && rt->sched)
+    kmq_sched_done(rt->sched, job->actor);
   kmq__unref(rt);
 }
 
 /* Releases the job and acks its message (ok: finished, else left for
  * redelivery), then frees the actor for the user's next message. Inside
- * kmq__enter; drops the job's reference, never the last one (destroy
- * holds the owner's until no thread is entered). */
+ * kmq__enter; drops the job's reference, never the last one (the entered
+ * thread holds one). */
 static void kmq__complete(kmq__job_t *job, int ok) {
   kmq_runtime_t *rt = job->rt;
   if (job->decoded) {
@@ -609,9 +619,13 @@ void kmq_runtime_stop(kmq_runtime_t *rt) {
   atomic_store_explicit(&rt->stop, 1, memory_order_relaxed);
 }
 
-/* Frees the runtime's memory, and the consumer when a stuck job kept it
- * (its message belongs to the consumer handle). */
+/* Frees the runtime's memory, and the clients a late job kept: the
+ * consumer (a stuck job's message belongs to its handle), the DLQ and the
+ * decoder (a thread was still entered at destroy's deadline). No job is
+ * left by now, so the DLQ has no outcome to report. */
 static void kmq__free_now(kmq_runtime_t *rt) {
+  kmq_dlq_destroy_within(rt->dlq, (int)rt->flush_ms);
+  kmq_msg_decoder_destroy(rt->dec);
   kmq_consumer_destroy(rt->consumer);
   for (uint32_t i = 0; i < rt->njobs; i++)
     if (rt->jobs[i].decoded)
@@ -634,7 +648,7 @@ static void *kmq__reaper(void *arg) {
  * handle's destruction joins librdkafka's threads, so it goes to a
  * detached thread of its own instead of blocking the caller. */
 static void kmq__free(kmq_runtime_t *rt) {
-  if (!rt->consumer) {
+  if (!rt->consumer && !rt->dlq) {
     kmq__free_now(rt);
     return;
   }
@@ -659,41 +673,55 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
    * group. */
   kmq_consumer_close(rt->consumer, (int)rt->close_ms);
   /* What is still queued is cancelled (unfinished, redelivered later);
-   * what still runs gets the rest of the close budget, at least enough to
-   * hand the queued ones to the cancel callback. */
+   * what still runs, or waits for its dead letter's outcome, gets the rest
+   * of the close budget, at least enough to hand the queued ones to the
+   * cancel callback. */
   kmq_sched_stop(rt->sched);
   int64_t left = rt->close_ms - (kmq__mono_ms() - t0);
   if (left < 200)
     left = 200;
-  bool abandoned =
-      kmq_sched_destroy_within(rt->sched, (int)left) != KMQ_OK;
+  bool abandoned = kmq_sched_destroy_within(rt->sched, (int)left) != KMQ_OK;
   if (abandoned) {
     kmq__log("ERROR", "runtime",
-             "destroy: processing still running after "
-             "kmq.close.timeout.ms (%lld ms): abandoned; its outcome will "
-             "be ignored and its messages are redelivered; the memory "
-             "they use is freed when the last of them returns",
-             (long long)rt->close_ms);
+             "destroy: messages still processing (or waiting for their dead "
+             "letter) %lld ms after close began: abandoned; their outcome "
+             "will be ignored and they are redelivered; the memory they use "
+             "is freed when the last of them returns",
+             (long long)(kmq__mono_ms() - t0));
   } else {
     rt->sched = NULL; /* freed */
   }
   /* From here on a job that comes back takes the late path; once no
-   * thread is inside, the DLQ and the rest can go. */
+   * thread is inside, the DLQ and the rest can go. A thread inside can be
+   * in a dead-letter send waiting for room or in the fallback hook: it
+   * gets kmq.flush.timeout.ms, shared with the DLQ's own flush. */
+  int64_t flush_deadline = kmq__mono_ms() + rt->flush_ms;
   atomic_store(&rt->detached, 1);
-  while (atomic_load(&rt->entered) != 0)
-    sched_yield(); /* entered sections never block (see `detached`) */
-  /* Dead letters still in flight reach their outcome (or are purged)
-   * within kmq.flush.timeout.ms; their callbacks take the late path. */
-  kmq_dlq_destroy_within(rt->dlq, (int)rt->flush_ms);
-  rt->dlq = NULL;
-  kmq_msg_decoder_destroy(rt->dec);
-  rt->dec = NULL;
-  if (!abandoned) {
-    kmq_consumer_destroy(rt->consumer);
-    rt->consumer = NULL;
+  while (atomic_load(&rt->entered) != 0 &&
+         kmq__mono_ms() < flush_deadline) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
   }
-  /* The owner's reference; if a stuck job still holds one, the last of
-   * them frees the rest (kmq__free). */
+  if (atomic_load(&rt->entered) == 0) {
+    /* Dead letters still in flight reach their outcome (or are purged)
+     * within what is left; their callbacks take the late path. */
+    int64_t fl = flush_deadline - kmq__mono_ms();
+    kmq_dlq_destroy_within(rt->dlq, fl > 0 ? (int)fl : 0);
+    rt->dlq = NULL;
+    kmq_msg_decoder_destroy(rt->dec);
+    rt->dec = NULL;
+    if (!abandoned) {
+      kmq_consumer_destroy(rt->consumer);
+      rt->consumer = NULL;
+    }
+  } else {
+    kmq__log("ERROR", "runtime",
+             "destroy: a dead-letter send or fallback hook still running "
+             "after kmq.flush.timeout.ms: the DLQ and the consumer are freed "
+             "when it returns");
+  }
+  /* The owner's reference; if a late job or an entered thread still holds
+   * one, the last of them frees the rest (kmq__free). */
   if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
     kmq__free_now(rt);
 }

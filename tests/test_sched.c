@@ -837,6 +837,11 @@ START_TEST(test_destroy_busy) {
 }
 END_TEST
 
+static bool t_no_workers(void *o) {
+  (void)o;
+  return kt_threads_named("kmq-sched-") == 0;
+}
+
 START_TEST(test_destroy_within_stuck) {
   /* A stuck item (the blocker, on one of two workers) and items queued
    * on other keys. destroy_within returns TIMED_OUT near its
@@ -847,6 +852,7 @@ START_TEST(test_destroy_within_stuck) {
   const uint32_t nkeys = 8, per_key = 20;
   t_ctx_t *c = t_ctx_new(T_SYNC, false, "dw", nkeys, per_key);
   t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "2", NULL});
+  ck_assert_int_eq(kt_threads_named("kmq-sched-"), 2);
   t_submit(c, &c->blocker);
   ck_assert(kt_wait_until(t_blocker_running, c, T_WAIT_MS));
   for (uint32_t q = 0; q < per_key; q++)
@@ -857,6 +863,8 @@ START_TEST(test_destroy_within_stuck) {
   int64_t took = kt_now_ms() - t0;
   ck_assert_msg(took >= 150 && took < 5000, "destroy_within took %lld ms",
                 (long long)took);
+  /* Abandoned, not freed: its workers (the blocker's among them) live. */
+  ck_assert_int_gt(kt_threads_named("kmq-sched-"), 0);
   /* Everything but the blocker ended (run or cancelled) meanwhile. */
   t_wait_finished(c, c->nitems);
   ck_assert_int_eq(atomic_load(&c->blocker.runs), 1);
@@ -865,6 +873,10 @@ START_TEST(test_destroy_within_stuck) {
   atomic_store(&c->blocker_go, 1);
   t_count_arg_t all = {c, c->nitems + 1};
   ck_assert(kt_wait_until(t_finished_ge, &all, T_WAIT_MS));
+  /* ... and then its workers return, the last one freeing it. */
+  ck_assert_msg(kt_wait_until(t_no_workers, NULL, T_WAIT_MS),
+                "%d workers of the abandoned scheduler still alive",
+                kt_threads_named("kmq-sched-"));
   ck_assert_uint_eq(atomic_load(&c->violations), 0);
   for (size_t i = 0; i < c->nitems; i++)
     ck_assert_int_eq(atomic_load(&c->items[i].runs) +

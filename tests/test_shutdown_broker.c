@@ -12,8 +12,10 @@
  *   - the group's committed offset is exactly 3: the stuck message and
  *     what follows it are not committed;
  *   - the late outcome (released after destroy) is ignored and harms
- *     nothing (ASan: no use after free; the runtime's memory goes with
- *     the last late job);
+ *     nothing (ASan: no use after free), and the runtime's remains go with
+ *     it: until the release, the abandoned scheduler's workers and the
+ *     closed consumer's librdkafka threads are alive; after it, none of
+ *     them is (threads counted by name in /proc/self/task);
  *   - a new member of the group processes offsets 3-9 of user 0 in order
  *     and does not process user 1's finished messages again (commit
  *     metadata), and commits the end offset.
@@ -136,6 +138,11 @@ static bool late_returned(void *arg) {
   return atomic_load(&((app_t *)arg)->late_returned) != 0;
 }
 
+static bool remains_gone(void *arg) {
+  (void)arg;
+  return kt_threads_named("kmq-sched-") == 0 && kt_threads_named("rdk:") == 0;
+}
+
 static int64_t committed_p0(void) {
   char errstr[512];
   kmq_partition_lag_t lag[4];
@@ -187,6 +194,8 @@ static void stuck_case(bool async) {
   ck_assert_msg(took >= 900, "destroy took only %lld ms: it did not wait "
                 "for the stuck processor", (long long)took);
   ck_assert_int_eq(committed_p0(), STUCK_SEQ);
+  ck_assert_int_gt(kt_threads_named("kmq-sched-"), 0);
+  ck_assert_int_gt(kt_threads_named("rdk:"), 0);
 
   /* The late outcome: OK, after the runtime is gone. */
   atomic_store(&a->released, 1);
@@ -200,6 +209,10 @@ static void stuck_case(bool async) {
     pthread_mutex_unlock(&a->lock);
     ck_assert(kt_wait_until(late_returned, a, 10000));
   }
+  ck_assert_msg(kt_wait_until(remains_gone, NULL, 30000),
+                "after the late outcome: %d scheduler workers, %d librdkafka "
+                "threads", kt_threads_named("kmq-sched-"),
+                kt_threads_named("rdk:"));
   ck_assert_int_eq(committed_p0(), STUCK_SEQ);
   ck_assert_int_eq(atomic_load(&a->violations), 0);
 

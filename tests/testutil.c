@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,4 +198,25 @@ rd_kafka_t *kt_member_join(const char *bootstrap, const char *group,
 void kt_member_leave(rd_kafka_t *rk) {
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
+}
+
+int kt_threads_named(const char *prefix) {
+  DIR *d = opendir("/proc/self/task");
+  ck_assert_ptr_nonnull(d);
+  int n = 0;
+  size_t plen = strlen(prefix);
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[300], name[32] = "";
+    snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue; /* the thread just exited */
+    if (fgets(name, sizeof(name), f) && !strncmp(name, prefix, plen))
+      n++;
+    fclose(f);
+  }
+  closedir(d);
+  return n;
 }

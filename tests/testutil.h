@@ -20,6 +20,12 @@ int64_t kt_now_ms(void);
  * yields for at most 1 ms. Returns the final value of cond. */
 bool kt_wait_until(bool (*cond)(void *opaque), void *opaque, int timeout_ms);
 
+/* Threads of this process whose name (/proc/self/task/<tid>/comm) starts
+ * with prefix, e.g. "kmq-sched-" (scheduler workers) or "rdk:" (librdkafka):
+ * how a test sees that something it cannot reach any more (an abandoned
+ * scheduler, a runtime freed by its last late job) really went away. */
+int kt_threads_named(const char *prefix);
+
 /* Writes "<prefix>-<pid>-<counter>-<random>" into buf: unique per run. */
 void kt_unique_name(char *buf, size_t size, const char *prefix);
 

@@ -139,9 +139,11 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
 
 /* Flushes outstanding records (bounded by kmq.flush.timeout.ms; what is left
  * then is purged and goes to the fallback hook, or is LOST), stops the
- * thread, frees. Every record sent has its outcome when it returns. Returns
- * within the bound plus the time to run the purged records' callbacks (at
- * most 2 s, plus the fallback hook's own time). No-op on NULL. */
+ * thread, frees. Every record sent has its outcome when it returns: one
+ * whose purge report librdkafka never delivered is reported LOST (with
+ * KMQ_ERR_TIMED_OUT) after the client is gone. Returns within the bound
+ * plus the time to run the purged records' callbacks (at most 2 s, plus the
+ * fallback hook's own time). No-op on NULL. */
 void kmq_dlq_destroy(kmq_dlq_t *dlq);
 
 /* kmq_dlq_destroy() with timeout_ms instead of kmq.flush.timeout.ms (an

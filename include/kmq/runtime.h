@@ -108,17 +108,23 @@ void kmq_runtime_stop(kmq_runtime_t *rt);
  * redelivered), running ones get up to kmq.close.timeout.ms to finish, the
  * finished prefix is committed, the group is left, dead letters in flight
  * get up to kmq.flush.timeout.ms. Bounded whatever the processors do:
- * returns within kmq.close.timeout.ms + kmq.flush.timeout.ms plus
- * librdkafka's own close and purge (about 2 s; tests/test_shutdown_broker.c:
- * 1 s + 1 s bounds, a processor that never returns, destroy in < 8 s).
+ * returns within kmq.close.timeout.ms + kmq.flush.timeout.ms (at least
+ * 200 ms for the scheduler) plus what kmq cannot bound: the purge of
+ * undelivered dead letters (about 2 s), the fallback hook's own time, and,
+ * when the group coordinator does not answer, librdkafka's final commit
+ * and group leave (its socket and session timeouts).
+ * tests/test_shutdown_broker.c: 1 s + 1 s bounds, a SYNC or ASYNC processor
+ * that never returns, destroy in < 8 s.
  * What still runs at the close deadline is abandoned: logged as an error,
  * not committed (redelivered to the next owner), and its outcome, when the
  * processor returns or completes later, is ignored. Until then the runtime
- * keeps the memory that outcome touches (the job, its message and so the
- * closed consumer handle, the scheduler's actor) and frees it, on a thread
- * of its own, after the last such outcome; a processor that never returns
- * keeps it for the life of the process. The registry and processor opaques
- * must stay valid until the processor returns.
+ * keeps what that outcome touches: the job, its message and so the closed
+ * consumer handle with its librdkafka threads, the scheduler with its idle
+ * workers; the last such outcome frees them, on a thread of its own. A
+ * processor that never returns keeps them for the life of the process.
+ * Likewise a dead-letter send or fallback hook still running at the flush
+ * deadline keeps the DLQ and the consumer until it returns. The registry
+ * and processor opaques must stay valid until the processors return.
  * @locality the thread that ran run()/poll(), not while run() is running.
  * No-op on NULL. */
 void kmq_runtime_destroy(kmq_runtime_t *rt);

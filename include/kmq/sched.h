@@ -142,8 +142,9 @@ void kmq_sched_destroy(kmq_sched_t *s);
  * cancelling what is still queued (cbs->cancel may run after this returns,
  * so opaque must stay valid until the outstanding items are done) and
  * accept the late kmq_sched_done() of the stuck items; after the last one
- * the workers return and the last of them frees the scheduler. An item
- * that is never acknowledged keeps the scheduler's memory and its idle
+ * the workers return and the last of them frees the scheduler (pending
+ * kmq_sched_cancel_if predicates' arg_free run then, on that worker). An
+ * item that is never acknowledged keeps the scheduler's memory and its idle
  * workers for the life of the process; nothing else waits for it.
  * @locality dispatcher thread; not from a callback. */
 kmq_err_t kmq_sched_destroy_within(kmq_sched_t *s, int timeout_ms);
