@@ -3,3 +3,9 @@
 kmq_add_test(test_wecom_crypto SOURCES test_wecom_crypto.c LIBS kmq_wecom
              LABELS "unit" TIMEOUT 60)
 target_include_directories(test_wecom_crypto PRIVATE ${PROJECT_SOURCE_DIR})
+
+# The kmq-wecom command line on the same vector: exit codes 0, 1 and 2.
+add_test(NAME test_wecom_cli
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/wecom/test_cli.sh
+                 $<TARGET_FILE:kmq-wecom>)
+set_tests_properties(test_wecom_cli PROPERTIES LABELS "unit" TIMEOUT 60)

@@ -208,8 +208,7 @@ kmq_wecom_err_t kmq_wecom_sign(const kmq_wecom_crypt_t *c,
   return KMQ_WECOM_OK;
 }
 
-/* Strict decimal Unix seconds: 1..18 digits, nothing else. */
-static bool kmq__parse_ts(const char *s, int64_t *out) {
+bool kmq__wecom_parse_ts(const char *s, int64_t *out) {
   size_t n = strnlen(s, 19);
   if (n == 0 || n > 18)
     return false;
@@ -254,7 +253,7 @@ kmq_wecom_err_t kmq__wecom_authenticate(const kmq_wecom_crypt_t *c,
   }
   if (c->max_skew_s) {
     int64_t ts;
-    if (!kmq__parse_ts(timestamp, &ts)) {
+    if (!kmq__wecom_parse_ts(timestamp, &ts)) {
       snprintf(errstr, errstr_size, "timestamp is not decimal Unix seconds");
       return KMQ_WECOM_ERR_STALE_TIMESTAMP;
     }
@@ -432,7 +431,7 @@ kmq_wecom_err_t kmq__wecom_inner_parse(const char *xml, size_t len,
   };
   kmq_wecom_err_t err = kmq__wecom_xml_parse(xml, len, f, sizeof(f) / sizeof(*f),
                                              errstr, errstr_size);
-  if (!err && f[1].seen && !kmq__parse_ts(ct, &m->create_time)) {
+  if (!err && f[1].seen && !kmq__wecom_parse_ts(ct, &m->create_time)) {
     snprintf(errstr, errstr_size, "CreateTime is not decimal seconds");
     err = KMQ_WECOM_ERR_PARSE_XML;
   }

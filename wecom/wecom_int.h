@@ -36,6 +36,9 @@ kmq_wecom_err_t kmq__wecom_xml_parse(const char *doc, size_t len,
  * len / 4 * 3 bytes. Returns the decoded length, or -1. */
 long kmq__wecom_b64_decode(const char *in, size_t len, unsigned char *out);
 
+/* Strict decimal Unix seconds: 1..18 digits, nothing else. */
+bool kmq__wecom_parse_ts(const char *s, int64_t *out);
+
 /* Size bounds, the signature over data (constant time) and the timestamp
  * skew, in that order: the whole authentication of a request, before any
  * decryption. */
@@ -62,5 +65,24 @@ kmq_wecom_err_t kmq__wecom_outer_parse(const char *body, size_t len,
 kmq_wecom_err_t kmq__wecom_inner_parse(const char *xml, size_t len,
                                        kmq_wecom_callback_msg_t *msg,
                                        char *errstr, size_t errstr_size);
+
+/* The callback server's replay cache: a fixed table of (msg_signature,
+ * expiry) under a mutex. Linear scans: a few thousand slots cost
+ * microseconds, against a request rate WeCom keeps in the tens per second,
+ * and keep the no-eviction rule obvious. @locality any server thread. */
+typedef struct kmq__replay_s kmq__replay_t;
+
+kmq__replay_t *kmq__replay_new(size_t slots);
+void kmq__replay_destroy(kmq__replay_t *r);
+
+/* Records sig (40 hex chars) as seen until expires (Unix seconds).
+ * KMQ_WECOM_ERR_REPLAYED when it is already there and not expired at now;
+ * KMQ_WECOM_ERR_NOMEM when every slot holds a live entry (nothing is
+ * evicted early: that would let its replay through). */
+kmq_wecom_err_t kmq__replay_add(kmq__replay_t *r, const char *sig,
+                                int64_t expires, int64_t now);
+
+/* Forgets sig again (its request failed and may be retried). */
+void kmq__replay_forget(kmq__replay_t *r, const char *sig);
 
 #endif
