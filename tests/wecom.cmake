@@ -9,3 +9,10 @@ add_test(NAME test_wecom_cli
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/wecom/test_cli.sh
                  $<TARGET_FILE:kmq-wecom>)
 set_tests_properties(test_wecom_cli PROPERTIES LABELS "unit" TIMEOUT 60)
+
+# The callback endpoint in process with libcurl as WeCom, on the real
+# broker (broker).
+pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
+kmq_add_test(test_wecom_callback_broker SOURCES test_wecom_callback_broker.c
+             LIBS kmq_wecom kmq_brokerutil PkgConfig::CURL LABELS "broker"
+             TIMEOUT 120)
