@@ -16,3 +16,18 @@ pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
 kmq_add_test(test_wecom_callback_broker SOURCES test_wecom_callback_broker.c
              LIBS kmq_wecom kmq_brokerutil PkgConfig::CURL LABELS "broker"
              TIMEOUT 120)
+
+# libFuzzer target for the callback decoder (clang only; tests/faults/fuzz.sh
+# runs it with the others):
+#   CC=clang cmake -S . -B build-fuzz -DKMQ_FUZZ=ON && ninja -C build-fuzz fuzz_wecom
+#   build-fuzz/tests/fuzz_wecom -max_total_time=60 tests/fuzz/corpus/wecom
+if(KMQ_FUZZ)
+  # Coverage feedback needs the decoder instrumented, not only the harness.
+  target_compile_options(kmq_wecom PRIVATE -fsanitize=fuzzer-no-link,address,undefined)
+  add_executable(fuzz_wecom fuzz/fuzz_wecom.c)
+  target_compile_options(fuzz_wecom PRIVATE -fsanitize=fuzzer,address,undefined
+                         -fno-sanitize-recover=undefined)
+  target_link_options(fuzz_wecom PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_wecom PRIVATE kmq_wecom)
+  target_include_directories(fuzz_wecom PRIVATE ${PROJECT_SOURCE_DIR})
+endif()
