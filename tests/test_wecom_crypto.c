@@ -455,6 +455,7 @@ START_TEST(test_xml_refusals) {
       "<!DOCTYPE xml [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;&a;\">]>"
       "<xml><Encrypt>%s&b;</Encrypt></xml>",
       "<xml><Encrypt>%s</Encrypt><Encrypt>%s</Encrypt></xml>", /* twice */
+      "<xml><Encrypt>%s<b/>%s</Encrypt></xml>",  /* mixed content */
       "<notxml><Encrypt>%s</Encrypt></notxml>",
       "<xml><Encrypt>%s</Encrypt>",                /* truncated */
       "<xml><Encrypt>%s</Encrypt></xml><xml/>",    /* two roots */

@@ -355,7 +355,12 @@ static enum MHD_Result kmq__access(void *cls, struct MHD_Connection *conn,
     return MHD_YES;
   }
   if (*upload_size) {
-    if (!rq->post || *upload_size > cb->max_body - rq->len) {
+    if (!rq->post) {
+      kmq__count(&cb->st.malformed);
+      kmq__log(cb, 4, "GET with a body, connection closed");
+      return MHD_NO;
+    }
+    if (*upload_size > cb->max_body - rq->len) {
       /* Only a chunked body gets here (a Content-Length was checked):
        * libmicrohttpd cannot answer in the middle of an upload, so the
        * connection is closed. */

@@ -7,6 +7,7 @@
  * The entity-declaration and external-entity handlers stop the parser too,
  * in case a later expat reaches them some other way. */
 #include <expat.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ typedef struct {
   size_t nfields;
   int depth;
   kmq__xml_field_t *cur; /* field whose text is being collected */
+  bool in_field;         /* inside a collected field (depth >= 2) */
   const char *why;       /* our own reason to stop; NULL: expat's */
 } kmq__xml_state_t;
 
@@ -45,6 +47,11 @@ static void XMLCALL kmq__xml_start(void *ud, const XML_Char *name,
       kmq__xml_stop(st, "root element is not <xml>");
     return;
   }
+  if (st->in_field) {
+    /* Mixed content: which text would the signature have covered? */
+    kmq__xml_stop(st, "element inside a field");
+    return;
+  }
   st->cur = NULL;
   if (st->depth != 2)
     return;
@@ -61,12 +68,15 @@ static void XMLCALL kmq__xml_start(void *ud, const XML_Char *name,
     f->len = 0;
     f->buf[0] = '\0';
     st->cur = f;
+    st->in_field = true;
   }
 }
 
 static void XMLCALL kmq__xml_end(void *ud, const XML_Char *name) {
   kmq__xml_state_t *st = ud;
   (void)name;
+  if (st->depth == 2)
+    st->in_field = false;
   st->depth--;
   st->cur = NULL;
 }
