@@ -365,6 +365,53 @@ START_TEST(test_endpoint) {
 }
 END_TEST
 
+/* A sync request Kafka does not take (its topic does not exist and may not
+ * be created) is answered 503, and WeCom's retry of the very same request
+ * is served again rather than refused as a replay. */
+START_TEST(test_not_delivered) {
+  char topic[96], dlq[128], errstr[512];
+  kt_unique_name(topic, sizeof(topic), "wecom-absent");
+  snprintf(dlq, sizeof(dlq), "%s.dlq", topic);
+  kt_create_topics(dlq, 1, NULL); /* the DLQ exists, the topic does not */
+  kmq_conf_t *conf = kmq_conf_new();
+  const char *kv[][2] = {{"bootstrap.servers", kt_bootstrap()},
+                         {"allow.auto.create.topics", "false"},
+                         {"producer.message.timeout.ms", "1500"},
+                         {"kmq.dlq.topic", dlq}};
+  for (size_t i = 0; i < sizeof(kv) / sizeof(*kv); i++)
+    ck_assert_msg(!kmq_conf_set(conf, kv[i][0], kv[i][1], errstr,
+                                sizeof(errstr)),
+                  "%s", errstr);
+  kmq_wecom_callback_opts_t o = {
+      .token = TOKEN, .aes_key = AESKEY, .receive_id = CORPID,
+      .sync_topic = topic, .path = "/cb", .clock = fixed_clock, .log = quiet};
+  kmq_wecom_callback_t *cb =
+      kmq_wecom_callback_new(&o, conf, errstr, sizeof(errstr));
+  ck_assert_msg(cb, "%s", errstr);
+  kmq_conf_destroy(conf);
+  snprintf(base, sizeof(base), "http://127.0.0.1:%u/cb",
+           (unsigned)kmq_wecom_callback_port(cb));
+  kmq_wecom_crypt_t *c = kmq_wecom_crypt_new(TOKEN, AESKEY, CORPID, 0, NULL,
+                                             errstr, sizeof(errstr));
+  char sig[41], url[512];
+  char *body = callback_body(c, "event", "wk-x", "1700000000", "n1", sig);
+  url_of(url, sizeof(url), sig, "1700000000", "n1", NULL);
+  resp_t r = http("POST", url, body, strlen(body), NULL);
+  ck_assert_int_eq(r.status, 503);
+  ck_assert_int_eq(http("POST", url, body, strlen(body), NULL).status, 503);
+  free(body);
+  kmq_wecom_callback_stats_t st;
+  kmq_wecom_callback_stats(cb, &st);
+  ck_assert_int_eq(st.unavailable, 2);
+  ck_assert_int_eq(st.replayed, 0);
+  ck_assert_int_eq(st.produced, 0);
+  kmq_wecom_callback_destroy(cb);
+  kmq_wecom_crypt_destroy(c);
+  /* Both undelivered sync requests were dead-lettered, none lost. */
+  ck_assert_int_eq(count_records(dlq, 1), 2);
+}
+END_TEST
+
 /* Options the endpoint refuses to start with. */
 START_TEST(test_bad_options) {
   char errstr[512];
@@ -391,6 +438,7 @@ int main(void) {
   Suite *s = suite_create("wecom_callback_broker");
   TCase *tc = tcase_create("endpoint");
   tcase_add_test(tc, test_endpoint);
+  tcase_add_test(tc, test_not_delivered);
   tcase_add_test(tc, test_bad_options);
   suite_add_tcase(s, tc);
   int rc = kt_run(s);
