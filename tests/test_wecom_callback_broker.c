@@ -335,6 +335,8 @@ START_TEST(test_endpoint) {
   /* A client that never finishes its headers is cut at the timeout (1 s). */
   int64_t took = slow_client(port);
   ck_assert_msg(took >= 0, "slow connection still open after 8 s");
+  ck_assert_msg(took >= 500, "closed after %lld ms: not by the timeout",
+                (long long)took);
 
   kmq_wecom_callback_stats_t st;
   kmq_wecom_callback_stats(cb, &st);
