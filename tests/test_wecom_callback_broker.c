@@ -107,12 +107,14 @@ static char *callback_body(const kmq_wecom_crypt_t *c, const char *msg_type,
            "<Token><![CDATA[sync-token-%s]]></Token>"
            "<OpenKfId><![CDATA[%s]]></OpenKfId></xml>",
            NOW - 1, msg_type, open_kfid, open_kfid);
-  ck_assert_int_eq(kmq_wecom_encrypt(c, inner, strlen(inner), ts, nonce, &xml,
-                                     NULL, errstr, sizeof(errstr)),
+  char *enc = NULL;
+  ck_assert_int_eq(kmq_wecom_encrypt_b64(c, inner, strlen(inner), &enc, NULL,
+                                         errstr, sizeof(errstr)),
                    KMQ_WECOM_OK);
-  const char *a = strstr(xml, "<MsgSignature><![CDATA[");
-  memcpy(sig, a + strlen("<MsgSignature><![CDATA["), 40);
-  sig[40] = '\0';
+  ck_assert_int_eq(kmq_wecom_envelope(c, enc, ts, nonce, sig, &xml, NULL,
+                                      errstr, sizeof(errstr)),
+                   KMQ_WECOM_OK);
+  free(enc);
   return xml;
 }
 

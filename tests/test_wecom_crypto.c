@@ -264,6 +264,31 @@ START_TEST(test_round_trip_msg) {
                    KMQ_WECOM_ERR_VALIDATE_SIGNATURE);
   free(body);
 
+  /* The two-step envelope: its signature is the one inside, and it
+   * decrypts like the one-step one. */
+  char *enc = NULL, esig[41];
+  ck_assert_int_eq(kmq_wecom_encrypt_b64(c, inner_xml, strlen(inner_xml), &enc,
+                                         NULL, errstr, sizeof(errstr)),
+                   KMQ_WECOM_OK);
+  ck_assert_int_eq(kmq_wecom_envelope(c, enc, "1700000000", "n-2", esig, &body,
+                                      NULL, errstr, sizeof(errstr)),
+                   KMQ_WECOM_OK);
+  char inside[80];
+  snprintf(inside, sizeof(inside), "<MsgSignature><![CDATA[%s]]>", esig);
+  ck_assert_ptr_nonnull(strstr(body, inside));
+  ck_assert_int_eq(kmq_wecom_decrypt_msg(c, esig, "1700000000", "n-2", body,
+                                         strlen(body), 1700000000, &m, NULL,
+                                         NULL, errstr, sizeof(errstr)),
+                   KMQ_WECOM_OK);
+  ck_assert_str_eq(m.open_kfid, "wkAJ2GCAAAZSfhHCt7IFSvLKtMPxyJTw");
+  free(body);
+  free(enc);
+  /* What would close the CDATA section is not signed. */
+  ck_assert_int_eq(kmq_wecom_envelope(c, "abc]]><x>", "1700000000", "n", esig,
+                                      &body, NULL, errstr, sizeof(errstr)),
+                   KMQ_WECOM_ERR_GEN_RETURN_XML);
+  ck_assert_ptr_null(body);
+
   /* Reply XML with bad characters for an XML text node. */
   ck_assert_int_eq(kmq_wecom_encrypt(c, "x", 1, "17<", "n", &xml, NULL, errstr,
                                      sizeof(errstr)),

@@ -124,6 +124,62 @@ static bool kmq__xml_safe(const char *s) {
   return true;
 }
 
+/* Base64 of our own, or an Encrypt value someone wants signed: nothing in
+ * it may close the CDATA section. */
+static bool kmq__b64_chars(const char *s) {
+  for (; *s; s++)
+    if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+          (*s >= 'A' && *s <= 'Z') || *s == '+' || *s == '/' || *s == '='))
+      return false;
+  return true;
+}
+
+kmq_wecom_err_t kmq_wecom_envelope(const kmq_wecom_crypt_t *c,
+                                   const char *encrypt_b64,
+                                   const char *timestamp, const char *nonce,
+                                   char sig_out[41], char **xml_out,
+                                   size_t *xml_len, char *errstr,
+                                   size_t errstr_size) {
+  *xml_out = NULL;
+  sig_out[0] = '\0';
+  if (!timestamp || !nonce || !kmq__xml_safe(timestamp) ||
+      !kmq__xml_safe(nonce)) {
+    snprintf(errstr, errstr_size, "timestamp and nonce must be 1..%d chars of "
+             "[0-9A-Za-z_-]", KMQ_WECOM_MAX_PARAM);
+    return KMQ_WECOM_ERR_GEN_RETURN_XML;
+  }
+  size_t blen = strnlen(encrypt_b64, KMQ_WECOM_MAX_BODY + 1);
+  if (blen > KMQ_WECOM_MAX_BODY || !kmq__b64_chars(encrypt_b64)) {
+    snprintf(errstr, errstr_size, "Encrypt is not base64 of at most %d bytes",
+             KMQ_WECOM_MAX_BODY);
+    return KMQ_WECOM_ERR_GEN_RETURN_XML;
+  }
+  kmq_wecom_err_t err = kmq_wecom_sign(c, timestamp, nonce, encrypt_b64,
+                                       sig_out);
+  if (err) {
+    snprintf(errstr, errstr_size, "signing the envelope failed");
+    return err;
+  }
+  static const char fmt[] =
+      "<xml><Encrypt><![CDATA[%s]]></Encrypt>"
+      "<MsgSignature><![CDATA[%s]]></MsgSignature>"
+      "<TimeStamp>%s</TimeStamp><Nonce><![CDATA[%s]]></Nonce></xml>";
+  size_t cap = sizeof(fmt) + blen + 40 + 2 * KMQ_WECOM_MAX_PARAM;
+  char *xml = malloc(cap);
+  int n = xml ? snprintf(xml, cap, fmt, encrypt_b64, sig_out, timestamp,
+                         nonce)
+              : -1;
+  if (n < 0 || (size_t)n >= cap) {
+    free(xml);
+    snprintf(errstr, errstr_size, "could not build the envelope XML");
+    return KMQ_WECOM_ERR_GEN_RETURN_XML;
+  }
+  *xml_out = xml;
+  if (xml_len)
+    *xml_len = (size_t)n;
+  return KMQ_WECOM_OK;
+}
+
 kmq_wecom_err_t kmq_wecom_encrypt(const kmq_wecom_crypt_t *c,
                                   const void *plaintext, size_t len,
                                   const char *timestamp, const char *nonce,
@@ -136,34 +192,12 @@ kmq_wecom_err_t kmq_wecom_encrypt(const kmq_wecom_crypt_t *c,
              "[0-9A-Za-z_-]", KMQ_WECOM_MAX_PARAM);
     return KMQ_WECOM_ERR_GEN_RETURN_XML;
   }
-  char *b64 = NULL;
-  size_t blen = 0;
-  kmq_wecom_err_t err =
-      kmq_wecom_encrypt_b64(c, plaintext, len, &b64, &blen, errstr,
-                            errstr_size);
-  if (err)
-    return err;
-  char sig[41];
-  if ((err = kmq_wecom_sign(c, timestamp, nonce, b64, sig))) {
-    snprintf(errstr, errstr_size, "signing the reply failed");
-    free(b64);
-    return err;
-  }
-  static const char fmt[] =
-      "<xml><Encrypt><![CDATA[%s]]></Encrypt>"
-      "<MsgSignature><![CDATA[%s]]></MsgSignature>"
-      "<TimeStamp>%s</TimeStamp><Nonce><![CDATA[%s]]></Nonce></xml>";
-  size_t cap = sizeof(fmt) + blen + 40 + 2 * KMQ_WECOM_MAX_PARAM;
-  char *xml = malloc(cap);
-  int n = xml ? snprintf(xml, cap, fmt, b64, sig, timestamp, nonce) : -1;
+  char *b64 = NULL, sig[41];
+  kmq_wecom_err_t err = kmq_wecom_encrypt_b64(c, plaintext, len, &b64, NULL,
+                                              errstr, errstr_size);
+  if (!err)
+    err = kmq_wecom_envelope(c, b64, timestamp, nonce, sig, xml_out, xml_len,
+                             errstr, errstr_size);
   free(b64);
-  if (n < 0 || (size_t)n >= cap) {
-    free(xml);
-    snprintf(errstr, errstr_size, "could not build the reply XML");
-    return KMQ_WECOM_ERR_GEN_RETURN_XML;
-  }
-  *xml_out = xml;
-  if (xml_len)
-    *xml_len = (size_t)n;
-  return KMQ_WECOM_OK;
+  return err;
 }

@@ -159,13 +159,25 @@ kmq_wecom_err_t kmq_wecom_encrypt_b64(const kmq_wecom_crypt_t *c,
                                       char **b64_out, size_t *b64_len,
                                       char *errstr, size_t errstr_size);
 
+/* The signed envelope around an Encrypt value (from kmq_wecom_encrypt_b64):
+ * msg_signature into sig_out, which is what a simulated callback sends as
+ * its query parameter, and the XML below into *xml_out. timestamp and
+ * nonce as for kmq_wecom_encrypt; encrypt_b64 must be base64 of at most
+ * KMQ_WECOM_MAX_BODY chars (else KMQ_WECOM_ERR_GEN_RETURN_XML). */
+kmq_wecom_err_t kmq_wecom_envelope(const kmq_wecom_crypt_t *c,
+                                   const char *encrypt_b64,
+                                   const char *timestamp, const char *nonce,
+                                   char sig_out[41], char **xml_out,
+                                   size_t *xml_len, char *errstr,
+                                   size_t errstr_size);
+
 /* A signed envelope, as a reply or as a simulated callback body:
  * <xml><Encrypt>..</Encrypt><MsgSignature>..</MsgSignature>
  * <TimeStamp>..</TimeStamp><Nonce>..</Nonce></xml>, into *xml_out.
  * timestamp and nonce: 1..KMQ_WECOM_MAX_PARAM chars of [0-9A-Za-z_-]
  * (anything else is KMQ_WECOM_ERR_GEN_RETURN_XML). To post it as a
- * callback, send msg_signature = the MsgSignature inside (or recompute it
- * with kmq_wecom_sign over the Encrypt value). */
+ * callback, send msg_signature = the MsgSignature inside, or build it in
+ * two steps (kmq_wecom_encrypt_b64, kmq_wecom_envelope) to have it apart. */
 kmq_wecom_err_t kmq_wecom_encrypt(const kmq_wecom_crypt_t *c,
                                   const void *plaintext, size_t len,
                                   const char *timestamp, const char *nonce,
