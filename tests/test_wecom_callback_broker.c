@@ -245,6 +245,25 @@ START_TEST(test_endpoint) {
   ck_assert_int_eq(kmq_wecom_sign(c, "1700000000", "g2", echo, sig), 0);
   url_of(url, sizeof(url), sig, "1700000000", "g2", echo);
   ck_assert_int_eq(http("GET", url, NULL, 0, NULL).status, 200);
+  /* An echostr sent with its '+' unescaped (not as %2B) is the same
+   * request: encrypt until the ciphertext has a '+' (random IV-less
+   * prefix, so a few tries at most). */
+  char *plus = NULL;
+  for (int i = 0; i < 200 && !(plus && strchr(plus, '+')); i++) {
+    free(plus);
+    ck_assert_int_eq(kmq_wecom_encrypt_b64(c, "plus", 4, &plus, NULL, errstr,
+                                           sizeof(errstr)),
+                     KMQ_WECOM_OK);
+  }
+  ck_assert_ptr_nonnull(strchr(plus, '+'));
+  ck_assert_int_eq(kmq_wecom_sign(c, "1700000000", "g5", plus, sig), 0);
+  snprintf(url, sizeof(url),
+           "%s?msg_signature=%s&timestamp=1700000000&nonce=g5&echostr=%s", base,
+           sig, plus);
+  r = http("GET", url, NULL, 0, NULL);
+  ck_assert_int_eq(r.status, 200);
+  ck_assert_str_eq(r.body, "plus");
+  free(plus);
   /* Bad signature, stale, missing parameter. */
   url_of(url, sizeof(url), "0123456789012345678901234567890123456789",
          "1700000000", "g3", echo);
@@ -342,7 +361,7 @@ START_TEST(test_endpoint) {
 
   kmq_wecom_callback_stats_t st;
   kmq_wecom_callback_stats(cb, &st);
-  ck_assert_int_eq(st.verified, 2);
+  ck_assert_int_eq(st.verified, 3);
   ck_assert_int_eq(st.produced, 2);
   ck_assert_int_eq(st.ignored, 1);
   ck_assert_int_eq(st.replayed, 2);
@@ -416,6 +435,53 @@ START_TEST(test_not_delivered) {
 }
 END_TEST
 
+static int connect_to(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  return fd;
+}
+
+/* ms until the server closes fd (it sends nothing), -1 if open at limit. */
+static int64_t closed_within(int fd, int limit_ms) {
+  int64_t t0 = kt_now_ms();
+  while (kt_now_ms() - t0 < limit_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char buf[64];
+    if (poll(&p, 1, 50) > 0 && read(fd, buf, sizeof(buf)) <= 0)
+      return kt_now_ms() - t0;
+  }
+  return -1;
+}
+
+/* Connections per client address are capped: the third idle one from
+ * 127.0.0.1 is closed at once, the first two stay until their timeout. */
+START_TEST(test_per_ip_limit) {
+  char errstr[512];
+  kmq_conf_t *conf = kmq_conf_new();
+  ck_assert_int_eq(kmq_conf_set(conf, "bootstrap.servers", kt_bootstrap(),
+                                errstr, sizeof(errstr)),
+                   KMQ_OK);
+  kmq_wecom_callback_opts_t o = {
+      .token = TOKEN, .aes_key = AESKEY, .receive_id = CORPID,
+      .sync_topic = "wecom-unused", .path = "/cb", .conn_timeout_s = 5,
+      .max_conns_per_ip = 2, .clock = fixed_clock, .log = quiet};
+  kmq_wecom_callback_t *cb =
+      kmq_wecom_callback_new(&o, conf, errstr, sizeof(errstr));
+  ck_assert_msg(cb, "%s", errstr);
+  kmq_conf_destroy(conf);
+  uint16_t port = kmq_wecom_callback_port(cb);
+  int a = connect_to(port), b = connect_to(port), c = connect_to(port);
+  ck_assert_int_ge(closed_within(c, 3000), 0);
+  ck_assert_int_eq(closed_within(a, 300), -1);
+  close(a);
+  close(b);
+  close(c);
+  kmq_wecom_callback_destroy(cb);
+}
+END_TEST
+
 /* Options the endpoint refuses to start with. */
 START_TEST(test_bad_options) {
   char errstr[512];
@@ -443,6 +509,7 @@ int main(void) {
   TCase *tc = tcase_create("endpoint");
   tcase_add_test(tc, test_endpoint);
   tcase_add_test(tc, test_not_delivered);
+  tcase_add_test(tc, test_per_ip_limit);
   tcase_add_test(tc, test_bad_options);
   suite_add_tcase(s, tc);
   int rc = kt_run(s);
