@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Short libFuzzer runs of the commit gate (tests/fuzz/fuzz_gate.c, against a
 # reference model), of its commit-metadata text (tests/fuzz/fuzz_gate_meta.c,
-# against a reference decoder) and of the envelope decoder
-# (tests/fuzz/fuzz_envelope.c), for CI. Builds build-fuzz with clang
+# against a reference decoder), of the envelope decoder
+# (tests/fuzz/fuzz_envelope.c) and of the WeCom callback decoder
+# (tests/fuzz/fuzz_wecom.c), for CI. Builds build-fuzz with clang
 # (-DKMQ_FUZZ=ON), then runs each fuzzer for FUZZ_SECONDS (default 20) on a
 # scratch copy of its corpus, so the checked-in corpus under tests/fuzz/corpus/
 # only changes when someone adds to it on purpose. Exit status: 0 when no
 # fuzzer found anything; otherwise the crashing input is kept in
 # build-fuzz/fuzz-artifacts/ and printed.
 #
-#   bash tests/faults/fuzz.sh                 # all three, 20 s each
+#   bash tests/faults/fuzz.sh                 # all four, 20 s each
 #   FUZZ_SECONDS=300 bash tests/faults/fuzz.sh gate
 set -euo pipefail
 
@@ -18,7 +19,7 @@ cd "$REPO"
 SECONDS_EACH=${FUZZ_SECONDS:-20}
 BUILD=${FUZZ_BUILD_DIR:-$REPO/build-fuzz}
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(gate gate_meta envelope)
+((${#TARGETS[@]})) || TARGETS=(gate gate_meta envelope wecom)
 
 command -v clang >/dev/null || { echo "fuzz.sh: clang not found" >&2; exit 1; }
 CC=clang cmake -S . -B "$BUILD" -G Ninja -DKMQ_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
