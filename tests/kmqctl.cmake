@@ -1,0 +1,7 @@
+# Issue 12: the configuration file (unit) and kmqctl (tests/kmqctl/*.sh:
+# arguments, help, an unreachable broker and the --endpoint parser need no
+# broker; every subcommand against $KMQ_BOOTSTRAP does).
+kmq_add_test(test_conf_file SOURCES test_conf_file.c LIBS kmq_core
+             LABELS "unit" TIMEOUT 60)
+target_compile_definitions(test_conf_file PRIVATE
+                           KMQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
