@@ -1,0 +1,184 @@
+/* kmqctl health: one answer for a probe: are the brokers up, can acks=all
+ * writes succeed on every partition (ISR >= min.insync.replicas), does the
+ * group have members, is the lag below a bound. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kmq/admin.h"
+#include "kmqctl.h"
+
+static const char health_help[] =
+    "usage: kmqctl health [--topic T] [--group G] [--max-lag N] "
+    "[--min-members N]\n"
+    "Checks, and prints per partition:\n"
+    "  - brokers: the live brokers; a replica on a broker not live is down;\n"
+    "  - the main topic and its DLQ: leader, replicas, ISR against the\n"
+    "    topic's min.insync.replicas (below it acks=all writes fail);\n"
+    "  - the group: state, members, committed offset, end offset and lag.\n"
+    "  --topic T          main topic (default: kmq.topic)\n"
+    "  --group G          consumer group (default: group.id / consumer.group.id;\n"
+    "                     without one, the group is not checked)\n"
+    "  --max-lag N        unhealthy when a partition lags more than N (default:\n"
+    "                     lag is shown, not judged)\n"
+    "  --min-members N    unhealthy with fewer members (default 1)\n"
+    "Unhealthy: a partition without leader or with ISR below\n"
+    "min.insync.replicas, too few members, lag above --max-lag. Under-\n"
+    "replicated (ISR < replicas, still >= min.insync) is a warning.\n"
+    "Exit: 0 healthy; 1 unhealthy; 2 usage; 3 Kafka could not be asked.\n";
+
+static void min_isr_cb(const char *name, const char *value, void *opaque) {
+  if (!strcmp(name, "min.insync.replicas"))
+    *(int *)opaque = atoi(value);
+}
+
+/* ISR check of one topic. Returns the count of unhealthy partitions, or -1
+ * when Kafka could not be asked. */
+static int check_topic(kmqctl_t *ctl, rd_kafka_t *rk, const char *topic) {
+  const rd_kafka_metadata_t *md = kmqctl_topic_metadata(ctl, rk, topic);
+  if (!md)
+    return -1;
+  int min_isr = 1, bad = 0;
+  if (kmqctl_topic_configs(ctl, rk, topic, min_isr_cb, &min_isr)) {
+    rd_kafka_metadata_destroy(md);
+    return -1;
+  }
+  const rd_kafka_metadata_topic_t *t = &md->topics[0];
+  printf("topic %s: %d partitions, min.insync.replicas %d\n", topic,
+         t->partition_cnt, min_isr);
+  printf("  %-9s %6s %-12s %-12s %s\n", "partition", "leader", "replicas",
+         "isr", "status");
+  for (int i = 0; i < t->partition_cnt; i++) {
+    const rd_kafka_metadata_partition_t *p = &t->partitions[i];
+    char reps[64] = "", isrs[64] = "";
+    for (int r = 0; r < p->replica_cnt; r++)
+      snprintf(reps + strlen(reps), sizeof(reps) - strlen(reps), "%s%d",
+               r ? "," : "", p->replicas[r]);
+    for (int r = 0; r < p->isr_cnt; r++)
+      snprintf(isrs + strlen(isrs), sizeof(isrs) - strlen(isrs), "%s%d",
+               r ? "," : "", p->isrs[r]);
+    const char *status = "ok";
+    if (p->leader < 0 || p->err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
+      status = "UNHEALTHY: no leader";
+    else if (p->isr_cnt < min_isr)
+      status = "UNHEALTHY: ISR below min.insync.replicas (acks=all fails)";
+    else if (p->isr_cnt < p->replica_cnt)
+      status = "warning: under-replicated";
+    bad += !strncmp(status, "UNHEALTHY", 9);
+    printf("  %-9d %6d %-12s %-12s %s\n", p->id, p->leader, reps, isrs,
+           status);
+  }
+  rd_kafka_metadata_destroy(md);
+  return bad;
+}
+
+int kmqctl_health(kmqctl_t *ctl, int argc, char **argv) {
+  static const struct option opts[] = {
+      {"topic", required_argument, 0, 't'},
+      {"group", required_argument, 0, 'g'},
+      {"max-lag", required_argument, 0, 'l'},
+      {"min-members", required_argument, 0, 'm'},
+      KMQCTL_GLOBAL_LONGOPTS,
+      {0, 0, 0, 0}};
+  const char *topic = NULL, *group = NULL;
+  int64_t max_lag = -1, min_members = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
+    if (c == 't') {
+      topic = optarg;
+    } else if (c == 'g') {
+      group = optarg;
+    } else if (c == 'l') {
+      if (kmqctl_parse_int(ctl, "max-lag", optarg, 0, INT64_MAX, &max_lag))
+        return KMQCTL_USAGE;
+    } else if (c == 'm') {
+      if (kmqctl_parse_int(ctl, "min-members", optarg, 0, 100000,
+                           &min_members))
+        return KMQCTL_USAGE;
+    } else {
+      int r = kmqctl_global_opt(ctl, c, optarg);
+      if (r == 'h') {
+        fputs(health_help, stdout);
+        fputs(kmqctl_global_help, stdout);
+        return KMQCTL_OK;
+      }
+      if (r < 0)
+        return KMQCTL_USAGE;
+    }
+  }
+  if (optind < argc)
+    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
+                       argv[optind]);
+  int rc = kmqctl_conf_build(ctl);
+  if (rc)
+    return rc;
+  topic = kmqctl_topic(ctl, topic);
+  if (!topic)
+    return kmqctl_fail(ctl, KMQCTL_USAGE,
+                       "no topic: give --topic or kmq.topic in -F/-X");
+  group = kmqctl_group(ctl, group);
+  rd_kafka_t *rk = kmqctl_client(ctl, RD_KAFKA_CONSUMER, NULL);
+  if (!rk)
+    return KMQCTL_USAGE;
+  int unhealthy = 0;
+  char dlq[256], errstr[512];
+  kmqctl_dlq_topic(ctl, topic, dlq, sizeof(dlq));
+
+  const rd_kafka_metadata_t *md = NULL;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, ctl->timeout_ms);
+  if (err) {
+    rd_kafka_destroy(rk);
+    return kmqctl_fail(ctl, KMQCTL_KAFKA, "brokers %s: %s",
+                       kmq_conf_get(ctl->conf, "bootstrap.servers"),
+                       rd_kafka_err2str(err));
+  }
+  printf("brokers: %d live\n", md->broker_cnt);
+  for (int i = 0; i < md->broker_cnt; i++)
+    printf("  %d %s:%d\n", md->brokers[i].id, md->brokers[i].host,
+           md->brokers[i].port);
+  rd_kafka_metadata_destroy(md);
+
+  const char *topics[] = {topic, dlq};
+  for (int i = 0; i < 2; i++) {
+    int bad = check_topic(ctl, rk, topics[i]);
+    if (bad < 0) {
+      rd_kafka_destroy(rk);
+      return KMQCTL_KAFKA;
+    }
+    unhealthy += bad;
+  }
+
+  if (group) {
+    int members = 0;
+    const char *state = "";
+    if (kmqctl_group_members(ctl, rk, group, &members, &state)) {
+      rd_kafka_destroy(rk);
+      return KMQCTL_KAFKA;
+    }
+    int few = members < min_members;
+    unhealthy += few;
+    printf("group %s: %s, %d member%s%s\n", group, state, members,
+           members == 1 ? "" : "s",
+           few ? " (UNHEALTHY: fewer than --min-members)" : "");
+    kmq_partition_lag_t lag[4096];
+    int n = (int)(sizeof(lag) / sizeof(lag[0]));
+    if (kmq_admin_group_lag(ctl->conf, group, topic, lag, &n, ctl->timeout_ms,
+                            errstr, sizeof(errstr))) {
+      rd_kafka_destroy(rk);
+      return kmqctl_fail(ctl, KMQCTL_KAFKA, "lag: %s", errstr);
+    }
+    long long total = 0;
+    printf("  %-9s %12s %12s %10s\n", "partition", "committed", "end", "lag");
+    for (int i = 0; i < n; i++) {
+      int over = max_lag >= 0 && lag[i].lag > max_lag;
+      unhealthy += over;
+      total += lag[i].lag;
+      printf("  %-9d %12lld %12lld %10lld%s\n", lag[i].partition,
+             (long long)lag[i].committed, (long long)lag[i].high,
+             (long long)lag[i].lag, over ? " UNHEALTHY: over --max-lag" : "");
+    }
+    printf("  total lag %lld\n", total);
+  }
+  rd_kafka_destroy(rk);
+  printf("%s\n", unhealthy ? "UNHEALTHY" : "healthy");
+  return unhealthy ? KMQCTL_NO : KMQCTL_OK;
+}
