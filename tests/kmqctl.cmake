@@ -5,3 +5,8 @@ kmq_add_test(test_conf_file SOURCES test_conf_file.c LIBS kmq_core
              LABELS "unit" TIMEOUT 60)
 target_compile_definitions(test_conf_file PRIVATE
                            KMQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+kmq_add_test(test_kmqctl_broker SOURCES test_kmqctl_broker.c
+             LIBS kmq_brokerutil LABELS "broker" TIMEOUT 300)
+target_compile_definitions(test_kmqctl_broker PRIVATE
+                           KMQCTL_BIN="$<TARGET_FILE:kmqctl>")
+add_dependencies(test_kmqctl_broker kmqctl)

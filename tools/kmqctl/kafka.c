@@ -25,6 +25,10 @@ rd_kafka_t *kmqctl_client_dr(const kmqctl_t *ctl, rd_kafka_type_t type,
     kmqctl_fail(ctl, KMQCTL_USAGE, "%s", err);
     return NULL;
   }
+  /* librdkafka 2.0.2 refuses assign() without a group.id: readers that
+   * commit nothing get a placeholder (no subscribe, so no join). */
+  if (!group && type == RD_KAFKA_CONSUMER)
+    group = "kmqctl-reader";
   if (group &&
       rd_kafka_conf_set(rc, "group.id", group, err, sizeof(err)) !=
           RD_KAFKA_CONF_OK) {

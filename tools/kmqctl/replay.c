@@ -137,7 +137,7 @@ static int drain_and_commit(replay_t *r) {
         rd_kafka_topic_partition_list_find(c, r->dlq, s->partition);
     if (!p) {
       p = rd_kafka_topic_partition_list_add(c, r->dlq, s->partition);
-      p->offset = s->offset; /* the first letter of the batch here */
+      p->offset = -1; /* nothing to commit unless the first one is done */
     }
     if (p->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (s->status == SLOT_DONE)
@@ -147,8 +147,14 @@ static int drain_and_commit(replay_t *r) {
     }
   }
   r->nslots = 0;
-  for (int i = 0; i < c->cnt; i++)
-    c->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  /* Only partitions that advanced: a batch starting behind a failed
+   * letter commits nothing there. */
+  for (int i = c->cnt - 1; i >= 0; i--) {
+    if (c->elems[i].offset < 0)
+      rd_kafka_topic_partition_list_del_by_idx(c, i);
+    else
+      c->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
   if (!r->dry_run && c->cnt) {
     rd_kafka_resp_err_t err = rd_kafka_commit(r->consumer, c, 0);
     for (int i = 0; !err && i < c->cnt; i++)
