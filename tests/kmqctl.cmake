@@ -10,3 +10,7 @@ kmq_add_test(test_kmqctl_broker SOURCES test_kmqctl_broker.c
 target_compile_definitions(test_kmqctl_broker PRIVATE
                            KMQCTL_BIN="$<TARGET_FILE:kmqctl>")
 add_dependencies(test_kmqctl_broker kmqctl)
+add_test(NAME test_kmqctl_cli
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/kmqctl/test_kmqctl_cli.sh
+                 $<TARGET_FILE:kmqctl> ${CMAKE_CURRENT_SOURCE_DIR}/kmqctl/fixture)
+set_tests_properties(test_kmqctl_cli PROPERTIES LABELS "unit" TIMEOUT 60)

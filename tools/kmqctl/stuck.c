@@ -22,6 +22,7 @@ static const char stuck_help[] =
     "  --endpoint URL  also GET URL/stuck from the running kmq process: what\n"
     "                  blocks each partition now (user, attempts, seconds)\n"
     "  --all           print caught-up partitions too\n"
+    "  --runtime-only  only GET URL/stuck (no broker, no --group needed)\n"
     "Exit: 0 nothing behind; 1 some partition behind (see above); 2 usage;\n"
     "3 Kafka (or the endpoint) could not be asked.\n";
 
@@ -88,10 +89,11 @@ int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv) {
       {"topic", required_argument, 0, 't'},
       {"endpoint", required_argument, 0, 'e'},
       {"all", no_argument, 0, 'a'},
+      {"runtime-only", no_argument, 0, 'R'},
       KMQCTL_GLOBAL_LONGOPTS,
       {0, 0, 0, 0}};
   const char *topic = NULL, *group = NULL, *endpoint = NULL;
-  int all = 0, c;
+  int all = 0, runtime_only = 0, c;
   while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
     if (c == 'g') {
       group = optarg;
@@ -101,6 +103,8 @@ int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv) {
       endpoint = optarg;
     } else if (c == 'a') {
       all = 1;
+    } else if (c == 'R') {
+      runtime_only = 1;
     } else {
       int r = kmqctl_global_opt(ctl, c, optarg);
       if (r == 'h') {
@@ -115,6 +119,10 @@ int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv) {
   if (optind < argc)
     return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
                        argv[optind]);
+  if (runtime_only && !endpoint)
+    return kmqctl_fail(ctl, KMQCTL_USAGE, "--runtime-only needs --endpoint");
+  if (runtime_only)
+    return kmqctl_stuck_endpoint(ctl, endpoint) ? KMQCTL_KAFKA : KMQCTL_OK;
   int rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
