@@ -41,6 +41,9 @@ static void usage(FILE *out) {
 
 int main(int argc, char **argv) {
   kmqctl_t ctl = {.prog = "kmqctl", .timeout_ms = 10000};
+  /* Reports and errors interleave in the order they happen, also in a
+   * pipe (a probe's log). */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   static const struct option opts[] = {
       KMQCTL_GLOBAL_LONGOPTS, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
   int c;
