@@ -150,3 +150,42 @@ const char *kmqctl_group(const kmqctl_t *ctl, const char *group) {
   const char *g = kmq_conf_get(ctl->conf, "consumer.group.id");
   return g ? g : kmq_conf_get(ctl->conf, "group.id");
 }
+
+int kmqctl_parse(kmqctl_t *ctl, int argc, char **argv,
+                 const struct option *opts, const char *help,
+                 int (*on_opt)(kmqctl_t *, int, const char *, void *),
+                 void *opaque) {
+  int c;
+  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
+    if (c >= KMQCTL_OPT_FIRST_LOCAL) {
+      if (on_opt(ctl, c, optarg, opaque))
+        return KMQCTL_USAGE;
+      continue;
+    }
+    int r = kmqctl_global_opt(ctl, c, optarg);
+    if (r == 'h') {
+      fputs(help, stdout);
+      fputs(kmqctl_global_help, stdout);
+      return KMQCTL_OK;
+    }
+    if (r < 0)
+      return KMQCTL_USAGE;
+  }
+  if (optind < argc)
+    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
+                       argv[optind]);
+  return -1;
+}
+
+int kmqctl_subcommand(kmqctl_t *ctl, int argc, char **argv, const char *sub,
+                      const char *help) {
+  if (argc >= 2 && !strcmp(argv[1], sub))
+    return -1;
+  if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    fputs(help, stdout);
+    fputs(kmqctl_global_help, stdout);
+    return KMQCTL_OK;
+  }
+  fputs(help, stderr);
+  return kmqctl_fail(ctl, KMQCTL_USAGE, "expected \"%s %s\"", argv[0], sub);
+}

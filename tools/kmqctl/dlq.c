@@ -141,53 +141,42 @@ static void print_counts(const char *title, json_t *counts, int64_t top) {
   free(c);
 }
 
+enum { OPT_TOPIC = KMQCTL_OPT_FIRST_LOCAL, OPT_MAX, OPT_TOP, OPT_JSON };
+
+typedef struct {
+  const char *topic;
+  int64_t max, top;
+  int json;
+} dlq_opts_t;
+
+static int dlq_opt(kmqctl_t *ctl, int c, const char *arg, void *opaque) {
+  dlq_opts_t *o = opaque;
+  switch (c) {
+  case OPT_TOPIC: o->topic = arg; return 0;
+  case OPT_MAX: return kmqctl_parse_int(ctl, "max", arg, 1, INT64_MAX, &o->max);
+  case OPT_TOP: return kmqctl_parse_int(ctl, "top", arg, 1, 1000000, &o->top);
+  default: o->json = 1; return 0;
+  }
+}
+
 int kmqctl_dlq(kmqctl_t *ctl, int argc, char **argv) {
   static const struct option opts[] = {
-      {"topic", required_argument, 0, 't'},
-      {"max", required_argument, 0, 'm'},
-      {"top", required_argument, 0, 'T'},
-      {"json", no_argument, 0, 'j'},
+      {"topic", required_argument, 0, OPT_TOPIC},
+      {"max", required_argument, 0, OPT_MAX},
+      {"top", required_argument, 0, OPT_TOP},
+      {"json", no_argument, 0, OPT_JSON},
       KMQCTL_GLOBAL_LONGOPTS,
       {0, 0, 0, 0}};
-  if (argc < 2 || strcmp(argv[1], "inspect")) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-      fputs(dlq_help, stdout);
-      fputs(kmqctl_global_help, stdout);
-      return KMQCTL_OK;
-    }
-    fputs(dlq_help, stderr);
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "expected \"dlq inspect\"");
-  }
-  argc--, argv++;
-  const char *topic = NULL;
-  int64_t max = INT64_MAX, top = 20;
-  int json = 0, c;
-  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
-    if (c == 't') {
-      topic = optarg;
-    } else if (c == 'm') {
-      if (kmqctl_parse_int(ctl, "max", optarg, 1, INT64_MAX, &max))
-        return KMQCTL_USAGE;
-    } else if (c == 'T') {
-      if (kmqctl_parse_int(ctl, "top", optarg, 1, 1000000, &top))
-        return KMQCTL_USAGE;
-    } else if (c == 'j') {
-      json = 1;
-    } else {
-      int r = kmqctl_global_opt(ctl, c, optarg);
-      if (r == 'h') {
-        fputs(dlq_help, stdout);
-        fputs(kmqctl_global_help, stdout);
-        return KMQCTL_OK;
-      }
-      if (r < 0)
-        return KMQCTL_USAGE;
-    }
-  }
-  if (optind < argc)
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
-                       argv[optind]);
-  int rc = kmqctl_conf_build(ctl);
+  dlq_opts_t o = {NULL, INT64_MAX, 20, 0};
+  int rc = kmqctl_subcommand(ctl, argc, argv, "inspect", dlq_help);
+  if (rc < 0)
+    rc = kmqctl_parse(ctl, argc - 1, argv + 1, opts, dlq_help, dlq_opt, &o);
+  if (rc >= 0)
+    return rc;
+  const char *topic = o.topic;
+  int64_t max = o.max, top = o.top;
+  int json = o.json;
+  rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
   char dlq[256];

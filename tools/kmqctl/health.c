@@ -71,44 +71,50 @@ static int check_topic(kmqctl_t *ctl, rd_kafka_t *rk, const char *topic) {
   return bad;
 }
 
+enum {
+  OPT_TOPIC = KMQCTL_OPT_FIRST_LOCAL,
+  OPT_GROUP,
+  OPT_MAX_LAG,
+  OPT_MIN_MEMBERS
+};
+
+typedef struct {
+  const char *topic, *group;
+  int64_t max_lag, min_members;
+} health_opts_t;
+
+static int health_opt(kmqctl_t *ctl, int c, const char *arg, void *opaque) {
+  health_opts_t *o = opaque;
+  switch (c) {
+  case OPT_TOPIC:
+    o->topic = arg;
+    return 0;
+  case OPT_GROUP:
+    o->group = arg;
+    return 0;
+  case OPT_MAX_LAG:
+    return kmqctl_parse_int(ctl, "max-lag", arg, 0, INT64_MAX, &o->max_lag);
+  default:
+    return kmqctl_parse_int(ctl, "min-members", arg, 0, 100000,
+                            &o->min_members);
+  }
+}
+
 int kmqctl_health(kmqctl_t *ctl, int argc, char **argv) {
   static const struct option opts[] = {
-      {"topic", required_argument, 0, 't'},
-      {"group", required_argument, 0, 'g'},
-      {"max-lag", required_argument, 0, 'l'},
-      {"min-members", required_argument, 0, 'm'},
+      {"topic", required_argument, 0, OPT_TOPIC},
+      {"group", required_argument, 0, OPT_GROUP},
+      {"max-lag", required_argument, 0, OPT_MAX_LAG},
+      {"min-members", required_argument, 0, OPT_MIN_MEMBERS},
       KMQCTL_GLOBAL_LONGOPTS,
       {0, 0, 0, 0}};
-  const char *topic = NULL, *group = NULL;
-  int64_t max_lag = -1, min_members = 1;
-  int c;
-  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
-    if (c == 't') {
-      topic = optarg;
-    } else if (c == 'g') {
-      group = optarg;
-    } else if (c == 'l') {
-      if (kmqctl_parse_int(ctl, "max-lag", optarg, 0, INT64_MAX, &max_lag))
-        return KMQCTL_USAGE;
-    } else if (c == 'm') {
-      if (kmqctl_parse_int(ctl, "min-members", optarg, 0, 100000,
-                           &min_members))
-        return KMQCTL_USAGE;
-    } else {
-      int r = kmqctl_global_opt(ctl, c, optarg);
-      if (r == 'h') {
-        fputs(health_help, stdout);
-        fputs(kmqctl_global_help, stdout);
-        return KMQCTL_OK;
-      }
-      if (r < 0)
-        return KMQCTL_USAGE;
-    }
-  }
-  if (optind < argc)
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
-                       argv[optind]);
-  int rc = kmqctl_conf_build(ctl);
+  health_opts_t o = {NULL, NULL, -1, 1};
+  int rc = kmqctl_parse(ctl, argc, argv, opts, health_help, health_opt, &o);
+  if (rc >= 0)
+    return rc;
+  const char *topic = o.topic, *group = o.group;
+  int64_t max_lag = o.max_lag, min_members = o.min_members;
+  rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
   topic = kmqctl_topic(ctl, topic);

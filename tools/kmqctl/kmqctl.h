@@ -36,10 +36,9 @@ typedef struct {
   kmq_conf_t *conf;     /* built by kmqctl_conf_build */
 } kmqctl_t;
 
-/* Options every subcommand accepts (after its name too), for getopt_long
- * tables: put KMQCTL_GLOBAL_LONGOPTS before the terminating zero entry and
- * KMQCTL_GLOBAL_SHORT in the short string, and hand unknown option codes to
- * kmqctl_global_opt. */
+/* Options every subcommand accepts (after its name too): a subcommand's
+ * getopt_long table ends with KMQCTL_GLOBAL_LONGOPTS before the zero entry
+ * and numbers its own options from KMQCTL_OPT_FIRST_LOCAL (kmqctl_parse). */
 enum {
   KMQCTL_OPT_PROFILE = 1000,
   KMQCTL_OPT_TIMEOUT,
@@ -52,6 +51,23 @@ enum {
       {"profile", required_argument, 0, KMQCTL_OPT_PROFILE},                   \
       {"timeout", required_argument, 0, KMQCTL_OPT_TIMEOUT},                   \
       {"help", no_argument, 0, 'h'}
+
+/* Parses a subcommand's argv with getopt_long: its own options (codes from
+ * KMQCTL_OPT_FIRST_LOCAL up, in opts with KMQCTL_GLOBAL_LONGOPTS) go to
+ * on_opt, which returns 0 or, after printing why, -1; the global ones to
+ * kmqctl_global_opt; --help prints help and the global help. Returns -1 to
+ * go on, else the exit code (0 after --help, 2 for a bad option or a stray
+ * argument). */
+int kmqctl_parse(kmqctl_t *ctl, int argc, char **argv,
+                 const struct option *opts, const char *help,
+                 int (*on_opt)(kmqctl_t *ctl, int c, const char *arg,
+                               void *opaque),
+                 void *opaque);
+
+/* For "topics bootstrap" / "dlq inspect": -1 when argv[1] is sub (go on
+ * with argv + 1), else the exit code after printing help (0 for --help). */
+int kmqctl_subcommand(kmqctl_t *ctl, int argc, char **argv, const char *sub,
+                      const char *help);
 
 /* Help text of the global options, for every --help. */
 extern const char kmqctl_global_help[];

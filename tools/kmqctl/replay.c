@@ -321,66 +321,79 @@ static void filter_group(const replay_t *r, const char *dlq, char *out,
            md[1], md[2], md[3], md[4], md[5], md[6], md[7]);
 }
 
+enum {
+  OPT_TOPIC = KMQCTL_OPT_FIRST_LOCAL,
+  OPT_DLQ_TOPIC,
+  OPT_USER,
+  OPT_SINCE,
+  OPT_UNTIL,
+  OPT_REASON,
+  OPT_TO,
+  OPT_GROUP,
+  OPT_BATCH,
+  OPT_DRY_RUN
+};
+
+typedef struct {
+  replay_t *r;
+  const char *topic, *dlq, *group;
+} replay_opts_t;
+
+static int replay_opt(kmqctl_t *ctl, int c, const char *arg, void *opaque) {
+  replay_opts_t *o = opaque;
+  replay_t *r = o->r;
+  int64_t v;
+  switch (c) {
+  case OPT_TOPIC: o->topic = arg; return 0;
+  case OPT_DLQ_TOPIC: o->dlq = arg; return 0;
+  case OPT_USER: r->user = arg; return 0;
+  case OPT_REASON: r->reason = arg; return 0;
+  case OPT_TO: r->to = arg; return 0;
+  case OPT_GROUP: o->group = arg; return 0;
+  case OPT_DRY_RUN: r->dry_run = 1; return 0;
+  case OPT_SINCE:
+  case OPT_UNTIL:
+    v = parse_time(arg);
+    if (v < 0) {
+      kmqctl_fail(ctl, KMQCTL_USAGE,
+                  "--%s: \"%s\" is not a UTC time "
+                  "(2026-12-02T08:00:00Z, 2026-12-02, or epoch ms)",
+                  c == OPT_SINCE ? "since" : "until", arg);
+      return -1;
+    }
+    *(c == OPT_SINCE ? &r->since : &r->until) = v;
+    return 0;
+  default:
+    if (kmqctl_parse_int(ctl, "batch", arg, 1, 100000, &v))
+      return -1;
+    r->batch = (int)v;
+    return 0;
+  }
+}
+
 int kmqctl_replay(kmqctl_t *ctl, int argc, char **argv) {
   static const struct option opts[] = {
-      {"topic", required_argument, 0, 't'},
-      {"dlq-topic", required_argument, 0, 'd'},
-      {"user", required_argument, 0, 'u'},
-      {"since", required_argument, 0, 's'},
-      {"until", required_argument, 0, 'U'},
-      {"reason", required_argument, 0, 'r'},
-      {"to", required_argument, 0, 'o'},
-      {"group", required_argument, 0, 'g'},
-      {"batch", required_argument, 0, 'B'},
-      {"dry-run", no_argument, 0, 'n'},
+      {"topic", required_argument, 0, OPT_TOPIC},
+      {"dlq-topic", required_argument, 0, OPT_DLQ_TOPIC},
+      {"user", required_argument, 0, OPT_USER},
+      {"since", required_argument, 0, OPT_SINCE},
+      {"until", required_argument, 0, OPT_UNTIL},
+      {"reason", required_argument, 0, OPT_REASON},
+      {"to", required_argument, 0, OPT_TO},
+      {"group", required_argument, 0, OPT_GROUP},
+      {"batch", required_argument, 0, OPT_BATCH},
+      {"dry-run", no_argument, 0, OPT_DRY_RUN},
       KMQCTL_GLOBAL_LONGOPTS,
       {0, 0, 0, 0}};
   replay_t r = {.ctl = ctl, .since = -1, .until = -1, .batch = 500};
-  const char *topic = NULL, *dlq_opt = NULL, *group = NULL;
-  int64_t v;
-  int c;
-  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
-    switch (c) {
-    case 't': topic = optarg; break;
-    case 'd': dlq_opt = optarg; break;
-    case 'u': r.user = optarg; break;
-    case 'r': r.reason = optarg; break;
-    case 'o': r.to = optarg; break;
-    case 'g': group = optarg; break;
-    case 'n': r.dry_run = 1; break;
-    case 's':
-    case 'U':
-      v = parse_time(optarg);
-      if (v < 0)
-        return kmqctl_fail(ctl, KMQCTL_USAGE,
-                           "--%s: \"%s\" is not a UTC time "
-                           "(2026-12-02T08:00:00Z, 2026-12-02, or epoch ms)",
-                           c == 's' ? "since" : "until", optarg);
-      *(c == 's' ? &r.since : &r.until) = v;
-      break;
-    case 'B':
-      if (kmqctl_parse_int(ctl, "batch", optarg, 1, 100000, &v))
-        return KMQCTL_USAGE;
-      r.batch = (int)v;
-      break;
-    default: {
-      int g = kmqctl_global_opt(ctl, c, optarg);
-      if (g == 'h') {
-        fputs(replay_help, stdout);
-        fputs(kmqctl_global_help, stdout);
-        return KMQCTL_OK;
-      }
-      if (g < 0)
-        return KMQCTL_USAGE;
-    }
-    }
-  }
-  if (optind < argc)
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
-                       argv[optind]);
+  replay_opts_t o = {&r, NULL, NULL, NULL};
+  int rc = kmqctl_parse(ctl, argc, argv, opts, replay_help, replay_opt, &o);
+  if (rc >= 0)
+    return rc;
+  const char *topic = o.topic, *dlq_opt = o.dlq, *group = o.group;
   if (r.since >= 0 && r.until >= 0 && r.until <= r.since)
     return kmqctl_fail(ctl, KMQCTL_USAGE, "--until must be after --since");
-  int rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
   char dlq[256], gbuf[64];

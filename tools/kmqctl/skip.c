@@ -145,53 +145,58 @@ static int commit_past(kmqctl_t *ctl, rd_kafka_t *rk, const char *topic,
   return KMQCTL_OK;
 }
 
+enum {
+  OPT_GROUP = KMQCTL_OPT_FIRST_LOCAL,
+  OPT_TOPIC,
+  OPT_PARTITION,
+  OPT_OFFSET,
+  OPT_YES,
+  OPT_FORCE
+};
+
+typedef struct {
+  const char *topic, *group;
+  int64_t partition, offset;
+  int yes, force;
+} skip_opts_t;
+
+static int skip_opt(kmqctl_t *ctl, int c, const char *arg, void *opaque) {
+  skip_opts_t *o = opaque;
+  switch (c) {
+  case OPT_GROUP: o->group = arg; return 0;
+  case OPT_TOPIC: o->topic = arg; return 0;
+  case OPT_PARTITION:
+    return kmqctl_parse_int(ctl, "partition", arg, 0, INT32_MAX,
+                            &o->partition);
+  case OPT_OFFSET:
+    return kmqctl_parse_int(ctl, "offset", arg, 0, INT64_MAX - 1, &o->offset);
+  case OPT_YES: o->yes = 1; return 0;
+  default: o->force = 1; return 0;
+  }
+}
+
 int kmqctl_skip(kmqctl_t *ctl, int argc, char **argv) {
   static const struct option opts[] = {
-      {"group", required_argument, 0, 'g'},
-      {"topic", required_argument, 0, 't'},
-      {"partition", required_argument, 0, 'p'},
-      {"offset", required_argument, 0, 'o'},
-      {"yes", no_argument, 0, 'y'},
-      {"force", no_argument, 0, 'f'},
+      {"group", required_argument, 0, OPT_GROUP},
+      {"topic", required_argument, 0, OPT_TOPIC},
+      {"partition", required_argument, 0, OPT_PARTITION},
+      {"offset", required_argument, 0, OPT_OFFSET},
+      {"yes", no_argument, 0, OPT_YES},
+      {"force", no_argument, 0, OPT_FORCE},
       KMQCTL_GLOBAL_LONGOPTS,
       {0, 0, 0, 0}};
-  const char *topic = NULL, *group = NULL;
-  int64_t partition = -1, offset = -1;
-  int yes = 0, force = 0, c;
-  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
-    if (c == 'g') {
-      group = optarg;
-    } else if (c == 't') {
-      topic = optarg;
-    } else if (c == 'p') {
-      if (kmqctl_parse_int(ctl, "partition", optarg, 0, INT32_MAX, &partition))
-        return KMQCTL_USAGE;
-    } else if (c == 'o') {
-      if (kmqctl_parse_int(ctl, "offset", optarg, 0, INT64_MAX - 1, &offset))
-        return KMQCTL_USAGE;
-    } else if (c == 'y') {
-      yes = 1;
-    } else if (c == 'f') {
-      force = 1;
-    } else {
-      int r = kmqctl_global_opt(ctl, c, optarg);
-      if (r == 'h') {
-        fputs(skip_help, stdout);
-        fputs(kmqctl_global_help, stdout);
-        return KMQCTL_OK;
-      }
-      if (r < 0)
-        return KMQCTL_USAGE;
-    }
-  }
-  if (optind < argc)
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
-                       argv[optind]);
+  skip_opts_t o = {NULL, NULL, -1, -1, 0, 0};
+  int rc = kmqctl_parse(ctl, argc, argv, opts, skip_help, skip_opt, &o);
+  if (rc >= 0)
+    return rc;
+  const char *topic = o.topic, *group = o.group;
+  int64_t partition = o.partition, offset = o.offset;
+  int yes = o.yes, force = o.force;
   if (!group || !topic || partition < 0 || offset < 0)
     return kmqctl_fail(ctl, KMQCTL_USAGE,
                        "--group, --topic, --partition and --offset are all "
                        "required (an emergency tool names its target)");
-  int rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
   rd_kafka_t *rk = kmqctl_client(ctl, RD_KAFKA_CONSUMER, group);

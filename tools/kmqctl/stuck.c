@@ -83,47 +83,52 @@ static void print_record(const rd_kafka_message_t *m, int64_t committed) {
          m->offset != committed ? " (the first readable one)" : "");
 }
 
+enum {
+  OPT_GROUP = KMQCTL_OPT_FIRST_LOCAL,
+  OPT_TOPIC,
+  OPT_ENDPOINT,
+  OPT_ALL,
+  OPT_RUNTIME_ONLY
+};
+
+typedef struct {
+  const char *topic, *group, *endpoint;
+  int all, runtime_only;
+} stuck_opts_t;
+
+static int stuck_opt(kmqctl_t *ctl, int c, const char *arg, void *opaque) {
+  stuck_opts_t *o = opaque;
+  (void)ctl;
+  switch (c) {
+  case OPT_GROUP: o->group = arg; break;
+  case OPT_TOPIC: o->topic = arg; break;
+  case OPT_ENDPOINT: o->endpoint = arg; break;
+  case OPT_ALL: o->all = 1; break;
+  default: o->runtime_only = 1; break;
+  }
+  return 0;
+}
+
 int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv) {
   static const struct option opts[] = {
-      {"group", required_argument, 0, 'g'},
-      {"topic", required_argument, 0, 't'},
-      {"endpoint", required_argument, 0, 'e'},
-      {"all", no_argument, 0, 'a'},
-      {"runtime-only", no_argument, 0, 'R'},
+      {"group", required_argument, 0, OPT_GROUP},
+      {"topic", required_argument, 0, OPT_TOPIC},
+      {"endpoint", required_argument, 0, OPT_ENDPOINT},
+      {"all", no_argument, 0, OPT_ALL},
+      {"runtime-only", no_argument, 0, OPT_RUNTIME_ONLY},
       KMQCTL_GLOBAL_LONGOPTS,
       {0, 0, 0, 0}};
-  const char *topic = NULL, *group = NULL, *endpoint = NULL;
-  int all = 0, runtime_only = 0, c;
-  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
-    if (c == 'g') {
-      group = optarg;
-    } else if (c == 't') {
-      topic = optarg;
-    } else if (c == 'e') {
-      endpoint = optarg;
-    } else if (c == 'a') {
-      all = 1;
-    } else if (c == 'R') {
-      runtime_only = 1;
-    } else {
-      int r = kmqctl_global_opt(ctl, c, optarg);
-      if (r == 'h') {
-        fputs(stuck_help, stdout);
-        fputs(kmqctl_global_help, stdout);
-        return KMQCTL_OK;
-      }
-      if (r < 0)
-        return KMQCTL_USAGE;
-    }
-  }
-  if (optind < argc)
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
-                       argv[optind]);
+  stuck_opts_t o = {0};
+  int rc = kmqctl_parse(ctl, argc, argv, opts, stuck_help, stuck_opt, &o);
+  if (rc >= 0)
+    return rc;
+  const char *topic = o.topic, *group = o.group, *endpoint = o.endpoint;
+  int all = o.all, runtime_only = o.runtime_only;
   if (runtime_only && !endpoint)
     return kmqctl_fail(ctl, KMQCTL_USAGE, "--runtime-only needs --endpoint");
   if (runtime_only)
     return kmqctl_stuck_endpoint(ctl, endpoint) ? KMQCTL_KAFKA : KMQCTL_OK;
-  int rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
   topic = kmqctl_topic(ctl, topic);

@@ -111,44 +111,39 @@ static int bootstrap_one(kmqctl_t *ctl, rd_kafka_t *rk, const char *topic,
   return drift ? KMQCTL_NO : KMQCTL_OK;
 }
 
+enum { OPT_TOPIC = KMQCTL_OPT_FIRST_LOCAL, OPT_CHECK };
+
+typedef struct {
+  const char *topic;
+  int check;
+} topics_opts_t;
+
+static int topics_opt(kmqctl_t *ctl, int c, const char *arg, void *opaque) {
+  topics_opts_t *o = opaque;
+  (void)ctl;
+  if (c == OPT_TOPIC)
+    o->topic = arg;
+  else
+    o->check = 1;
+  return 0;
+}
+
 int kmqctl_topics(kmqctl_t *ctl, int argc, char **argv) {
   static const struct option opts[] = {
-      {"topic", required_argument, 0, 't'},
-      {"check", no_argument, 0, 'c'},
+      {"topic", required_argument, 0, OPT_TOPIC},
+      {"check", no_argument, 0, OPT_CHECK},
       KMQCTL_GLOBAL_LONGOPTS,
       {0, 0, 0, 0}};
-  const char *topic = NULL;
-  int check = 0, c;
-  if (argc < 2 || strcmp(argv[1], "bootstrap")) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-      fputs(topics_help, stdout);
-      fputs(kmqctl_global_help, stdout);
-      return KMQCTL_OK;
-    }
-    fputs(topics_help, stderr);
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "expected \"topics bootstrap\"");
-  }
-  argc--, argv++;
-  while ((c = getopt_long(argc, argv, KMQCTL_GLOBAL_SHORT, opts, NULL)) != -1) {
-    if (c == 't') {
-      topic = optarg;
-    } else if (c == 'c') {
-      check = 1;
-    } else {
-      int r = kmqctl_global_opt(ctl, c, optarg);
-      if (r == 'h') {
-        fputs(topics_help, stdout);
-        fputs(kmqctl_global_help, stdout);
-        return KMQCTL_OK;
-      }
-      if (r < 0)
-        return KMQCTL_USAGE;
-    }
-  }
-  if (optind < argc)
-    return kmqctl_fail(ctl, KMQCTL_USAGE, "unexpected argument \"%s\"",
-                       argv[optind]);
-  int rc = kmqctl_conf_build(ctl);
+  topics_opts_t o = {NULL, 0};
+  int rc = kmqctl_subcommand(ctl, argc, argv, "bootstrap", topics_help);
+  if (rc < 0)
+    rc = kmqctl_parse(ctl, argc - 1, argv + 1, opts, topics_help, topics_opt,
+                      &o);
+  if (rc >= 0)
+    return rc;
+  const char *topic = o.topic;
+  int check = o.check;
+  rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
   topic = kmqctl_topic(ctl, topic);
