@@ -281,6 +281,14 @@ START_TEST(stuck_then_skip) {
                        g, t),
                    1);
   ck_assert_ptr_nonnull(strstr(out, "active member"));
+  /* --force gets past kmqctl's check, not the broker's: refused before
+   * anything is written. */
+  ck_assert_int_eq(ctl(out, sizeof(out),
+                       "skip --group %s --topic %s --partition 0 --offset 2 "
+                       "--yes --force",
+                       g, t),
+                   1);
+  ck_assert_ptr_nonnull(strstr(out, "nothing written"));
   kt_member_leave(member);
   ck_assert_int_eq(committed(g, t), 2); /* nothing moved so far */
   /* The member's LeaveGroup empties the group (the broker takes a moment
@@ -299,6 +307,8 @@ START_TEST(stuck_then_skip) {
                    0);
   /* Past 2 and past 3, which was finished already. */
   ck_assert_int_eq(committed(g, t), 4);
+  /* One dead letter: the refused attempts wrote none. */
+  ck_assert_int_eq(kt_read_topic(kt_bootstrap(), d, 2, 3000, NULL, NULL), 1);
   ck_assert_ptr_nonnull(strstr(out, "committed"));
   ck_assert_ptr_nonnull(strstr(out, "at 4"));
 }

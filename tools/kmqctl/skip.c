@@ -21,9 +21,11 @@ static const char skip_help[] =
     "group's committed offset: the record the commit waits for (kmqctl\n"
     "stuck shows it).\n"
     "  --yes     do not ask (asked on a terminal; refused without one)\n"
-    "  --force   commit even though the group has active members. Without\n"
-    "            it kmqctl refuses: a running member commits over (or is\n"
-    "            refused by) an outside commit; stop the consumers first.\n"
+    "  --force   go on although the group has active members (their next\n"
+    "            commit may undo this one). The broker itself refuses a\n"
+    "            commit from outside a group with members (Unknown member):\n"
+    "            kmqctl tries an unchanged commit first and stops, nothing\n"
+    "            written, when it is refused. Stop the consumers first.\n"
     "Exit: 0 skipped; 1 refused (members, not confirmed, not the committed\n"
     "offset) or the dead letter failed (nothing committed); 2 usage;\n"
     "3 Kafka could not be asked.\n";
@@ -265,6 +267,28 @@ int kmqctl_skip(kmqctl_t *ctl, int argc, char **argv) {
     rc = kmqctl_fail(ctl, KMQCTL_NO,
                      "not confirmed (--yes to skip without a terminal)");
     goto out;
+  }
+  /* The same commit again (offset and metadata unchanged) tells whether the
+   * broker takes a commit from outside the group: with members it answers
+   * UNKNOWN_MEMBER_ID (also under --force). Asked before the dead letter
+   * is written, so that a refused skip leaves nothing behind. */
+  if (old->offset >= 0) {
+    rd_kafka_topic_partition_list_t *same =
+        rd_kafka_topic_partition_list_copy(parts);
+    for (int i = same->cnt - 1; i >= 0; i--)
+      if (same->elems[i].partition != partition)
+        rd_kafka_topic_partition_list_del_by_idx(same, i);
+    rd_kafka_resp_err_t ce = rd_kafka_commit(rk, same, 0);
+    if (!ce)
+      ce = same->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(same);
+    if (ce) {
+      rc = kmqctl_fail(ctl, KMQCTL_NO,
+                       "the broker refuses a commit for group %s now (%s): "
+                       "nothing written; stop the group's members first",
+                       group, rd_kafka_err2str(ce));
+      goto out;
+    }
   }
   rc = dead_letter(ctl, topic, dlq, m);
   if (rc == KMQCTL_OK)
