@@ -467,6 +467,9 @@ START_TEST(dlq_inspect_and_replay) {
   ck_assert_ptr_nonnull(strstr(out, "replayed 3,"));
   ck_assert_ptr_nonnull(strstr(out, "truncated 1"));
   ck_assert_int_eq(target_count(t, 8, &s, 1), 8);
+  /* A DLQ that does not exist: exit 3, nothing replayed. */
+  ck_assert_int_eq(ctl(out, sizeof(out), "replay --dlq-topic %s-none", d), 3);
+  ck_assert_ptr_nonnull(strstr(out, "Unknown topic"));
 }
 END_TEST
 

@@ -433,10 +433,9 @@ int kmqctl_replay(kmqctl_t *ctl, int argc, char **argv) {
     goto out;
   int res = kmqctl_read_to_end(ctl, r.consumer, dlq, from, replay_cb, &r);
   rd_kafka_topic_partition_list_destroy(from);
-  if (res == 0 && r.nslots)
-    res = drain_and_commit(&r);
-  else if (r.nslots) /* stopped: count what the batch did, commit nothing */
-    r.dry_run = 1, drain_and_commit(&r), r.dry_run = 0;
+  /* Also after a read error: what was delivered is committed past. */
+  if (r.nslots && drain_and_commit(&r))
+    res = -1;
   printf("%s %lld, filtered out %lld, truncated %lld (not replayable), "
          "unreadable %lld, failed %lld, held back behind a failure %lld\n",
          r.dry_run ? "would replay" : "replayed", (long long)r.replayed,
