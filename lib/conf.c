@@ -215,9 +215,10 @@ int kmq_conf_is_secret(const char *name) {
 
 /* Built-in topic profiles (kmq_conf_set_profile). config/kafka.yaml states
  * the same values; a file's profile section is applied over these. */
+#define KMQ__PROFILE_KEYS 7
 static const struct {
   const char *name, *alias;
-  const char *kv[7][2];
+  const char *kv[KMQ__PROFILE_KEYS][2];
 } kmq__profiles[] = {
     {"development",
      "dev",
@@ -238,9 +239,10 @@ static const struct {
       {"kmq.topic.max.message.bytes", "1048588"},
       {"kmq.dlq.retention.ms", "2592000000"}}},
 };
+#define KMQ__NPROFILES (sizeof(kmq__profiles) / sizeof(kmq__profiles[0]))
 
 const char *kmq_conf_profile_name(const char *profile) {
-  for (size_t i = 0; profile && i < sizeof(kmq__profiles) / sizeof(kmq__profiles[0]); i++)
+  for (size_t i = 0; profile && i < KMQ__NPROFILES; i++)
     if (!strcmp(profile, kmq__profiles[i].name) ||
         !strcmp(profile, kmq__profiles[i].alias))
       return kmq__profiles[i].name;
@@ -256,10 +258,10 @@ kmq_err_t kmq_conf_set_profile(kmq_conf_t *conf, const char *profile,
              profile ? profile : "(null)");
     return KMQ_ERR_NOT_FOUND;
   }
-  for (size_t i = 0; i < sizeof(kmq__profiles) / sizeof(kmq__profiles[0]); i++) {
+  for (size_t i = 0; i < KMQ__NPROFILES; i++) {
     if (strcmp(name, kmq__profiles[i].name))
       continue;
-    for (size_t k = 0; k < 7; k++) {
+    for (size_t k = 0; k < KMQ__PROFILE_KEYS; k++) {
       kmq_err_t err = kmq_conf_set(conf, kmq__profiles[i].kv[k][0],
                                    kmq__profiles[i].kv[k][1], errstr,
                                    errstr_size);
