@@ -275,6 +275,10 @@ START_TEST(stuck_then_skip) {
                    1);
   ck_assert_ptr_nonnull(strstr(out, "not confirmed"));
   rd_kafka_t *member = kt_member_join(kt_bootstrap(), g, t, NULL);
+  ck_assert_int_eq(ctl(out, sizeof(out), "health --topic %s --group %s", t, g),
+                   0);
+  ck_assert_ptr_nonnull(strstr(out, "Stable, 1 member\n  member "));
+  ck_assert_ptr_nonnull(strstr(out, "): 1 partitions"));
   ck_assert_int_eq(ctl(out, sizeof(out),
                        "skip --group %s --topic %s --partition 0 --offset 2 "
                        "--yes",

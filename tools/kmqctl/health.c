@@ -156,15 +156,25 @@ int kmqctl_health(kmqctl_t *ctl, int argc, char **argv) {
   if (group) {
     int members = 0;
     const char *state = "";
-    if (kmqctl_group_members(ctl, rk, group, &members, &state)) {
+    char *list = NULL;
+    size_t list_len = 0;
+    FILE *lf = open_memstream(&list, &list_len);
+    if (kmqctl_group_members(ctl, rk, group, &members, &state, lf)) {
+      if (lf)
+        fclose(lf);
+      free(list);
       rd_kafka_destroy(rk);
       return KMQCTL_KAFKA;
     }
+    if (lf)
+      fclose(lf);
     int few = members < min_members;
     unhealthy += few;
-    printf("group %s: %s, %d member%s%s\n", group, state, members,
+    printf("group %s: %s, %d member%s%s\n%s", group, state, members,
            members == 1 ? "" : "s",
-           few ? " (UNHEALTHY: fewer than --min-members)" : "");
+           few ? " (UNHEALTHY: fewer than --min-members)" : "",
+           list ? list : "");
+    free(list);
     kmq_partition_lag_t lag[4096];
     int n = (int)(sizeof(lag) / sizeof(lag[0]));
     if (kmq_admin_group_lag(ctl->conf, group, topic, lag, &n, ctl->timeout_ms,

@@ -143,7 +143,8 @@ int kmqctl_topic_configs(const kmqctl_t *ctl, rd_kafka_t *rk,
 }
 
 int kmqctl_group_members(const kmqctl_t *ctl, rd_kafka_t *rk,
-                         const char *group, int *members, const char **state) {
+                         const char *group, int *members, const char **state,
+                         FILE *list) {
   rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
   rd_kafka_AdminOptions_t *o =
       kmqctl_admin_options(ctl, rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
@@ -167,6 +168,17 @@ int kmqctl_group_members(const kmqctl_t *ctl, rd_kafka_t *rk,
       *members = (int)rd_kafka_ConsumerGroupDescription_member_count(gs[0]);
       *state = rd_kafka_consumer_group_state_name(
           rd_kafka_ConsumerGroupDescription_state(gs[0]));
+      for (int i = 0; list && i < *members; i++) {
+        const rd_kafka_MemberDescription_t *md =
+            rd_kafka_ConsumerGroupDescription_member(gs[0], (size_t)i);
+        const rd_kafka_topic_partition_list_t *a =
+            rd_kafka_MemberAssignment_partitions(
+                rd_kafka_MemberDescription_assignment(md));
+        fprintf(list, "  member %s (client %s, host %s): %d partitions\n",
+                rd_kafka_MemberDescription_consumer_id(md),
+                rd_kafka_MemberDescription_client_id(md),
+                rd_kafka_MemberDescription_host(md), a ? a->cnt : 0);
+      }
       ret = 0;
     }
     rd_kafka_event_destroy(ev);

@@ -129,11 +129,13 @@ int kmqctl_topic_configs(const kmqctl_t *ctl, rd_kafka_t *rk,
                                     void *opaque),
                          void *opaque);
 
-/* State and member count of a consumer group (DescribeConsumerGroups).
- * Returns 0, or -1 with the message printed. state: librdkafka's name
- * ("Empty", "Stable", "Dead", ...), into a static string. */
+/* State and member count of a consumer group (DescribeConsumerGroups),
+ * and one line per member (id, client id, host, partitions) to list when
+ * not NULL. Returns 0, or -1 with the message printed. state: librdkafka's
+ * name ("Empty", "Stable", "Dead", ...), a static string. */
 int kmqctl_group_members(const kmqctl_t *ctl, rd_kafka_t *rk,
-                         const char *group, int *members, const char **state);
+                         const char *group, int *members, const char **state,
+                         FILE *list);
 
 /* Committed offset and metadata of group on topic/partitions [0, n): a list
  * the caller destroys, or NULL with the message printed. */

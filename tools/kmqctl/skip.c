@@ -219,7 +219,7 @@ int kmqctl_skip(kmqctl_t *ctl, int argc, char **argv) {
                      (long long)partition, topic, md->topics[0].partition_cnt);
     goto out;
   }
-  if (kmqctl_group_members(ctl, rk, group, &members, &state))
+  if (kmqctl_group_members(ctl, rk, group, &members, &state, NULL))
     goto out;
   if (members > 0 && !force) {
     rc = kmqctl_fail(ctl, KMQCTL_NO,
