@@ -198,17 +198,29 @@ START_TEST(topics_bootstrap_dev) {
 }
 END_TEST
 
+/* A fresh topic t with its DLQ d (one partition each), a group name g,
+ * and n records keyed u0, u1, ... with values {"n":i} on t. */
+static void scenario(char *t, char *d, char *g, const char *prefix, int n) {
+  char gp[64];
+  kt_unique_name(t, 128, prefix);
+  snprintf(gp, sizeof(gp), "%s-g", prefix);
+  kt_unique_name(g, 128, gp);
+  snprintf(d, 160, "%s.dlq", t);
+  kt_create_topics(t, 1, d);
+  rd_kafka_t *p = kt_producer_new();
+  for (int i = 0; i < n; i++) {
+    char k[8], v[32];
+    snprintf(k, sizeof(k), "u%d", i);
+    snprintf(v, sizeof(v), "{\"n\":%d}", i);
+    produce(p, t, k, v, strlen(v), NULL);
+  }
+  kt_producer_done(p);
+}
+
 /* health: ISR, members, lag against --max-lag. */
 START_TEST(health_probe) {
   char t[128], d[160], g[128], out[16384];
-  kt_unique_name(t, sizeof(t), "ctl-health");
-  kt_unique_name(g, sizeof(g), "ctl-health-g");
-  snprintf(d, sizeof(d), "%s.dlq", t);
-  kt_create_topics(t, 1, d);
-  rd_kafka_t *p = kt_producer_new();
-  for (int i = 0; i < 5; i++)
-    produce(p, t, "u", "x", 1, NULL);
-  kt_producer_done(p);
+  scenario(t, d, g, "ctl-health", 5);
   commit(g, t, 2, "");
   ck_assert_int_eq(ctl(out, sizeof(out),
                        "health --topic %s --group %s --min-members 0", t, g),
@@ -233,18 +245,7 @@ END_TEST
  * group with members, then dead-letters and commits past it. */
 START_TEST(stuck_then_skip) {
   char t[128], d[160], g[128], out[16384];
-  kt_unique_name(t, sizeof(t), "ctl-stuck");
-  kt_unique_name(g, sizeof(g), "ctl-stuck-g");
-  snprintf(d, sizeof(d), "%s.dlq", t);
-  kt_create_topics(t, 1, d);
-  rd_kafka_t *p = kt_producer_new();
-  for (int i = 0; i < 6; i++) {
-    char k[8], v[32];
-    snprintf(k, sizeof(k), "u%d", i);
-    snprintf(v, sizeof(v), "{\"n\":%d}", i);
-    produce(p, t, k, v, strlen(v), NULL);
-  }
-  kt_producer_done(p);
+  scenario(t, d, g, "ctl-stuck", 6);
   /* Committed 2, offset 3 finished: the metadata the runtime writes. */
   char err[128], meta[256];
   kmq_gate_t *gate = kmq_gate_new(2, 64, err, sizeof(err));
@@ -339,18 +340,7 @@ static void skipped_letter_cb(const rd_kafka_message_t *m, void *opaque) {
 START_TEST(skip_wrote_the_letter) {
   /* The same scenario's DLQ check, separate so the letter is read fresh. */
   char t[128], d[160], g[128], out[16384];
-  kt_unique_name(t, sizeof(t), "ctl-skip");
-  kt_unique_name(g, sizeof(g), "ctl-skip-g");
-  snprintf(d, sizeof(d), "%s.dlq", t);
-  kt_create_topics(t, 1, d);
-  rd_kafka_t *p = kt_producer_new();
-  for (int i = 0; i < 3; i++) {
-    char k[8], v[32];
-    snprintf(k, sizeof(k), "u%d", i);
-    snprintf(v, sizeof(v), "{\"n\":%d}", i);
-    produce(p, t, k, v, strlen(v), NULL);
-  }
-  kt_producer_done(p);
+  scenario(t, d, g, "ctl-skip", 3);
   commit(g, t, 2, "");
   ck_assert_int_eq(ctl(out, sizeof(out),
                        "skip --group %s --topic %s --partition 0 --offset 2 "

@@ -134,14 +134,27 @@ const char *kmqctl_topic(const kmqctl_t *ctl, const char *topic) {
   return topic ? topic : kmq_conf_get(ctl->conf, "kmq.topic");
 }
 
-const char *kmqctl_dlq_topic(const kmqctl_t *ctl, const char *topic, char *buf,
-                             size_t size) {
-  const char *d = kmq_conf_get(ctl->conf, "kmq.dlq.topic");
+const char *kmqctl_need_topic(const kmqctl_t *ctl, const char *topic) {
+  topic = kmqctl_topic(ctl, topic);
+  if (!topic)
+    kmqctl_fail(ctl, KMQCTL_USAGE,
+                "no topic: give --topic or kmq.topic in -F/-X");
+  return topic;
+}
+
+const char *kmqctl_dlq_topic(const kmqctl_t *ctl, const char *dlq,
+                             const char *topic, char *buf, size_t size) {
+  const char *d = dlq ? dlq : kmq_conf_get(ctl->conf, "kmq.dlq.topic");
+  topic = kmqctl_topic(ctl, topic);
   if (d)
     snprintf(buf, size, "%s", d);
+  else if (topic)
+    snprintf(buf, size, "%s.dlq", topic);
   else
-    snprintf(buf, size, "%s.dlq", topic ? topic : "");
-  return buf;
+    kmqctl_fail(ctl, KMQCTL_USAGE,
+                "no DLQ topic: name it (replay --dlq-topic, dlq inspect "
+                "--topic) or set kmq.dlq.topic or kmq.topic (-F/-X)");
+  return d || topic ? buf : NULL;
 }
 
 const char *kmqctl_group(const kmqctl_t *ctl, const char *group) {

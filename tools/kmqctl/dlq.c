@@ -180,14 +180,9 @@ int kmqctl_dlq(kmqctl_t *ctl, int argc, char **argv) {
   if (rc)
     return rc;
   char dlq[256];
-  if (!topic) {
-    const char *main_topic = kmqctl_topic(ctl, NULL);
-    if (!main_topic && !kmq_conf_get(ctl->conf, "kmq.dlq.topic"))
-      return kmqctl_fail(ctl, KMQCTL_USAGE,
-                         "no DLQ topic: give --topic, or kmq.dlq.topic / "
-                         "kmq.topic in -F/-X");
-    topic = kmqctl_dlq_topic(ctl, main_topic, dlq, sizeof(dlq));
-  }
+  topic = kmqctl_dlq_topic(ctl, topic, NULL, dlq, sizeof(dlq));
+  if (!topic)
+    return KMQCTL_USAGE;
   rd_kafka_t *rk = kmqctl_client(ctl, RD_KAFKA_CONSUMER, NULL);
   if (!rk)
     return KMQCTL_USAGE;

@@ -117,17 +117,15 @@ int kmqctl_health(kmqctl_t *ctl, int argc, char **argv) {
   rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
-  topic = kmqctl_topic(ctl, topic);
-  if (!topic)
-    return kmqctl_fail(ctl, KMQCTL_USAGE,
-                       "no topic: give --topic or kmq.topic in -F/-X");
+  char dlq[256], errstr[512];
+  topic = kmqctl_need_topic(ctl, topic);
+  if (!topic || !kmqctl_dlq_topic(ctl, NULL, topic, dlq, sizeof(dlq)))
+    return KMQCTL_USAGE;
   group = kmqctl_group(ctl, group);
   rd_kafka_t *rk = kmqctl_client(ctl, RD_KAFKA_CONSUMER, NULL);
   if (!rk)
     return KMQCTL_USAGE;
   int unhealthy = 0;
-  char dlq[256], errstr[512];
-  kmqctl_dlq_topic(ctl, topic, dlq, sizeof(dlq));
 
   const rd_kafka_metadata_t *md = NULL;
   rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, ctl->timeout_ms);

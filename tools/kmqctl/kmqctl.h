@@ -92,10 +92,13 @@ int kmqctl_fail(const kmqctl_t *ctl, int code, const char *fmt, ...)
 
 /* The main topic: `topic` when given, else kmq.topic; NULL when neither. */
 const char *kmqctl_topic(const kmqctl_t *ctl, const char *topic);
-/* The DLQ topic the runtime uses: kmq.dlq.topic, else <topic>.dlq, into
- * buf. */
-const char *kmqctl_dlq_topic(const kmqctl_t *ctl, const char *topic, char *buf,
-                             size_t size);
+/* kmqctl_topic, printing what to give when there is none (exit 2). */
+const char *kmqctl_need_topic(const kmqctl_t *ctl, const char *topic);
+/* The DLQ topic into buf: `dlq` when given, else the runtime's choice:
+ * kmq.dlq.topic, else <main topic>.dlq (kmqctl_topic(topic)). NULL, with
+ * what to give printed, when there is neither. */
+const char *kmqctl_dlq_topic(const kmqctl_t *ctl, const char *dlq,
+                             const char *topic, char *buf, size_t size);
 /* The consumer group: `group` when given, else consumer.group.id or
  * group.id; NULL when none. */
 const char *kmqctl_group(const kmqctl_t *ctl, const char *group);

@@ -397,16 +397,8 @@ int kmqctl_replay(kmqctl_t *ctl, int argc, char **argv) {
   if (rc)
     return rc;
   char dlq[256], gbuf[64];
-  if (dlq_opt) {
-    snprintf(dlq, sizeof(dlq), "%s", dlq_opt);
-  } else {
-    topic = kmqctl_topic(ctl, topic);
-    if (!topic && !kmq_conf_get(ctl->conf, "kmq.dlq.topic"))
-      return kmqctl_fail(ctl, KMQCTL_USAGE,
-                         "no DLQ topic: give --dlq-topic or --topic, or "
-                         "kmq.dlq.topic / kmq.topic in -F/-X");
-    kmqctl_dlq_topic(ctl, topic, dlq, sizeof(dlq));
-  }
+  if (!kmqctl_dlq_topic(ctl, dlq_opt, topic, dlq, sizeof(dlq)))
+    return KMQCTL_USAGE;
   r.dlq = dlq;
   if (!group) {
     filter_group(&r, dlq, gbuf, sizeof(gbuf));

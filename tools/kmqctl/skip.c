@@ -205,7 +205,7 @@ int kmqctl_skip(kmqctl_t *ctl, int argc, char **argv) {
   if (!rk)
     return KMQCTL_USAGE;
   char dlq[256];
-  kmqctl_dlq_topic(ctl, topic, dlq, sizeof(dlq));
+  kmqctl_dlq_topic(ctl, NULL, topic, dlq, sizeof(dlq)); /* topic is set */
   const rd_kafka_metadata_t *md = kmqctl_topic_metadata(ctl, rk, topic);
   rd_kafka_topic_partition_list_t *parts = NULL;
   rd_kafka_message_t *m = NULL;

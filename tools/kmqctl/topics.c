@@ -146,12 +146,10 @@ int kmqctl_topics(kmqctl_t *ctl, int argc, char **argv) {
   rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
-  topic = kmqctl_topic(ctl, topic);
-  if (!topic)
-    return kmqctl_fail(ctl, KMQCTL_USAGE,
-                       "no topic: give --topic or kmq.topic in -F/-X");
   char dlq[256];
-  kmqctl_dlq_topic(ctl, topic, dlq, sizeof(dlq));
+  topic = kmqctl_need_topic(ctl, topic);
+  if (!topic || !kmqctl_dlq_topic(ctl, NULL, topic, dlq, sizeof(dlq)))
+    return KMQCTL_USAGE;
   const char *pname = kmq_conf_profile_name(ctl->profile);
   printf("profile %s\n", pname ? pname : ctl->profile ? ctl->profile
                                                      : "(from the configuration)");
