@@ -75,6 +75,26 @@ static const kmq__prop_t kmq__props[] = {
      "Longest backoff between two retries (the doubling stops here)"},
     {"kmq.msg.max.bytes", KMQ__T_INT, "1048576", 64, 1 << 30,
      "Largest accepted message value; larger ones go to the DLQ"},
+    /* Topic settings: read by `kmqctl topics bootstrap` (create and drift
+     * check), set by a profile (kmq_conf_set_profile, config/kafka.yaml).
+     * The defaults are the development profile's. */
+    {"kmq.topic.partitions", KMQ__T_INT, "4", 1, 100000,
+     "Partitions of the main topic and of the DLQ (the same count: a "
+     "user's dead letters stay in one partition)"},
+    {"kmq.topic.replication.factor", KMQ__T_INT, "1", 1, 32,
+     "Replication factor of the main topic and the DLQ"},
+    {"kmq.topic.min.insync.replicas", KMQ__T_INT, "1", 1, 32,
+     "Topic config min.insync.replicas (acks=all needs this many in sync)"},
+    {"kmq.topic.retention.ms", KMQ__T_INT, "86400000", -1, INT64_MAX,
+     "Topic config retention.ms of the main topic (-1: forever)"},
+    {"kmq.topic.compression.type", KMQ__T_STR, "producer", 0, 0,
+     "Topic config compression.type (producer keeps the producer's lz4)"},
+    {"kmq.topic.max.message.bytes", KMQ__T_INT, "1048588", 1024, 1 << 30,
+     "Topic config max.message.bytes of both topics (keep it at or above "
+     "the producers' message.max.bytes: a dead letter must fit)"},
+    {"kmq.dlq.retention.ms", KMQ__T_INT, "604800000", -1, INT64_MAX,
+     "Topic config retention.ms of the DLQ (longer: letters wait for a "
+     "replay)"},
 };
 #define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
 
@@ -183,6 +203,84 @@ static kmq_err_t kmq__rdk_validate(const char *name, const char *value,
                                     : KMQ_ERR_CONF_INVALID;
 }
 
+/* The broker's topic-level compression.type values: a typo would otherwise
+ * surface only when the broker refuses CreateTopics. */
+static int kmq__compression_ok(const char *v) {
+  static const char *const ok[] = {"uncompressed", "zstd",  "lz4",
+                                   "snappy",       "gzip", "producer"};
+  for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+    if (!strcmp(v, ok[i]))
+      return 1;
+  return 0;
+}
+
+int kmq_conf_is_secret(const char *name) {
+  if (!strncmp(name, "producer.", 9) || !strncmp(name, "consumer.", 9))
+    name += 9;
+  return strstr(name, "password") || strstr(name, "secret") ||
+         !strcmp(name, "ssl.key.pem") || !strcmp(name, "ssl_key") ||
+         !strcmp(name, "sasl.oauthbearer.config");
+}
+
+/* Built-in topic profiles (kmq_conf_set_profile). config/kafka.yaml states
+ * the same values; a file's profile section is applied over these. */
+#define KMQ__PROFILE_KEYS 7
+static const struct {
+  const char *name, *alias;
+  const char *kv[KMQ__PROFILE_KEYS][2];
+} kmq__profiles[] = {
+    {"development",
+     "dev",
+     {{"kmq.topic.partitions", "4"},
+      {"kmq.topic.replication.factor", "1"},
+      {"kmq.topic.min.insync.replicas", "1"},
+      {"kmq.topic.retention.ms", "86400000"},
+      {"kmq.topic.compression.type", "producer"},
+      {"kmq.topic.max.message.bytes", "1048588"},
+      {"kmq.dlq.retention.ms", "604800000"}}},
+    {"production",
+     "prod",
+     {{"kmq.topic.partitions", "12"},
+      {"kmq.topic.replication.factor", "3"},
+      {"kmq.topic.min.insync.replicas", "2"},
+      {"kmq.topic.retention.ms", "604800000"},
+      {"kmq.topic.compression.type", "producer"},
+      {"kmq.topic.max.message.bytes", "1048588"},
+      {"kmq.dlq.retention.ms", "2592000000"}}},
+};
+#define KMQ__NPROFILES (sizeof(kmq__profiles) / sizeof(kmq__profiles[0]))
+
+const char *kmq_conf_profile_name(const char *profile) {
+  for (size_t i = 0; profile && i < KMQ__NPROFILES; i++)
+    if (!strcmp(profile, kmq__profiles[i].name) ||
+        !strcmp(profile, kmq__profiles[i].alias))
+      return kmq__profiles[i].name;
+  return NULL;
+}
+
+kmq_err_t kmq_conf_set_profile(kmq_conf_t *conf, const char *profile,
+                               char *errstr, size_t errstr_size) {
+  const char *name = kmq_conf_profile_name(profile);
+  if (!name) {
+    snprintf(errstr, errstr_size,
+             "No such profile: \"%s\" (development|dev, production|prod)",
+             profile ? profile : "(null)");
+    return KMQ_ERR_NOT_FOUND;
+  }
+  for (size_t i = 0; i < KMQ__NPROFILES; i++) {
+    if (strcmp(name, kmq__profiles[i].name))
+      continue;
+    for (size_t k = 0; k < KMQ__PROFILE_KEYS; k++) {
+      kmq_err_t err = kmq_conf_set(conf, kmq__profiles[i].kv[k][0],
+                                   kmq__profiles[i].kv[k][1], errstr,
+                                   errstr_size);
+      if (err)
+        return err;
+    }
+  }
+  return KMQ_OK;
+}
+
 kmq_err_t kmq_conf_set(kmq_conf_t *conf, const char *name, const char *value,
                        char *errstr, size_t errstr_size) {
   if (!conf || !name || !value) {
@@ -212,6 +310,13 @@ kmq_err_t kmq_conf_set(kmq_conf_t *conf, const char *name, const char *value,
       }
     } else if (!*value) {
       snprintf(errstr, errstr_size, "\"%s\" must not be empty", name);
+      return KMQ_ERR_CONF_INVALID;
+    } else if (!strcmp(name, "kmq.topic.compression.type") &&
+               !kmq__compression_ok(value)) {
+      snprintf(errstr, errstr_size,
+               "Invalid value \"%s\" for \"%s\": expected one of "
+               "uncompressed, zstd, lz4, snappy, gzip, producer",
+               value, name);
       return KMQ_ERR_CONF_INVALID;
     }
   } else {
@@ -289,7 +394,9 @@ static int kmq__rdk_set(rd_kafka_conf_t *rc, const char *k, const char *v,
                         char *errstr, size_t errstr_size) {
   char rderr[256];
   if (rd_kafka_conf_set(rc, k, v, rderr, sizeof(rderr)) != RD_KAFKA_CONF_OK) {
-    snprintf(errstr, errstr_size, "%s=%s: %s", k, v, rderr);
+    /* Never a secret's value in an error: it ends up in logs. */
+    snprintf(errstr, errstr_size, "%s=%s: %s", k,
+             kmq_conf_is_secret(k) ? "(redacted)" : v, rderr);
     return -1;
   }
   return 0;

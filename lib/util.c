@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int64_t kmq__wall_ms(void) {
@@ -55,6 +56,37 @@ char *kmq__base64(const void *in, size_t len, size_t *out_len) {
   if (out_len)
     *out_len = n;
   return out;
+}
+
+/* The inverse of kmq__base64 (a dead letter's payload_base64, for replay). */
+unsigned char *kmq__unbase64(const char *s, size_t *out_len) {
+  size_t n = strlen(s), k = 0;
+  unsigned char *o = malloc(n / 4 * 3 + 3);
+  uint32_t acc = 0;
+  int bits = 0;
+  if (!o)
+    return NULL;
+  for (size_t i = 0; i < n && s[i] != '='; i++) {
+    int c = (unsigned char)s[i];
+    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+            : c >= 'a' && c <= 'z' ? c - 'a' + 26
+            : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '+'             ? 62
+            : c == '/'             ? 63
+                                   : -1;
+    if (v < 0) {
+      free(o);
+      return NULL;
+    }
+    acc = acc << 6 | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      o[k++] = (unsigned char)(acc >> bits);
+    }
+  }
+  *out_len = k;
+  return o;
 }
 
 static void *kmq__poller_main(void *arg) {

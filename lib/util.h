@@ -18,6 +18,9 @@ void kmq__rfc3339(int64_t wall_ms, char *buf, size_t size);
 /* Base64 (RFC 4648, padded) of in into a new NUL-terminated string the caller
  * frees; NULL when out of memory. */
 char *kmq__base64(const void *in, size_t len, size_t *out_len);
+/* Decodes base64 into a new buffer the caller frees (*out_len bytes); NULL
+ * on a character outside the alphabet or out of memory. */
+unsigned char *kmq__unbase64(const char *in, size_t *out_len);
 
 /* A thread that serves one client's callbacks with rd_kafka_poll() until
  * stopped: delivery reports, errors and statistics. */

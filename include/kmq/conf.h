@@ -78,6 +78,55 @@ void kmq_conf_dump(const kmq_conf_t *conf,
                               const char *desc, void *opaque),
                    void *opaque);
 
+/* 1 when name (bare, or with a "producer."/"consumer." prefix) holds a
+ * secret (sasl.password, ssl.key.password, ssl.key.pem, any *secret*):
+ * tools and errors print "(redacted)" instead of its value. */
+int kmq_conf_is_secret(const char *name);
+
+/*
+ * Topic profiles: kmq.topic.* settings (partitions, replication factor,
+ * min.insync.replicas, retention, compression, max.message.bytes) and
+ * kmq.dlq.retention.ms, which `kmqctl topics bootstrap` creates topics with
+ * and checks them against. Built in:
+ *   development (dev):  4 partitions, RF 1, min.insync.replicas 1
+ *   production (prod): 12 partitions, RF 3, min.insync.replicas 2
+ */
+
+/* The canonical profile name for a name or alias ("dev" -> "development"),
+ * NULL when it is not a built-in profile. Static string. */
+const char *kmq_conf_profile_name(const char *profile);
+
+/* Sets the built-in profile's kmq.topic.* keys. KMQ_ERR_NOT_FOUND with
+ * errstr filled for an unknown profile (nothing changed). */
+kmq_err_t kmq_conf_set_profile(kmq_conf_t *conf, const char *profile,
+                               char *errstr, size_t errstr_size);
+
+/* Reads a YAML configuration file (config/kafka.yaml shows the shape) into
+ * conf:
+ *   kafka:    {<librdkafka key>: value, ...}   bare keys (every client)
+ *   producer: {...}  consumer: {...}           producer.<key>, consumer.<key>
+ *   kmq:      {topic: wecom-kf, ...}           kmq.<key>
+ *   profile:  development                      the default profile
+ *   profiles: {<name>: {topic: {...}, dlq: {...}, kafka: ..., producer: ...,
+ *                       consumer: ..., kmq: ...}}
+ * Nested maps are joined with dots (ssl: {ca: {location: x}} is
+ * ssl.ca.location). Every scalar value may hold ${VAR} (the environment
+ * variable, an error when unset) or ${VAR:default}; "$$" is a literal "$".
+ * The profile applied is `profile` (NULL: the file's "profile" key; none
+ * when that is absent too): first the built-in one of that name if there is
+ * one, then the file's section of that name over it; a name neither built
+ * in nor in the file is an error. Top-level keys are set first, the
+ * profile's after them, so a profile overrides.
+ * Every key goes through kmq_conf_set: an unknown key or a bad value is an
+ * error "<path>:<line>:<column>: <key>: <reason>" (the value itself is not
+ * repeated for secrets). On error conf may hold the keys set before the bad
+ * one: discard it. Errors: KMQ_ERR_IO (cannot open or read), KMQ_ERR_BAD_FIELD
+ * (YAML syntax or shape, unset variable, unknown profile),
+ * KMQ_ERR_CONF_UNKNOWN / KMQ_ERR_CONF_INVALID (kmq_conf_set's). */
+kmq_err_t kmq_conf_load_file(kmq_conf_t *conf, const char *path,
+                             const char *profile, char *errstr,
+                             size_t errstr_size);
+
 #ifdef __cplusplus
 }
 #endif

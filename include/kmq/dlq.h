@@ -37,7 +37,7 @@
  *   - original headers taking more than a quarter of message.max.bytes are
  *     not copied, and "headers_dropped": <count> says so.
  * An envelope that fits is byte for byte the full one, without these fields.
- * A truncated letter cannot be replayed (kmq-admin replay skips it). With a
+ * A truncated letter cannot be replayed (kmqctl replay skips it). With a
  * fallback hook, the full envelope is first offered to the hook (kafka_err
  * MSG_SIZE_TOO_LARGE); only if the hook fails does the DLQ get the truncated
  * letter. So a poison record of any size ends as a dead letter, and its
