@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kmq/hist.h"
 #include "lib/util.h"
 
 struct kmq_producer_s {
@@ -33,6 +34,8 @@ struct kmq_producer_s {
    * outstanding (see kmq__finish). */
   atomic_llong produced, delivered, failed, dlq_n, fallback, lost, queue_full,
       fatal_resets, outstanding;
+  /* Send to delivery report of delivered messages, ms (metrics). */
+  kmq_hist_t *lat;
 };
 
 /* A failed message on its way through the DLQ, allocated on failure only. */
@@ -75,6 +78,11 @@ static void kmq__dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   kmq_producer_t *p = opaque;
   if (!m->err) {
+    /* The message's timestamp is librdkafka's wall clock at produce time:
+     * no per-message state needed for the latency. */
+    int64_t ts = rd_kafka_message_timestamp(m, NULL);
+    if (ts > 0)
+      kmq_hist_record(p->lat, kmq__wall_ms() - ts);
     kmq__finish(p, KMQ_DELIVERY_DELIVERED, 0, KMQ_OK, m->partition, m->offset,
                 m->_private);
     return;
@@ -171,6 +179,10 @@ kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
   p->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
   pthread_rwlock_init(&p->lock, NULL);
   pthread_mutex_init(&p->fatal_lock, NULL);
+  if (!(p->lat = kmq_hist_new())) {
+    snprintf(errstr, errstr_size, "out of memory");
+    goto fail_dlq;
+  }
   p->dlq = kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
   if (!p->dlq)
     goto fail_dlq;
@@ -188,6 +200,7 @@ fail_thread:
 fail_rk:
   kmq_dlq_destroy(p->dlq);
 fail_dlq:
+  kmq_hist_destroy(p->lat);
   pthread_mutex_destroy(&p->fatal_lock);
   pthread_rwlock_destroy(&p->lock);
   free(p->topic);
@@ -345,6 +358,7 @@ void kmq_producer_destroy(kmq_producer_t *p) {
   if (atomic_load(&p->outstanding) != 0)
     kmq__log("ERROR", "producer", "%lld messages without a delivery report",
              (long long)atomic_load(&p->outstanding));
+  kmq_hist_destroy(p->lat);
   pthread_mutex_destroy(&p->fatal_lock);
   pthread_rwlock_destroy(&p->lock);
   free(p->topic);
@@ -362,7 +376,12 @@ void kmq_producer_stats(const kmq_producer_t *p, kmq_producer_stats_t *out) {
   out->lost = KMQ__LD(lost);
   out->queue_full = KMQ__LD(queue_full);
   out->fatal_resets = KMQ__LD(fatal_resets);
+  out->outstanding = KMQ__LD(outstanding);
 #undef KMQ__LD
+}
+
+const kmq_hist_t *kmq_producer_latency(const kmq_producer_t *p) {
+  return p->lat;
 }
 
 kmq_err_t kmq_producer_last_fatal(kmq_producer_t *p, char *buf, size_t size) {
