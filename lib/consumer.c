@@ -306,7 +306,14 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)
       rd_kafka_message_destroy(c->slots[i].m);
-  rd_kafka_destroy(c->rk);
+  /* After a fatal error librdkafka 2.0.2's rd_kafka_destroy spins forever
+   * in its main thread closing the group (seen with a fatal error raised
+   * by rd_kafka_test_fatal_error; tests/test_endpoint_broker.c): the group
+   * cannot be left cleanly any more, so don't try. */
+  if (rd_kafka_fatal_error(c->rk, NULL, 0))
+    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+  else
+    rd_kafka_destroy(c->rk);
   kmq__committer_free(&c->cm);
   kmq__rdstats_free(&c->rdstats);
   free(c->acked_next);

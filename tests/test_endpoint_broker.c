@@ -439,6 +439,40 @@ START_TEST(missing_topic_reaches_the_error_hook) {
 }
 END_TEST
 
+/* A fatal error (fabricated with rd_kafka_test_fatal_error, as a fenced
+ * static member would raise one) reaches the hook and ends
+ * kmq_runtime_run with KMQ_ERR_FATAL; destroy still works. */
+START_TEST(fatal_error_ends_run) {
+  char topic[96], group[64], errstr[512];
+  kt_unique_name(topic, sizeof(topic), "kmq-fatal");
+  kt_unique_name(group, sizeof(group), "kmq-fatal");
+  kt_create_topics(topic, 1, NULL);
+  hooks_t h = {0};
+  kmq_conf_t *c = conf_new(topic, group, &h);
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_default(reg, count, NULL), KMQ_OK);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  ck_assert_int_ge(kmq_runtime_poll(rt, 10), 0);
+  ck_assert_int_eq(
+      rd_kafka_test_fatal_error(kmq_consumer_rk(kmq_runtime_consumer(rt)),
+                                RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+                                "test: fenced"),
+      RD_KAFKA_RESP_ERR_NO_ERROR);
+  /* run returns by itself: nobody calls kmq_runtime_stop. */
+  ck_assert_int_eq(kmq_runtime_run(rt), KMQ_ERR_FATAL);
+  ck_assert_int_eq(atomic_load(&h.fatal), 1);
+  kmq_runtime_metrics_t m;
+  kmq_runtime_metrics(rt, &m);
+  ck_assert_int_eq(m.errors[4], 1);
+  ck_assert_str_eq(kmq_runtime_error_type(4), "fatal");
+  kmq_runtime_destroy(rt);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_ALL);
   Suite *s = suite_create("endpoint_broker");
@@ -447,6 +481,7 @@ int main(void) {
   tcase_add_test(tc, metrics_over_http_during_a_run);
   tcase_add_test(tc, stalled_partition_in_stuck_and_gauges);
   tcase_add_test(tc, missing_topic_reaches_the_error_hook);
+  tcase_add_test(tc, fatal_error_ends_run);
   suite_add_tcase(s, tc);
   int rc = kt_run(s);
   curl_global_cleanup();
