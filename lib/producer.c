@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "kmq/hist.h"
+#include "lib/log.h"
 #include "lib/util.h"
 
 struct kmq_producer_s {
@@ -36,7 +37,15 @@ struct kmq_producer_s {
       fatal_resets, outstanding;
   /* Send to delivery report of delivered messages, ms (metrics). */
   kmq_hist_t *lat;
+  kmq__log_sink_t log; /* the conf's log hook: kmq's and librdkafka's */
 };
+
+/* librdkafka's log lines, from any of its threads, to the conf's hook. */
+static void kmq__rdk_log(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf) {
+  kmq_producer_t *p = rd_kafka_opaque(rk);
+  kmq__log_rdk(&p->log, level, fac, buf);
+}
 
 /* A failed message on its way through the DLQ, allocated on failure only. */
 typedef struct {
@@ -112,8 +121,8 @@ static void kmq__dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   }
   if (err) {
     free(f);
-    kmq__log("ERROR", "producer", "message LOST: cannot queue to DLQ: %s",
-             kmq_err2str(err));
+    kmq__log_to(&p->log, "ERROR", "producer",
+                "message LOST: cannot queue to DLQ: %s", kmq_err2str(err));
     kmq__finish(p, KMQ_DELIVERY_LOST, m->err, err, -1, -1, m->_private);
   }
 }
@@ -123,8 +132,8 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
   kmq_producer_t *p = opaque;
   if (err != RD_KAFKA_RESP_ERR__FATAL) {
     /* librdkafka recovers from these by itself (broker down, ...). */
-    kmq__log("WARN", "producer", "%s: %s",
-             rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    kmq__log_to(&p->log, "WARN", "producer", "%s: %s",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
     return;
   }
   char buf[400];
@@ -134,8 +143,9 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
            rd_kafka_err2name(orig), buf);
   p->has_fatal_reason = 1;
   pthread_mutex_unlock(&p->fatal_lock);
-  kmq__log("ERROR", "producer", "fatal error %s: %s; the instance will be "
-           "replaced on the next send", rd_kafka_err2name(orig), buf);
+  kmq__log_to(&p->log, "ERROR", "producer",
+              "fatal error %s: %s; the instance will be replaced on the next "
+              "send", rd_kafka_err2name(orig), buf);
   atomic_store_explicit(&p->fatal, 1, memory_order_release);
 }
 
@@ -148,6 +158,8 @@ static rd_kafka_t *kmq__new_rk(kmq_producer_t *p, char *errstr,
   rd_kafka_conf_set_opaque(rc, p);
   rd_kafka_conf_set_dr_msg_cb(rc, kmq__dr);
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
+  if (p->log.cb)
+    rd_kafka_conf_set_log_cb(rc, kmq__rdk_log);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!rk)
     rd_kafka_conf_destroy(rc);
@@ -175,6 +187,7 @@ kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
   }
   p->dr_cb = dr_cb;
   p->dr_opaque = dr_opaque;
+  p->log = kmq__conf_hooks(conf)->log;
   p->queue_full_ms = kmq_conf_get_int(conf, "kmq.queue.full.timeout.ms");
   p->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
   pthread_rwlock_init(&p->lock, NULL);
@@ -230,7 +243,8 @@ static kmq_err_t kmq__reset(kmq_producer_t *p) {
   char errstr[512];
   p->rk = kmq__new_rk(p, errstr, sizeof(errstr));
   if (!p->rk || kmq__poller_start(&p->poller, p->rk)) {
-    kmq__log("ERROR", "producer", "cannot replace the producer: %s", errstr);
+    kmq__log_to(&p->log, "ERROR", "producer",
+                "cannot replace the producer: %s", errstr);
     if (p->rk)
       rd_kafka_destroy(p->rk);
     p->rk = NULL;
@@ -356,8 +370,9 @@ void kmq_producer_destroy(kmq_producer_t *p) {
   int64_t left = deadline - kmq__mono_ms();
   kmq_dlq_destroy_within(p->dlq, left > 0 ? (int)left : 0);
   if (atomic_load(&p->outstanding) != 0)
-    kmq__log("ERROR", "producer", "%lld messages without a delivery report",
-             (long long)atomic_load(&p->outstanding));
+    kmq__log_to(&p->log, "ERROR", "producer",
+                "%lld messages without a delivery report",
+                (long long)atomic_load(&p->outstanding));
   kmq_hist_destroy(p->lat);
   pthread_mutex_destroy(&p->fatal_lock);
   pthread_rwlock_destroy(&p->lock);
