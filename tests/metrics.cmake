@@ -24,3 +24,7 @@ add_test(NAME promtool_test_rules
          COMMAND ${KMQ_PROMTOOL} test rules ${_rules}/kmq-rules.test.yml)
 set_tests_properties(promtool_check_rules promtool_test_rules
                      PROPERTIES LABELS "unit" TIMEOUT 60)
+
+# The deepest mailboxes, sampled while workers run (also under TSan).
+kmq_add_test(test_sched_top SOURCES test_sched_top.c LIBS kmq_sched
+             LABELS "unit;tsan" TIMEOUT 60)
