@@ -89,7 +89,7 @@ static int promtool_check(const char *text) {
 /* ---- hooks ---- */
 typedef struct {
   atomic_int rdk_lines, rdk_debug, kmq_lines, metrics_lines;
-  atomic_int unknown_topic, fatal, other;
+  atomic_int unknown_topic, fatal, other, all_brokers_down, transport;
 } hooks_t;
 
 static void on_log(int level, const char *fac, const char *msg, void *o) {
@@ -111,6 +111,10 @@ static void on_error(const kmq_error_t *e, void *o) {
   hooks_t *h = o;
   if (!strcmp(e->type, "unknown_topic"))
     atomic_fetch_add(&h->unknown_topic, 1);
+  else if (!strcmp(e->type, "all_brokers_down"))
+    atomic_fetch_add(&h->all_brokers_down, 1);
+  else if (!strcmp(e->type, "transport"))
+    atomic_fetch_add(&h->transport, 1);
   else if (e->fatal)
     atomic_fetch_add(&h->fatal, 1);
   else
@@ -439,6 +443,41 @@ START_TEST(missing_topic_reaches_the_error_hook) {
 }
 END_TEST
 
+/* An unreachable cluster (nothing listens on the bootstrap address) is
+ * transient: the hook hears ALL_BROKERS_DOWN, polling goes on. */
+START_TEST(unreachable_cluster_reaches_the_error_hook) {
+  char topic[96], group[64], errstr[512];
+  kt_unique_name(topic, sizeof(topic), "kmq-unreachable");
+  kt_unique_name(group, sizeof(group), "kmq-unreachable");
+  hooks_t h = {0};
+  kmq_conf_t *c = conf_new(topic, group, &h);
+  /* Port 1 on loopback: connections are refused at once. */
+  ck_assert_int_eq(kmq_conf_set(c, "bootstrap.servers", "127.0.0.1:1", errstr,
+                                sizeof(errstr)),
+                   KMQ_OK);
+  ck_assert_int_eq(kmq_conf_set(c, "kmq.close.timeout.ms", "1000", errstr,
+                                sizeof(errstr)),
+                   KMQ_OK);
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_default(reg, count, NULL), KMQ_OK);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  int64_t deadline = kt_now_ms() + 30000;
+  while (!atomic_load(&h.all_brokers_down) && kt_now_ms() < deadline)
+    ck_assert_int_ge(kmq_runtime_poll(rt, 50), 0);
+  ck_assert_int_gt(atomic_load(&h.all_brokers_down), 0);
+  ck_assert_int_eq(atomic_load(&h.fatal), 0);
+  kmq_runtime_metrics_t m;
+  kmq_runtime_metrics(rt, &m);
+  ck_assert_str_eq(kmq_runtime_error_type(1), "all_brokers_down");
+  ck_assert_int_eq(m.errors[1], atomic_load(&h.all_brokers_down));
+  kmq_runtime_destroy(rt);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 /* A fatal error (fabricated with rd_kafka_test_fatal_error, as a fenced
  * static member would raise one) reaches the hook and ends
  * kmq_runtime_run with KMQ_ERR_FATAL; destroy still works. */
@@ -481,6 +520,7 @@ int main(void) {
   tcase_add_test(tc, metrics_over_http_during_a_run);
   tcase_add_test(tc, stalled_partition_in_stuck_and_gauges);
   tcase_add_test(tc, missing_topic_reaches_the_error_hook);
+  tcase_add_test(tc, unreachable_cluster_reaches_the_error_hook);
   tcase_add_test(tc, fatal_error_ends_run);
   suite_add_tcase(s, tc);
   int rc = kt_run(s);
