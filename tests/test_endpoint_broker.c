@@ -41,8 +41,9 @@ static size_t on_body(char *p, size_t sz, size_t n, void *opaque) {
   return sz * n;
 }
 
-/* GET http://127.0.0.1:port/path; asserts 200; the body (free it). */
-static char *http_get(int port, const char *path) {
+/* GET http://127.0.0.1:port/path; asserts the status; the body (free
+ * it). */
+static char *http_get_status(int port, const char *path, long want) {
   char url[128];
   snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
   CURL *c = curl_easy_init();
@@ -56,9 +57,13 @@ static char *http_get(int port, const char *path) {
   ck_assert_msg(rc == CURLE_OK, "GET %s: %s", url, curl_easy_strerror(rc));
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  ck_assert_int_eq(status, 200);
+  ck_assert_int_eq(status, want);
   curl_easy_cleanup(c);
   return b.buf;
+}
+
+static char *http_get(int port, const char *path) {
+  return http_get_status(port, path, 200);
 }
 
 /* The value of the sample whose line starts with `series` (name with its
@@ -443,6 +448,63 @@ START_TEST(missing_topic_reaches_the_error_hook) {
 }
 END_TEST
 
+/* A record waiting out its retry backoff blocks its partition in state
+ * "retrying" with the attempts made so far; an unknown path is a 404. */
+static kmq_proc_result_t always_retry(const kmq_chat_msg_t *msg,
+                                      kmq_proc_ctx_t *ctx, void *opaque) {
+  (void)msg;
+  (void)ctx;
+  (void)opaque;
+  return KMQ_PROC_RETRY;
+}
+
+START_TEST(retrying_record_in_stuck) {
+  char topic[96], group[64], errstr[512];
+  kt_unique_name(topic, sizeof(topic), "kmq-retrying");
+  kt_unique_name(group, sizeof(group), "kmq-retrying");
+  kt_create_topics(topic, 1, NULL);
+  rd_kafka_t *rk = kt_producer_new();
+  send_raw(rk, topic, "u-retry");
+  kt_producer_done(rk);
+  hooks_t h = {0};
+  kmq_conf_t *c = conf_new(topic, group, &h);
+  /* One attempt, then a backoff far longer than the test. */
+  ck_assert_int_eq(kmq_conf_set(c, "kmq.proc.backoff.ms", "600000", errstr,
+                                sizeof(errstr)),
+                   KMQ_OK);
+  ck_assert_int_eq(kmq_conf_set(c, "kmq.proc.backoff.max.ms", "600000",
+                                errstr, sizeof(errstr)),
+                   KMQ_OK);
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_raw(reg, always_retry, NULL), KMQ_OK);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  int64_t deadline = kt_now_ms() + 60000;
+  kmq_runtime_partition_t ps[2];
+  for (;;) {
+    ck_assert_int_ge(kmq_runtime_poll(rt, 50), 0);
+    if (kmq_runtime_partitions(rt, ps, 2) == 1 &&
+        ps[0].state == KMQ_STALL_RETRYING)
+      break;
+    ck_assert_msg(kt_now_ms() < deadline, "never seen retrying");
+  }
+  ck_assert_int_eq(ps[0].blocking_offset, 0);
+  ck_assert_int_eq(ps[0].attempts, 1);
+  ck_assert_str_eq(ps[0].user, "u-retry");
+  int port = kmq_runtime_metrics_port(rt);
+  char *js = http_get(port, "/stuck");
+  ck_assert_ptr_nonnull(strstr(js, "\"state\":\"retrying\""));
+  ck_assert_ptr_nonnull(strstr(js, "\"attempts\":1,"));
+  free(js);
+  free(http_get_status(port, "/nope", 404));
+  /* The waiting retry counts as queued: destroy does not wait for it. */
+  kmq_runtime_destroy(rt);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 /* An unreachable cluster (nothing listens on the bootstrap address) is
  * transient: the hook hears ALL_BROKERS_DOWN, polling goes on. */
 START_TEST(unreachable_cluster_reaches_the_error_hook) {
@@ -520,6 +582,7 @@ int main(void) {
   tcase_add_test(tc, metrics_over_http_during_a_run);
   tcase_add_test(tc, stalled_partition_in_stuck_and_gauges);
   tcase_add_test(tc, missing_topic_reaches_the_error_hook);
+  tcase_add_test(tc, retrying_record_in_stuck);
   tcase_add_test(tc, unreachable_cluster_reaches_the_error_hook);
   tcase_add_test(tc, fatal_error_ends_run);
   suite_add_tcase(s, tc);
