@@ -64,8 +64,10 @@ const char *kmq_conf_get(const kmq_conf_t *conf, const char *name);
 int64_t kmq_conf_get_int(const kmq_conf_t *conf, const char *name);
 
 /* Log hook: every log line of kmq and of the librdkafka clients kmq builds
- * from this conf (consumer, DLQ producer: librdkafka's log_cb) goes here
- * instead of stderr. level is syslog's (3 error, 4 warning, 6 info, 7
+ * from this conf (consumer, DLQ producer, kmq_producer: librdkafka's
+ * log_cb) goes here
+ * instead of stderr. (The admin tool's short-lived clients keep librdkafka's
+ * default logger.) level is syslog's (3 error, 4 warning, 6 info, 7
  * debug), facility kmq's module ("consumer", "committer", "runtime",
  * "metrics") or librdkafka's facility ("FAIL", "CGRPOP", ...), message one
  * line without a newline. Called from any thread (librdkafka's own threads
