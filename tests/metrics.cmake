@@ -10,6 +10,11 @@ target_include_directories(test_metrics_expo PRIVATE ${PROJECT_SOURCE_DIR})
 target_compile_definitions(test_metrics_expo PRIVATE
                            KMQ_PROMTOOL="${KMQ_PROMTOOL}")
 
+# librdkafka's statistics JSON into the snapshot.
+kmq_add_test(test_rdstats SOURCES test_rdstats.c LIBS kmq_core
+             LABELS "unit" TIMEOUT 60)
+target_include_directories(test_rdstats PRIVATE ${PROJECT_SOURCE_DIR})
+
 # /metrics and /stuck over HTTP during a run, hooks, a missing topic.
 kmq_add_test(test_endpoint_broker SOURCES test_endpoint_broker.c
              LIBS kmq_brokerutil PkgConfig::CURL LABELS "broker" TIMEOUT 300)
