@@ -113,7 +113,7 @@ void kmq__committer_maybe_commit(kmq__committer_t *cm, kmq__part_t *parts,
     kmq__cm_add(&cm->commits, 1);
     if (err) {
       kmq__cm_add(&cm->commit_errors, 1);
-      kmq__log("WARN", "committer", "async commit: %s", rd_kafka_err2str(err));
+      kmq__log_to(cm->log, "WARN", "committer", "async commit: %s", rd_kafka_err2str(err));
       kmq__redirty(cm, parts, l);
     }
     rd_kafka_topic_partition_list_destroy(l);
@@ -140,7 +140,7 @@ kmq_err_t kmq__committer_commit_sync(kmq__committer_t *cm, kmq__part_t *parts,
       break;
     }
     kmq__cm_add(&cm->commit_errors, 1);
-    kmq__log("WARN", "committer", "sync commit (attempt %d): %s", attempt + 1,
+    kmq__log_to(cm->log, "WARN", "committer", "sync commit (attempt %d): %s", attempt + 1,
              rd_kafka_err2str(err));
     ret = KMQ_ERR_KAFKA;
     if (err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
@@ -163,7 +163,7 @@ void kmq__committer_on_commit(kmq__committer_t *cm, kmq__part_t *parts,
   int failed = err && err != RD_KAFKA_RESP_ERR__NO_OFFSET;
   if (failed) {
     kmq__cm_add(&cm->commit_errors, 1);
-    kmq__log("WARN", "committer", "commit failed: %s (the partitions are "
+    kmq__log_to(cm->log, "WARN", "committer", "commit failed: %s (the partitions are "
              "committed again next time)", rd_kafka_err2str(err));
   }
   if (!offsets) {

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 
 #include "kmq/err.h"
+#include "lib/log.h"
 #include "lib/part.h"
 
 typedef struct {
@@ -42,6 +43,8 @@ typedef struct {
   /* Commits whose metadata could not hold every finished offset (those
    * left out are processed again after a rebalance, never skipped). */
   _Atomic int64_t meta_truncated;
+  /* Where its log lines go (the owner's sink, set after init). */
+  const kmq__log_sink_t *log;
 } kmq__committer_t;
 
 /* Single-writer counter update (poll thread), see above. */

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/log.h"
+
 typedef enum { KMQ__T_INT, KMQ__T_STR } kmq__prop_type_t;
 
 typedef struct {
@@ -95,6 +97,12 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.dlq.retention.ms", KMQ__T_INT, "604800000", -1, INT64_MAX,
      "Topic config retention.ms of the DLQ (longer: letters wait for a "
      "replay)"},
+    {"kmq.metrics.listen", KMQ__T_STR, "", 0, 0,
+     "host:port of the Prometheus endpoint (GET /metrics, /stuck), e.g. "
+     "127.0.0.1:9464 or [::1]:9464; port 0 picks a free one; empty: off"},
+    {"kmq.metrics.interval.ms", KMQ__T_INT, "1000", 10, 60000,
+     "The poll thread samples partitions, stalls and mailboxes for the "
+     "metrics at most this often"},
 };
 #define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
 
@@ -106,6 +114,7 @@ typedef struct {
 struct kmq_conf_s {
   kmq__kv_t *kv;
   size_t cnt, size;
+  kmq__conf_hooks_t hooks; /* log and error hooks (lib/log.h) */
 };
 
 static const kmq__prop_t *kmq__prop_find(const char *name) {
@@ -169,6 +178,7 @@ kmq_conf_t *kmq_conf_dup(const kmq_conf_t *conf) {
   kmq_conf_t *n = kmq_conf_new();
   if (!n)
     return NULL;
+  n->hooks = conf->hooks;
   for (size_t i = 0; i < conf->cnt; i++)
     if (kmq__kv_put(n, conf->kv[i].name, conf->kv[i].value)) {
       kmq_conf_destroy(n);
@@ -308,7 +318,8 @@ kmq_err_t kmq_conf_set(kmq_conf_t *conf, const char *name, const char *value,
                  (long long)v, name, (long long)p->min, (long long)p->max);
         return KMQ_ERR_CONF_INVALID;
       }
-    } else if (!*value) {
+    } else if (!*value && !(p->def && !*p->def)) {
+      /* Only a string key whose default is empty (off) may be set empty. */
       snprintf(errstr, errstr_size, "\"%s\" must not be empty", name);
       return KMQ_ERR_CONF_INVALID;
     } else if (!strcmp(name, "kmq.topic.compression.type") &&
@@ -440,4 +451,18 @@ rd_kafka_conf_t *kmq_conf_build_rdkafka(const kmq_conf_t *conf,
 fail:
   rd_kafka_conf_destroy(rc);
   return NULL;
+}
+
+void kmq_conf_set_log_cb(kmq_conf_t *conf, kmq_log_cb *cb, void *opaque) {
+  conf->hooks.log.cb = cb;
+  conf->hooks.log.opaque = cb ? opaque : NULL;
+}
+
+void kmq_conf_set_error_cb(kmq_conf_t *conf, kmq_error_cb *cb, void *opaque) {
+  conf->hooks.err_cb = cb;
+  conf->hooks.err_opaque = cb ? opaque : NULL;
+}
+
+const kmq__conf_hooks_t *kmq__conf_hooks(const kmq_conf_t *conf) {
+  return &conf->hooks;
 }

@@ -23,8 +23,32 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
   (void)rk;
   kmq_consumer_t *c = opaque;
   KMQ__INC(c, consume_errors, 1);
-  kmq__log("WARN", "consumer", "%s: %s",
-           rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+  kmq__log_to(&c->log, err == RD_KAFKA_RESP_ERR__FATAL ? "ERROR" : "WARN",
+              "consumer", "%s: %s",
+              rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+  if (c->hooks.on_error)
+    c->hooks.on_error((rd_kafka_resp_err_t)err, reason, c->hooks.opaque);
+}
+
+/* librdkafka's log lines, from any of its threads, to the conf's hook. */
+static void kmq__rdk_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                            const char *buf) {
+  kmq_consumer_t *c = rd_kafka_opaque(rk);
+  kmq__log_rdk(&c->log, level, fac, buf);
+}
+
+/* Served by rd_kafka_consumer_poll on the poll thread; returning 0 lets
+ * librdkafka free the JSON. */
+static int kmq__stats_cb(rd_kafka_t *rk, char *json, size_t len,
+                         void *opaque) {
+  (void)rk;
+  kmq_consumer_t *c = opaque;
+  kmq__rdstats_update(&c->rdstats, json, len);
+  return 0;
+}
+
+kmq__rdstats_t *kmq__consumer_rdstats(kmq_consumer_t *c) {
+  return &c->rdstats;
 }
 
 kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
@@ -37,6 +61,8 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   }
   if (hooks)
     c->hooks = *hooks;
+  c->log = kmq__conf_hooks(conf)->log;
+  kmq__rdstats_init(&c->rdstats);
   c->window = (size_t)kmq_conf_get_int(conf, "kmq.gate.window");
   c->revoke_ms = kmq_conf_get_int(conf, "kmq.revoke.timeout.ms");
   c->close_ms = kmq_conf_get_int(conf, "kmq.close.timeout.ms");
@@ -78,6 +104,9 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   rd_kafka_conf_set_rebalance_cb(rc, kmq__rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(rc, kmq__commit_cb);
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
+  rd_kafka_conf_set_stats_cb(rc, kmq__stats_cb);
+  if (c->log.cb)
+    rd_kafka_conf_set_log_cb(rc, kmq__rdk_log_cb);
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
   if (!c->rk) {
     rd_kafka_conf_destroy(rc);
@@ -92,9 +121,11 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     rd_kafka_destroy(c->rk);
     goto fail_slots;
   }
+  c->cm.log = &c->log;
   return c;
 
 fail_slots:
+  kmq__rdstats_free(&c->rdstats);
   free(c->acked_next);
   free(c->free_stack);
   free(c->slots);
@@ -110,7 +141,7 @@ kmq_err_t kmq_consumer_subscribe(kmq_consumer_t *c, const char *const *topics,
   rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, l);
   rd_kafka_topic_partition_list_destroy(l);
   if (err) {
-    kmq__log("ERROR", "consumer", "subscribe: %s", rd_kafka_err2str(err));
+    kmq__log_to(&c->log, "ERROR", "consumer", "subscribe: %s", rd_kafka_err2str(err));
     return KMQ_ERR_KAFKA;
   }
   c->subscribed = 1;
@@ -144,8 +175,11 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
     if (m->err) {
       if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         KMQ__INC(c, consume_errors, 1);
-        kmq__log("WARN", "consumer", "consume: %s",
-                 rd_kafka_message_errstr(m));
+        kmq__log_to(&c->log, "WARN", "consumer", "consume: %s",
+                    rd_kafka_message_errstr(m));
+        if (c->hooks.on_error)
+          c->hooks.on_error(m->err, rd_kafka_message_errstr(m),
+                            c->hooks.opaque);
       }
       rd_kafka_message_destroy(m);
       continue;
@@ -224,7 +258,7 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
     if (!busy)
       break;
     if (kmq__mono_ms() >= deadline) {
-      kmq__log("ERROR", "consumer", "close: %lld messages still running "
+      kmq__log_to(&c->log, "ERROR", "consumer", "close: %lld messages still running "
                "after %d ms: leaving the group anyway; their outcome is "
                "ignored and they are redelivered to the next owner, which "
                "may start the same users while these still run",
@@ -254,7 +288,7 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
    * serving it during close). */
   rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
   if (err) {
-    kmq__log("WARN", "consumer", "close: %s", rd_kafka_err2str(err));
+    kmq__log_to(&c->log, "WARN", "consumer", "close: %s", rd_kafka_err2str(err));
     if (!ret)
       ret = KMQ_ERR_KAFKA;
   }
@@ -272,8 +306,16 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)
       rd_kafka_message_destroy(c->slots[i].m);
-  rd_kafka_destroy(c->rk);
+  /* After a fatal error librdkafka 2.0.2's rd_kafka_destroy spins forever
+   * in its main thread closing the group (seen with a fatal error raised
+   * by rd_kafka_test_fatal_error; tests/test_endpoint_broker.c): the group
+   * cannot be left cleanly any more, so don't try. */
+  if (rd_kafka_fatal_error(c->rk, NULL, 0))
+    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+  else
+    rd_kafka_destroy(c->rk);
   kmq__committer_free(&c->cm);
+  kmq__rdstats_free(&c->rdstats);
   free(c->acked_next);
   free(c->free_stack);
   free(c->slots);
@@ -319,7 +361,8 @@ void kmq_consumer_partitions(kmq_consumer_t *c,
         p->committed,
         p->gate ? kmq_gate_backlog(p->gate) : 0,
         p->gate ? kmq_gate_in_flight(p->gate) : 0,
-        p->paused};
+        p->paused,
+        p->gate ? kmq_gate_high(p->gate) : -1};
     cb(&i, opaque);
   }
 }

@@ -34,7 +34,7 @@ int kmq__part_gate(kmq_consumer_t *c, kmq__part_t *p, int64_t start) {
   char errstr[128];
   p->gate = kmq_gate_new(start, c->window, errstr, sizeof(errstr));
   if (!p->gate) {
-    kmq__log("ERROR", "consumer", "%s [%d]: %s", p->topic, p->partition,
+    kmq__log_to(&c->log, "ERROR", "consumer", "%s [%d]: %s", p->topic, p->partition,
              errstr);
     return -1;
   }
@@ -52,7 +52,7 @@ void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause) {
                                   : rd_kafka_resume_partitions(c->rk, l);
   rd_kafka_topic_partition_list_destroy(l);
   if (err) {
-    kmq__log("WARN", "consumer", "%s %s [%d]: %s", pause ? "pause" : "resume",
+    kmq__log_to(&c->log, "WARN", "consumer", "%s %s [%d]: %s", pause ? "pause" : "resume",
              p->topic, p->partition, rd_kafka_err2str(err));
     return;
   }
@@ -151,7 +151,7 @@ void kmq__hold(kmq_consumer_t *c, kmq__part_t *p,
     if (!n) {
       /* Cannot keep it: drop it uncommitted; it is redelivered after a
        * restart or rebalance since the gate never passes it. */
-      kmq__log("ERROR", "consumer", "out of memory holding %s [%d] @%lld",
+      kmq__log_to(&c->log, "ERROR", "consumer", "out of memory holding %s [%d] @%lld",
                p->topic, p->partition, (long long)m->offset);
       rd_kafka_message_destroy(m);
       return;

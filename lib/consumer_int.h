@@ -19,8 +19,10 @@
 
 #include "kmq/consumer.h"
 #include "lib/committer.h"
+#include "lib/log.h"
 #include "lib/mpsc.h"
 #include "lib/part.h"
+#include "lib/rdstats.h"
 
 /* Messages a partition may hold (taken from librdkafka, refused for now)
  * before it is paused. Pausing is expensive: librdkafka drops the
@@ -86,6 +88,10 @@ struct kmq_consumer_s {
 
   /* Written on the poll thread, read anywhere: relaxed, metrics only. */
   kmq__cstats_t st;
+  /* The conf's log hook: kmq's lines and librdkafka's (log_cb). */
+  kmq__log_sink_t log;
+  /* librdkafka's statistics (stats_cb), for the metrics endpoint. */
+  kmq__rdstats_t rdstats;
 };
 
 #define KMQ__INC(c, f, n)                                                      \

@@ -21,7 +21,7 @@ static void kmq__restore_done(kmq_consumer_t *c, kmq__part_t *p,
   kmq_err_t err =
       kmq_gate_restore_done(p->gate, e->metadata, e->metadata_size, &n);
   if (err) {
-    kmq__log("WARN", "consumer", "%s [%d]: commit metadata not restored "
+    kmq__log_to(&c->log, "WARN", "consumer", "%s [%d]: commit metadata not restored "
              "(%s): records after offset %lld are processed again",
              p->topic, p->partition, kmq_err2str(err), (long long)before);
     return;
@@ -99,14 +99,14 @@ void kmq__wait_revoking(kmq_consumer_t *c, int64_t max_ms) {
     if (!slow && waited >= c->revoke_ms) {
       slow = 1;
       KMQ__INC(c, slow_revokes, 1);
-      kmq__log("WARN", "consumer", "revoke: %lld messages still in flight "
+      kmq__log_to(&c->log, "WARN", "consumer", "revoke: %lld messages still in flight "
                "after %lld ms (kmq.revoke.timeout.ms); keeping the "
                "partitions until they finish, at most %lld ms",
                (long long)busy, (long long)waited,
                (long long)c->revoke_max_ms);
     }
     if (waited >= max_ms) {
-      kmq__log("ERROR", "consumer", "revoke: %lld messages still running "
+      kmq__log_to(&c->log, "ERROR", "consumer", "revoke: %lld messages still running "
                "after %lld ms (%s): releasing the "
                "partitions; their outcome is ignored and they are "
                "redelivered to the next owner, which may start the same "
@@ -136,7 +136,7 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     else
       rd_kafka_assign(rk, parts);
     if (e) {
-      kmq__log("ERROR", "consumer", "incremental_assign: %s",
+      kmq__log_to(&c->log, "ERROR", "consumer", "incremental_assign: %s",
                rd_kafka_error_string(e));
       rd_kafka_error_destroy(e);
     }
@@ -189,7 +189,7 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (c->cooperative) {
     rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
     if (e) {
-      kmq__log("ERROR", "consumer", "incremental_unassign: %s",
+      kmq__log_to(&c->log, "ERROR", "consumer", "incremental_unassign: %s",
                rd_kafka_error_string(e));
       rd_kafka_error_destroy(e);
     }

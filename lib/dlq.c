@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/log.h"
 #include "lib/util.h"
 
 struct kmq_dlq_s {
@@ -29,7 +30,15 @@ struct kmq_dlq_s {
   /* Counters are read by any thread for metrics; relaxed ordering suffices
    * because no other data is published through them. */
   atomic_llong sent, written, fallbacks, lost, outstanding;
+  kmq__log_sink_t log; /* the conf's log hook: kmq's and librdkafka's */
 };
+
+/* librdkafka's log lines, from any of its threads, to the conf's hook. */
+static void kmq__dlq_rdk_log(const rd_kafka_t *rk, int level, const char *fac,
+                             const char *buf) {
+  kmq_dlq_t *dlq = rd_kafka_opaque(rk);
+  kmq__log_rdk(&dlq->log, level, fac, buf);
+}
 
 /* Per-record completion, allocated only on this (failure) path. */
 typedef struct kmq__dlq_ctx_s {
@@ -93,12 +102,12 @@ static void kmq__dlq_fallback(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx,
     kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_FALLBACK, KMQ_OK);
     return;
   }
-  kmq__log("ERROR", "dlq",
-           "record for key \"%.*s\" LOST: DLQ failed (%s) and fallback "
-           "failed (%s)",
-           (int)(fr->key_len > 64 ? 64 : fr->key_len),
-           fr->key ? (const char *)fr->key : "", rd_kafka_err2str(fr->kafka_err),
-           kmq_err2str(err));
+  kmq__log_to(&dlq->log, "ERROR", "dlq",
+              "record for key \"%.*s\" LOST: DLQ failed (%s) and fallback "
+              "failed (%s)",
+              (int)(fr->key_len > 64 ? 64 : fr->key_len),
+              fr->key ? (const char *)fr->key : "", rd_kafka_err2str(fr->kafka_err),
+              kmq_err2str(err));
   kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_LOST, err);
 }
 
@@ -175,6 +184,7 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
   dlq->fallback = fallback;
   dlq->fallback_opaque = fallback_opaque;
   pthread_mutex_init(&dlq->inflight_lock, NULL);
+  dlq->log = kmq__conf_hooks(conf)->log;
   dlq->queue_full_ms = kmq_conf_get_int(conf, "kmq.queue.full.timeout.ms");
   dlq->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
 
@@ -184,6 +194,8 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
     goto fail_conf;
   rd_kafka_conf_set_opaque(rc, dlq);
   rd_kafka_conf_set_dr_msg_cb(rc, kmq__dlq_dr);
+  if (dlq->log.cb)
+    rd_kafka_conf_set_log_cb(rc, kmq__dlq_rdk_log);
   dlq->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!dlq->rk) {
     rd_kafka_conf_destroy(rc);
@@ -248,21 +260,21 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
       return KMQ_OK;
     }
     if (lerr) {
-      kmq__log("ERROR", "dlq",
-               "record for key \"%.*s\" LOST: too large for a dead letter "
-               "(%s) and fallback failed (%s)",
-               (int)(rec->key_len > 64 ? 64 : rec->key_len),
-               rec->key ? (const char *)rec->key : "", errstr,
-               kmq_err2str(ferr));
+      kmq__log_to(&dlq->log, "ERROR", "dlq",
+                  "record for key \"%.*s\" LOST: too large for a dead letter "
+                  "(%s) and fallback failed (%s)",
+                  (int)(rec->key_len > 64 ? 64 : rec->key_len),
+                  rec->key ? (const char *)rec->key : "", errstr,
+                  kmq_err2str(ferr));
       kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_LOST,
                       ferr == KMQ_ERR_NO_FALLBACK ? lerr : ferr);
       return KMQ_OK;
     }
     if (ferr != KMQ_ERR_NO_FALLBACK)
-      kmq__log("WARN", "dlq",
-               "fallback failed (%s): the DLQ gets a truncated dead letter "
-               "of %zu bytes",
-               kmq_err2str(ferr), l.value_len);
+      kmq__log_to(&dlq->log, "WARN", "dlq",
+                  "fallback failed (%s): the DLQ gets a truncated dead letter "
+                  "of %zu bytes",
+                  kmq_err2str(ferr), l.value_len);
   }
 
   int64_t deadline = kmq__mono_ms() + dlq->queue_full_ms;
@@ -335,9 +347,9 @@ void kmq_dlq_destroy_within(kmq_dlq_t *dlq, int timeout_ms) {
     n++;
   }
   if (n)
-    kmq__log("ERROR", "dlq",
-             "%lld records had no delivery report at destroy: LOST",
-             (long long)n);
+    kmq__log_to(&dlq->log, "ERROR", "dlq",
+                "%lld records had no delivery report at destroy: LOST",
+                (long long)n);
   pthread_mutex_destroy(&dlq->inflight_lock);
   free(dlq->topic);
   free(dlq);

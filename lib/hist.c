@@ -96,3 +96,21 @@ void kmq_hist_reset(kmq_hist_t *h) {
   atomic_store(&h->sum, 0);
   atomic_store(&h->max, 0);
 }
+
+void kmq_hist_cumulative(const kmq_hist_t *h, const int64_t *le, size_t n,
+                         uint64_t *counts, uint64_t *total, uint64_t *sum) {
+  uint64_t seen = 0;
+  size_t j = 0;
+  for (int i = 0; i < NBUCKETS; i++) {
+    int64_t top = kmq__bucket_value(i);
+    /* Bucket values grow with i: every bound below this bucket's top is
+     * complete. */
+    while (j < n && top > le[j])
+      counts[j++] = seen;
+    seen += atomic_load_explicit(&h->b[i], memory_order_relaxed);
+  }
+  while (j < n)
+    counts[j++] = seen;
+  *total = seen;
+  *sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
+}

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "kmq/hist.h"
+#include "lib/log.h"
 #include "lib/util.h"
 
 struct kmq_producer_s {
@@ -33,7 +35,17 @@ struct kmq_producer_s {
    * outstanding (see kmq__finish). */
   atomic_llong produced, delivered, failed, dlq_n, fallback, lost, queue_full,
       fatal_resets, outstanding;
+  /* Send to delivery report of delivered messages, ms (metrics). */
+  kmq_hist_t *lat;
+  kmq__log_sink_t log; /* the conf's log hook: kmq's and librdkafka's */
 };
+
+/* librdkafka's log lines, from any of its threads, to the conf's hook. */
+static void kmq__rdk_log(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf) {
+  kmq_producer_t *p = rd_kafka_opaque(rk);
+  kmq__log_rdk(&p->log, level, fac, buf);
+}
 
 /* A failed message on its way through the DLQ, allocated on failure only. */
 typedef struct {
@@ -75,6 +87,11 @@ static void kmq__dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   kmq_producer_t *p = opaque;
   if (!m->err) {
+    /* The message's timestamp is librdkafka's wall clock at produce time:
+     * no per-message state needed for the latency. */
+    int64_t ts = rd_kafka_message_timestamp(m, NULL);
+    if (ts > 0)
+      kmq_hist_record(p->lat, kmq__wall_ms() - ts);
     kmq__finish(p, KMQ_DELIVERY_DELIVERED, 0, KMQ_OK, m->partition, m->offset,
                 m->_private);
     return;
@@ -104,8 +121,8 @@ static void kmq__dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   }
   if (err) {
     free(f);
-    kmq__log("ERROR", "producer", "message LOST: cannot queue to DLQ: %s",
-             kmq_err2str(err));
+    kmq__log_to(&p->log, "ERROR", "producer",
+                "message LOST: cannot queue to DLQ: %s", kmq_err2str(err));
     kmq__finish(p, KMQ_DELIVERY_LOST, m->err, err, -1, -1, m->_private);
   }
 }
@@ -115,8 +132,8 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
   kmq_producer_t *p = opaque;
   if (err != RD_KAFKA_RESP_ERR__FATAL) {
     /* librdkafka recovers from these by itself (broker down, ...). */
-    kmq__log("WARN", "producer", "%s: %s",
-             rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    kmq__log_to(&p->log, "WARN", "producer", "%s: %s",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
     return;
   }
   char buf[400];
@@ -126,8 +143,9 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
            rd_kafka_err2name(orig), buf);
   p->has_fatal_reason = 1;
   pthread_mutex_unlock(&p->fatal_lock);
-  kmq__log("ERROR", "producer", "fatal error %s: %s; the instance will be "
-           "replaced on the next send", rd_kafka_err2name(orig), buf);
+  kmq__log_to(&p->log, "ERROR", "producer",
+              "fatal error %s: %s; the instance will be replaced on the next "
+              "send", rd_kafka_err2name(orig), buf);
   atomic_store_explicit(&p->fatal, 1, memory_order_release);
 }
 
@@ -140,6 +158,8 @@ static rd_kafka_t *kmq__new_rk(kmq_producer_t *p, char *errstr,
   rd_kafka_conf_set_opaque(rc, p);
   rd_kafka_conf_set_dr_msg_cb(rc, kmq__dr);
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
+  if (p->log.cb)
+    rd_kafka_conf_set_log_cb(rc, kmq__rdk_log);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!rk)
     rd_kafka_conf_destroy(rc);
@@ -167,10 +187,15 @@ kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
   }
   p->dr_cb = dr_cb;
   p->dr_opaque = dr_opaque;
+  p->log = kmq__conf_hooks(conf)->log;
   p->queue_full_ms = kmq_conf_get_int(conf, "kmq.queue.full.timeout.ms");
   p->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
   pthread_rwlock_init(&p->lock, NULL);
   pthread_mutex_init(&p->fatal_lock, NULL);
+  if (!(p->lat = kmq_hist_new())) {
+    snprintf(errstr, errstr_size, "out of memory");
+    goto fail_dlq;
+  }
   p->dlq = kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
   if (!p->dlq)
     goto fail_dlq;
@@ -188,6 +213,7 @@ fail_thread:
 fail_rk:
   kmq_dlq_destroy(p->dlq);
 fail_dlq:
+  kmq_hist_destroy(p->lat);
   pthread_mutex_destroy(&p->fatal_lock);
   pthread_rwlock_destroy(&p->lock);
   free(p->topic);
@@ -217,7 +243,8 @@ static kmq_err_t kmq__reset(kmq_producer_t *p) {
   char errstr[512];
   p->rk = kmq__new_rk(p, errstr, sizeof(errstr));
   if (!p->rk || kmq__poller_start(&p->poller, p->rk)) {
-    kmq__log("ERROR", "producer", "cannot replace the producer: %s", errstr);
+    kmq__log_to(&p->log, "ERROR", "producer",
+                "cannot replace the producer: %s", errstr);
     if (p->rk)
       rd_kafka_destroy(p->rk);
     p->rk = NULL;
@@ -343,8 +370,10 @@ void kmq_producer_destroy(kmq_producer_t *p) {
   int64_t left = deadline - kmq__mono_ms();
   kmq_dlq_destroy_within(p->dlq, left > 0 ? (int)left : 0);
   if (atomic_load(&p->outstanding) != 0)
-    kmq__log("ERROR", "producer", "%lld messages without a delivery report",
-             (long long)atomic_load(&p->outstanding));
+    kmq__log_to(&p->log, "ERROR", "producer",
+                "%lld messages without a delivery report",
+                (long long)atomic_load(&p->outstanding));
+  kmq_hist_destroy(p->lat);
   pthread_mutex_destroy(&p->fatal_lock);
   pthread_rwlock_destroy(&p->lock);
   free(p->topic);
@@ -362,7 +391,12 @@ void kmq_producer_stats(const kmq_producer_t *p, kmq_producer_stats_t *out) {
   out->lost = KMQ__LD(lost);
   out->queue_full = KMQ__LD(queue_full);
   out->fatal_resets = KMQ__LD(fatal_resets);
+  out->outstanding = KMQ__LD(outstanding);
 #undef KMQ__LD
+}
+
+const kmq_hist_t *kmq_producer_latency(const kmq_producer_t *p) {
+  return p->lat;
 }
 
 kmq_err_t kmq_producer_last_fatal(kmq_producer_t *p, char *buf, size_t size) {

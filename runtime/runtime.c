@@ -17,6 +17,7 @@
 #include "lib/mpsc.h"
 #include "lib/util.h"
 #include "processors/proc_ctx.h"
+#include "runtime/metrics_int.h"
 
 /* One message from dispatch to ack. Jobs come from a slab sized to
  * kmq.max.inflight: no allocation per message. The rd_kafka_message_t is the
@@ -34,6 +35,10 @@ typedef struct kmq__job_s {
    * kmq_sched_retry_after (begun and decoded already). */
   int attempt;
   int64_t t0_us;
+  /* Stall diagnostics (runtime/metrics_int.h): state and attempts, a
+   * relaxed store per transition, sampled by the poll thread. */
+  atomic_int diag;
+  int in_use; /* taken from the free stack; @locality poll thread */
   kmq_proc_ctx_t ctx;
   char err[256];
 } kmq__job_t;
@@ -47,6 +52,7 @@ struct kmq_runtime_s {
   kmq_proc_registry_t *reg;
   const kmq_proc_entry_t *raw; /* set: every record goes to it undecoded */
   kmq_hist_t *lat;
+  kmq__obs_t *obs; /* metrics endpoint, errors, stall sampling */
 
   kmq__job_t *jobs;
   uint32_t njobs;
@@ -90,6 +96,8 @@ struct kmq_runtime_s {
 };
 
 #define KMQ__INC(rt, f) atomic_fetch_add_explicit(&(rt)->f, 1, memory_order_relaxed)
+#define KMQ__DIAG_SET(job, st, n)                                              \
+  atomic_store_explicit(&(job)->diag, KMQ__DIAG(st, n), memory_order_relaxed)
 
 static int64_t kmq__now_us(void) {
   struct timespec ts;
@@ -102,11 +110,18 @@ static void kmq__job_release(kmq_runtime_t *rt, kmq__job_t *job) {
   kmq__mpsc_push(&rt->freed, (uint32_t)(job - rt->jobs));
 }
 
+/* Takes back the jobs released since the last call. @locality poll thread */
+static void kmq__jobs_collect(kmq_runtime_t *rt) {
+  for (uint32_t n = kmq__mpsc_take(&rt->freed); n;
+       n = kmq__mpsc_next(&rt->freed, n)) {
+    rt->jobs[n - 1].in_use = 0;
+    rt->free_stack[rt->free_top++] = &rt->jobs[n - 1];
+  }
+}
+
 /* @locality poll thread */
 static kmq__job_t *kmq__job_get(kmq_runtime_t *rt) {
-  for (uint32_t n = kmq__mpsc_take(&rt->freed); n;
-       n = kmq__mpsc_next(&rt->freed, n))
-    rt->free_stack[rt->free_top++] = &rt->jobs[n - 1];
+  kmq__jobs_collect(rt);
   return rt->free_top ? rt->free_stack[--rt->free_top] : NULL;
 }
 
@@ -156,6 +171,22 @@ static void kmq__late(kmq_runtime_t *rt, kmq__job_t *job) {
     kmq_sched_done(rt->sched, job->actor);
   kmq__unref(rt);
 }
+
+void kmq__runtime_each_job(kmq_runtime_t *rt, kmq__job_visit_cb *cb,
+                           void *opaque) {
+  /* After the collection, a job not in use was released before it, and
+   * every job in use still holds its message: the consumer destroys a
+   * message only when this thread drains its ack, and a job is released
+   * before it is acked. */
+  kmq__jobs_collect(rt);
+  for (uint32_t i = 0; i < rt->njobs; i++)
+    if (rt->jobs[i].in_use)
+      cb(rt->jobs[i].m,
+         atomic_load_explicit(&rt->jobs[i].diag, memory_order_relaxed),
+         opaque);
+}
+
+kmq__obs_t *kmq__runtime_obs(const kmq_runtime_t *rt) { return rt->obs; }
 
 /* Releases the job and acks its message (ok: finished, else left for
  * redelivery), then frees the actor for the user's next message. Inside
@@ -235,6 +266,8 @@ static void kmq__dlq(kmq__job_t *job, const char *reason, const char *error,
     kmq__finish(job, 1);
     return;
   }
+  KMQ__DIAG_SET(job, KMQ_STALL_DLQ, job->attempt - (job->entry == NULL));
+  kmq__obs_dlq(job->rt->obs, reason);
   rd_kafka_headers_t *hdrs = NULL;
   rd_kafka_message_headers(m, &hdrs);
   kmq_dlq_record_t rec = {
@@ -286,6 +319,7 @@ static void kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
      * or drops it. */
     int64_t ms =
         kmq__backoff_ms(rt->backoff_ms, rt->backoff_max_ms, job->attempt);
+    KMQ__DIAG_SET(job, KMQ_STALL_RETRYING, job->attempt);
     job->attempt++;
     kmq_ack_defer(job->ack);
     if (kmq_sched_retry_after(rt->sched, job->actor, job, ms) != KMQ_OK)
@@ -313,6 +347,7 @@ static void kmq__resume(kmq__job_t *job, kmq_proc_result_t r) {
  * processor that never returns must not hold up destroy. */
 static void kmq__attempt(kmq__job_t *job) {
   const rd_kafka_message_t *m = job->m;
+  KMQ__DIAG_SET(job, KMQ_STALL_RUNNING, job->attempt);
   kmq__proc_ctx_begin(&job->ctx, m->key, m->key_len,
                       rd_kafka_topic_name(m->rkt), m->partition, m->offset,
                       job->attempt, job->rt->max_attempts);
@@ -351,6 +386,7 @@ static bool kmq__prepare(kmq_runtime_t *rt, kmq__job_t *job) {
     kmq__drop(job);
     return false;
   }
+  KMQ__DIAG_SET(job, KMQ_STALL_RUNNING, 0); /* decoding */
   /* Checked here, in the user's order, not at dispatch: a user's dead
    * letters must come out in offset order (dlq.h). Never parsed. */
   if (m->len > rt->max_bytes) {
@@ -442,6 +478,8 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
     return KMQ_ERR_BACKPRESSURE;
   /* Relaxed: the owner's reference keeps refs > 0 while we run. */
   atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+  job->in_use = 1;
+  KMQ__DIAG_SET(job, KMQ_STALL_QUEUED, 0);
   job->m = m;
   job->ack = ack;
   job->actor = NULL;
@@ -463,6 +501,7 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   kmq_ack_defer(ack);
   kmq_err_t err = kmq_sched_submit(rt->sched, m->key, m->key_len, job);
   if (err) {
+    job->in_use = 0;
     rt->free_stack[rt->free_top++] = job;
     atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
     return err; /* BACKPRESSURE: held and offered again; else unfinished */
@@ -546,21 +585,36 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
     if (!rt->dlq)
       goto fail_dlq;
   }
+  rt->obs = kmq__obs_new(conf);
+  if (!rt->obs) {
+    snprintf(errstr, errstr_size, "out of memory");
+    goto fail_obs;
+  }
   /* No revoke hook: the consumer flags a revoked partition's messages and
-   * kmq__run drops those that have not started (kmq_ack_revoked). */
-  rt->consumer = kmq_consumer_new(conf, NULL, errstr, errstr_size);
+   * kmq__run drops those that have not started (kmq_ack_revoked). Errors
+   * are counted, reported to the error hook, and a fatal one stops run. */
+  kmq_consumer_hooks_t hooks = {.on_error = kmq__obs_on_error,
+                                .opaque = rt->obs};
+  rt->consumer = kmq_consumer_new(conf, &hooks, errstr, errstr_size);
   if (!rt->consumer)
     goto fail_consumer;
   kmq_sched_callbacks_t cbs = {kmq__run, kmq__cancel};
   rt->sched = kmq_sched_new(conf, &cbs, rt, errstr, errstr_size);
   if (!rt->sched)
     goto fail_sched;
+  if (kmq__obs_start(rt->obs, rt, rt->consumer, rt->sched, rt->lat, errstr,
+                     errstr_size))
+    goto fail_endpoint;
   rt->last_tick = kmq__mono_ms();
   return rt;
 
+fail_endpoint:
+  kmq_sched_destroy(rt->sched);
 fail_sched:
   kmq_consumer_destroy(rt->consumer);
 fail_consumer:
+  kmq__obs_destroy(rt->obs);
+fail_obs:
   kmq_dlq_destroy(rt->dlq);
 fail_dlq:
   kmq_msg_decoder_destroy(rt->dec);
@@ -602,7 +656,9 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms) {
     atomic_store_explicit(&rt->gate_backlog, acc[0], memory_order_relaxed);
     atomic_store_explicit(&rt->commit_lag, acc[1], memory_order_relaxed);
   }
-  return n;
+  kmq__obs_tick(rt->obs, now);
+  kmq_err_t fatal = kmq__obs_fatal(rt->obs);
+  return fatal ? fatal : n;
 }
 
 kmq_err_t kmq_runtime_run(kmq_runtime_t *rt) {
@@ -627,6 +683,7 @@ static void kmq__free_now(kmq_runtime_t *rt) {
   kmq_dlq_destroy_within(rt->dlq, (int)rt->flush_ms);
   kmq_msg_decoder_destroy(rt->dec);
   kmq_consumer_destroy(rt->consumer);
+  kmq__obs_destroy(rt->obs); /* after the consumer: its error hook */
   for (uint32_t i = 0; i < rt->njobs; i++)
     if (rt->jobs[i].decoded)
       kmq_chat_msg_clear(&rt->jobs[i].msg);
@@ -667,6 +724,7 @@ static void kmq__free(kmq_runtime_t *rt) {
 void kmq_runtime_destroy(kmq_runtime_t *rt) {
   if (!rt)
     return;
+  kmq__obs_stop(rt->obs); /* first: the HTTP thread reads everything */
   int64_t t0 = kmq__mono_ms();
   /* The consumer drops queued messages (they do not start), waits for
    * running ones (bounded by kmq.close.timeout.ms), commits, and leaves the
@@ -756,6 +814,7 @@ void kmq_runtime_metrics(const kmq_runtime_t *rt, kmq_runtime_metrics_t *out) {
   out->latency_p99_us = kmq_hist_percentile(rt->lat, 99);
   out->latency_p999_us = kmq_hist_percentile(rt->lat, 99.9);
   out->latency_max_us = kmq_hist_max(rt->lat);
+  kmq__obs_fill(rt->obs, out);
 }
 
 kmq_consumer_t *kmq_runtime_consumer(kmq_runtime_t *rt) {

@@ -63,6 +63,52 @@ const char *kmq_conf_get(const kmq_conf_t *conf, const char *name);
 /* Typed read of a "kmq.*" property (its default when unset). */
 int64_t kmq_conf_get_int(const kmq_conf_t *conf, const char *name);
 
+/* Log hook: every log line of kmq and of the librdkafka clients kmq builds
+ * from this conf (consumer, DLQ producer, kmq_producer: librdkafka's
+ * log_cb) goes here
+ * instead of stderr. (The admin tool's short-lived clients keep librdkafka's
+ * default logger.) level is syslog's (3 error, 4 warning, 6 info, 7
+ * debug), facility kmq's module ("consumer", "committer", "runtime",
+ * "metrics") or librdkafka's facility ("FAIL", "CGRPOP", ...), message one
+ * line without a newline. Called from any thread (librdkafka's own threads
+ * included), concurrently: it must be thread-safe and must not block for
+ * long nor call back into kmq. Neither kmq nor librdkafka logs secrets
+ * (librdkafka redacts sensitive properties such as sasl.password and
+ * ssl.key.password in its configuration dumps; kmq never logs
+ * configuration values). */
+typedef void(kmq_log_cb)(int level, const char *facility, const char *message,
+                         void *opaque);
+
+/* What went wrong, for the error hook. Every pointer is valid during the
+ * call only. */
+typedef struct {
+  /* "unknown_topic" (the topic or partition does not exist),
+   * "all_brokers_down", "transport" (a broker connection failed or timed
+   * out), "auth" (authentication or authorization), "fatal" (librdkafka
+   * raised a fatal error: the client cannot continue), "other". The same
+   * word labels kmq_errors_total{type=...}. */
+  const char *type;
+  rd_kafka_resp_err_t kafka_err; /* librdkafka's code (the original one for
+                                    a fatal error) */
+  int fatal;                     /* 1: the runtime stops (kmq_runtime_run
+                                    returns KMQ_ERR_FATAL) */
+  const char *reason;            /* librdkafka's text */
+} kmq_error_t;
+
+/* Error hook. @locality the runtime's poll thread (kmq_runtime_run or
+ * kmq_runtime_poll), so it must not block; it must not call
+ * kmq_runtime_destroy. */
+typedef void(kmq_error_cb)(const kmq_error_t *err, void *opaque);
+
+/* Sets (cb NULL: clears) the log and error hooks. They travel with the conf
+ * (kmq_conf_dup copies them) into every client built from it afterwards;
+ * opaque is borrowed and must outlive those clients. Without a log hook
+ * logs go to stderr as "%KMQ|LEVEL|facility: message" (and librdkafka's
+ * own default logger); without an error hook errors are still logged and
+ * counted. */
+void kmq_conf_set_log_cb(kmq_conf_t *conf, kmq_log_cb *cb, void *opaque);
+void kmq_conf_set_error_cb(kmq_conf_t *conf, kmq_error_cb *cb, void *opaque);
+
 /* Builds a librdkafka configuration for a client of the given type: kmq's
  * baseline, then bare librdkafka keys, then "producer."/"consumer." keys.
  * Returns a new rd_kafka_conf_t the caller owns (pass it to rd_kafka_new or

@@ -107,6 +107,12 @@ typedef struct {
    * wait still happens, but nothing will be committed for them. */
   void (*on_revoke)(const rd_kafka_topic_partition_list_t *parts, int lost,
                     void *opaque);
+  /* An error librdkafka reported (its error callback, or a consume error
+   * such as UNKNOWN_TOPIC_OR_PART for a subscribed topic that does not
+   * exist), after the consumer logged and counted it. err is
+   * RD_KAFKA_RESP_ERR__FATAL for a fatal error (rd_kafka_fatal_error says
+   * which); librdkafka retries everything else by itself. May be NULL. */
+  void (*on_error)(rd_kafka_resp_err_t err, const char *reason, void *opaque);
   void *opaque;
 } kmq_consumer_hooks_t;
 
@@ -146,6 +152,9 @@ typedef struct {
   int64_t backlog;     /* finished but not committable */
   int64_t in_flight;   /* tracked, not finished */
   int paused;
+  int64_t high;        /* one past the highest offset handed out (-1: no
+                          gate yet); committable < high: the record at
+                          committable is in flight and blocks the commit */
 } kmq_partition_info_t;
 
 /* Creates a consumer from conf (bootstrap.servers and group.id required;

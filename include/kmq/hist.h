@@ -10,6 +10,7 @@
 #ifndef KMQ_HIST_H
 #define KMQ_HIST_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -33,6 +34,15 @@ int64_t kmq_hist_percentile(const kmq_hist_t *h, double p);
 uint64_t kmq_hist_count(const kmq_hist_t *h);
 int64_t kmq_hist_max(const kmq_hist_t *h);
 double kmq_hist_mean(const kmq_hist_t *h);
+
+/* Cumulative counts for a Prometheus histogram: counts[i] = values recorded
+ * in buckets whose whole range is <= le[i] (le ascending), *total = every
+ * value (the +Inf bucket), *sum = their sum. One pass over the buckets, so
+ * counts[] never exceed *total even while other threads record; a value
+ * within 3.1% below le[i] may be counted only in a later bound (the
+ * histogram's resolution). Any thread; no allocation. */
+void kmq_hist_cumulative(const kmq_hist_t *h, const int64_t *le, size_t n,
+                         uint64_t *counts, uint64_t *total, uint64_t *sum);
 
 /* Zeroes it. Not concurrently with record. */
 void kmq_hist_reset(kmq_hist_t *h);

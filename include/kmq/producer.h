@@ -79,6 +79,8 @@ typedef struct {
   int64_t lost;         /* LOST */
   int64_t queue_full;   /* sends refused after the bounded wait */
   int64_t fatal_resets; /* instances replaced after a fatal error */
+  int64_t outstanding;  /* sent, delivery report not yet given: the queue
+                           depth (librdkafka's queue and in flight) */
 } kmq_producer_stats_t;
 
 /* Creates a producer and its DLQ from conf. dr_cb may be NULL; fallback may
@@ -112,6 +114,12 @@ kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
 kmq_err_t kmq_producer_flush(kmq_producer_t *p, int timeout_ms);
 
 void kmq_producer_stats(const kmq_producer_t *p, kmq_producer_stats_t *out);
+
+/* Send-to-delivery latency of delivered messages in milliseconds (from
+ * the message's produce timestamp to its delivery report), for metrics.
+ * Owned by the producer, valid until destroy; any thread may read it. */
+struct kmq_hist_s;
+const struct kmq_hist_s *kmq_producer_latency(const kmq_producer_t *p);
 
 /* Reason of the last fatal error into buf; KMQ_ERR_NOT_FOUND when none. */
 kmq_err_t kmq_producer_last_fatal(kmq_producer_t *p, char *buf, size_t size);

@@ -45,6 +45,22 @@
  * Who owns what: the conf is copied; the registry and processor opaques are
  * borrowed and must outlive the runtime (the registry is frozen by
  * kmq_runtime_new). Processors run on worker threads (see processor.h).
+ *
+ * Operations. With kmq.metrics.listen set (e.g. 127.0.0.1:9464; empty, the
+ * default: off) kmq_runtime_new starts an HTTP server on its own thread,
+ * bound exactly there (it fails when it cannot bind), serving GET /metrics
+ * (Prometheus text format 0.0.4: the counters below, the processing
+ * latency histogram, per-partition gauges, librdkafka's statistics, an
+ * attached producer's figures) and GET /stuck (JSON: every partition whose
+ * commit waits for an in-flight record, with that record's offset, user,
+ * attempts, state and how long it has blocked, and the 10 deepest
+ * mailboxes). The poll thread samples partitions, stalls and mailboxes
+ * every kmq.metrics.interval.ms (default 1000) into a snapshot; the HTTP
+ * thread and the C API below read that snapshot and atomic counters, never
+ * the poll thread's own state, and nothing is sampled per message. The
+ * conf's log hook receives kmq's and librdkafka's log lines, its error
+ * hook librdkafka's errors (conf.h); kmq_runtime_run documents which stop
+ * it.
  */
 #ifndef KMQ_RUNTIME_H
 #define KMQ_RUNTIME_H
@@ -63,6 +79,14 @@ extern "C" {
 #endif
 
 typedef struct kmq_runtime_s kmq_runtime_t;
+typedef struct kmq_producer_s kmq_producer_t;
+
+/* Error types counted in kmq_runtime_metrics_t.errors (kmq_error_t.type in
+ * conf.h; the "type" label of kmq_errors_total). */
+#define KMQ_ERROR_TYPES 6
+/* DLQ reasons counted in kmq_runtime_metrics_t.dlq_by_reason (the README's
+ * table; "other" for any reason not listed). */
+#define KMQ_DLQ_REASONS 10
 
 typedef struct {
   int64_t dispatched;   /* messages handed to actors */
@@ -81,7 +105,80 @@ typedef struct {
   int64_t gate_backlog; /* sum over partitions, sampled on the poll thread */
   int64_t commit_lag;   /* sum of committable - committed, same sampling */
   int64_t latency_p50_us, latency_p99_us, latency_p999_us, latency_max_us;
+  /* Errors librdkafka reported, by type (kmq_runtime_error_type()). */
+  int64_t errors[KMQ_ERROR_TYPES];
+  /* Records the runtime sent to the DLQ, by reason (kmq_runtime_dlq_reason();
+   * whatever their outcome: see dlq and dlq_lost). */
+  int64_t dlq_by_reason[KMQ_DLQ_REASONS];
 } kmq_runtime_metrics_t;
+
+/* Name of error type i ("unknown_topic", ...) and of DLQ reason i
+ * ("bad_json", ..., "other"); NULL out of range. Static strings. */
+const char *kmq_runtime_error_type(int i);
+const char *kmq_runtime_dlq_reason(int i);
+
+/* Where a partition's commit is blocked, sampled by the poll thread every
+ * kmq.metrics.interval.ms (not per message). */
+typedef enum {
+  KMQ_STALL_NONE = 0, /* not blocked */
+  KMQ_STALL_QUEUED,   /* dispatched, not started: its user's earlier
+                         messages run, or no worker is free */
+  KMQ_STALL_RUNNING,  /* its processor runs (or it is being decoded) */
+  KMQ_STALL_RETRYING, /* waiting out a retry backoff */
+  KMQ_STALL_DLQ,      /* waiting for the DLQ (or the fallback hook) */
+} kmq_stall_state_t;
+
+#define KMQ_USER_MAX 64
+
+/* One assigned partition as of the last sample. */
+typedef struct {
+  char topic[256];
+  int32_t partition;
+  int64_t committed;      /* last committed offset, -1 if none */
+  int64_t committable;    /* end of the finished prefix, -1: no gate yet */
+  int64_t high_watermark; /* librdkafka's cached one, -1 if unknown */
+  int64_t lag;            /* high_watermark - committed, -1 if unknown */
+  int64_t backlog;        /* finished offsets waiting for a lower one */
+  int64_t in_flight;      /* handed out, not finished */
+  int paused;
+  /* The record the commit waits for: the offset at `committable` while it
+   * is in flight, else -1 (and the fields below are empty). */
+  int64_t blocking_offset;
+  char user[KMQ_USER_MAX]; /* its record key (cut), NUL-terminated */
+  double blocked_seconds;  /* since a sample first saw it blocking (the
+                              resolution is kmq.metrics.interval.ms) */
+  int attempts;            /* processor attempts begun */
+  kmq_stall_state_t state;
+} kmq_runtime_partition_t;
+
+/* A user with queued messages. */
+typedef struct {
+  char user[KMQ_USER_MAX]; /* cut, NUL-terminated */
+  int64_t depth;           /* queued messages plus the running one */
+} kmq_runtime_mailbox_t;
+
+/* Copies up to max partitions of the last sample into out and returns how
+ * many there were (more than max: the rest were left out). Empty before
+ * the first sample (the first poll) and after a revoke of everything.
+ * Any thread (a mutex-protected copy; the poll thread holds that mutex
+ * only to publish a sample). */
+size_t kmq_runtime_partitions(const kmq_runtime_t *rt,
+                              kmq_runtime_partition_t *out, size_t max);
+
+/* The (at most 10) users with the deepest mailboxes at the last sample,
+ * deepest first; returns how many were copied (at most max). Any thread. */
+#define KMQ_TOP_MAILBOXES 10
+size_t kmq_runtime_top_mailboxes(const kmq_runtime_t *rt,
+                                 kmq_runtime_mailbox_t *out, size_t max);
+
+/* The port of the metrics endpoint (kmq.metrics.listen; the one picked for
+ * port 0), 0 when it is off. Any thread. */
+int kmq_runtime_metrics_port(const kmq_runtime_t *rt);
+
+/* Adds an application's producer to the metrics endpoint (produced,
+ * delivery failures, DLQ, queue depth, send-to-delivery latency). Borrowed:
+ * detach it (NULL) before destroying it. Any thread. */
+void kmq_runtime_set_producer(kmq_runtime_t *rt, kmq_producer_t *p);
 
 /* Creates the runtime: consumer (not yet subscribed), scheduler workers, DLQ
  * producer. fallback may be NULL (kmq_dlq_new). The registry is frozen.
@@ -93,12 +190,22 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
                                size_t errstr_size);
 
 /* Subscribes to kmq.topic and polls until kmq_runtime_stop(). Returns KMQ_OK
- * after a stop, or an error if the subscription failed. @locality the
- * thread that becomes the poll thread (one at a time). */
+ * after a stop, or an error if the subscription failed.
+ * Errors librdkafka reports meanwhile go to the conf's error hook
+ * (kmq_conf_set_error_cb) and are counted (kmq_errors_total{type}); the
+ * transient ones (a missing topic: UNKNOWN_TOPIC_OR_PART; an unreachable
+ * cluster: ALL_BROKERS_DOWN, transport errors) do not stop it: librdkafka
+ * keeps retrying, and consumption starts once the topic or the brokers are
+ * there. A fatal error (RD_KAFKA_RESP_ERR__FATAL) makes it return
+ * KMQ_ERR_FATAL after the hook ran: the runtime cannot continue; destroy
+ * it (and create a new one). @locality the thread that becomes the poll
+ * thread (one at a time). */
 kmq_err_t kmq_runtime_run(kmq_runtime_t *rt);
 
 /* One poll iteration, for applications that own their loop (subscribes on
- * first use). Returns messages dispatched or a negative kmq_err_t. */
+ * first use). Returns messages dispatched or a negative kmq_err_t
+ * (KMQ_ERR_FATAL after a fatal error, as kmq_runtime_run). Samples the
+ * metrics snapshot every kmq.metrics.interval.ms. */
 int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms);
 
 /* Asks run() to return. Any thread; async-signal-safe. */
@@ -129,8 +236,10 @@ void kmq_runtime_stop(kmq_runtime_t *rt);
  * No-op on NULL. */
 void kmq_runtime_destroy(kmq_runtime_t *rt);
 
-/* Metrics; gate backlog and commit lag are sampled on the poll thread at
- * every iteration. Any thread. */
+/* Metrics; gate backlog and commit lag are sampled on the poll thread
+ * every second. Any thread: every field is an atomic counter read with a
+ * relaxed load (exact on its own, not a consistent snapshot of the others).
+ * The endpoint (kmq.metrics.listen) serves the same figures. */
 void kmq_runtime_metrics(const kmq_runtime_t *rt, kmq_runtime_metrics_t *out);
 
 /* The consumer (for partition listings in tools). @locality poll thread. */

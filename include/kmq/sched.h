@@ -281,6 +281,22 @@ kmq_err_t kmq_sched_cancel_if(kmq_sched_t *s,
                               bool (*pred)(void *item, void *arg), void *arg,
                               void (*arg_free)(void *arg));
 
+/* One actor's mailbox for kmq_sched_top_mailboxes(). */
+typedef struct kmq_sched_mailbox_s {
+  char key[64];   /* the actor's key, cut to 63 bytes, NUL-terminated */
+  size_t key_len; /* bytes copied into key (the real key may be longer) */
+  uint64_t depth; /* items queued plus the one running (or retrying) */
+} kmq_sched_mailbox_t;
+
+/* Fills out with the (at most) k live actors holding the most items, the
+ * deepest first; returns how many were written. A sample for diagnostics:
+ * it walks every live actor (cost proportional to kmq_sched_stats()
+ * .actors_live, no allocation), so call it at a sampling interval, not per
+ * item. Depths are read with relaxed loads while workers run: each is a
+ * value the actor had during the call. @locality dispatcher thread. */
+size_t kmq_sched_top_mailboxes(const kmq_sched_t *s, kmq_sched_mailbox_t *out,
+                               size_t k);
+
 /* Fills *out with the current counters. @locality any thread. */
 void kmq_sched_stats(const kmq_sched_t *s, kmq_sched_stats_t *out);
 
