@@ -1,6 +1,7 @@
-/* kmq: umbrella header. */
+/* kmq: umbrella header: every public header of libkmq. */
 #ifndef KMQ_KMQ_H
 #define KMQ_KMQ_H
+#include "kmq/version.h"
 #include "kmq/err.h"
 #include "kmq/conf.h"
 #include "kmq/gate.h"
