@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/redact.h"
+
 typedef enum { KMQ__T_INT, KMQ__T_STR } kmq__prop_type_t;
 
 typedef struct {
@@ -169,6 +171,9 @@ static kmq_err_t kmq__rdk_validate(const char *name, const char *value,
   rd_kafka_conf_destroy(scratch);
   if (r == RD_KAFKA_CONF_OK)
     return KMQ_OK;
+  /* librdkafka may quote the value back. */
+  if (kmq__conf_is_secret(name))
+    kmq__redact(rderr, sizeof(rderr), value);
   snprintf(errstr, errstr_size, "%s", rderr);
   return r == RD_KAFKA_CONF_UNKNOWN ? KMQ_ERR_CONF_UNKNOWN
                                     : KMQ_ERR_CONF_INVALID;
@@ -191,14 +196,20 @@ kmq_err_t kmq_conf_set(kmq_conf_t *conf, const char *name, const char *value,
       int64_t v;
       if (kmq__parse_int(value, &v)) {
         snprintf(errstr, errstr_size,
-                 "Invalid value \"%s\" for \"%s\": expected an integer", value,
-                 name);
+                 "Invalid value \"%s\" for \"%s\": expected an integer",
+                 kmq__conf_is_secret(name) ? KMQ__REDACTED : value, name);
         return KMQ_ERR_CONF_INVALID;
       }
       if (v < p->min || v > p->max) {
-        snprintf(errstr, errstr_size,
-                 "Invalid value %lld for \"%s\": must be in %lld..%lld",
-                 (long long)v, name, (long long)p->min, (long long)p->max);
+        if (kmq__conf_is_secret(name))
+          snprintf(errstr, errstr_size,
+                   "Invalid value " KMQ__REDACTED " for \"%s\": must be in "
+                   "%lld..%lld",
+                   name, (long long)p->min, (long long)p->max);
+        else
+          snprintf(errstr, errstr_size,
+                   "Invalid value %lld for \"%s\": must be in %lld..%lld",
+                   (long long)v, name, (long long)p->min, (long long)p->max);
         return KMQ_ERR_CONF_INVALID;
       }
     } else if (!*value) {
@@ -242,8 +253,23 @@ void kmq_conf_dump(const kmq_conf_t *conf,
                    void *opaque) {
   for (size_t i = 0; i < KMQ__NPROPS; i++) {
     const char *v = kmq_conf_get(conf, kmq__props[i].name);
+    if (v && *v && kmq__conf_is_secret(kmq__props[i].name))
+      v = KMQ__REDACTED;
     cb(kmq__props[i].name, v ? v : "", kmq__props[i].desc, opaque);
   }
+  for (size_t i = 0; conf && i < conf->cnt; i++) {
+    const char *k = conf->kv[i].name;
+    if (!strncmp(k, "kmq.", 4))
+      continue;
+    cb(k, kmq__conf_is_secret(k) ? KMQ__REDACTED : conf->kv[i].value,
+       "librdkafka property (set by the application)", opaque);
+  }
+}
+
+void kmq__conf_redact(const kmq_conf_t *conf, char *buf, size_t size) {
+  for (size_t i = 0; conf && i < conf->cnt; i++)
+    if (kmq__conf_is_secret(conf->kv[i].name))
+      kmq__redact(buf, size, conf->kv[i].value);
 }
 
 /* The design's baselines, with librdkafka's own key names. The partitioner is
@@ -280,7 +306,11 @@ static int kmq__rdk_set(rd_kafka_conf_t *rc, const char *k, const char *v,
                         char *errstr, size_t errstr_size) {
   char rderr[256];
   if (rd_kafka_conf_set(rc, k, v, rderr, sizeof(rderr)) != RD_KAFKA_CONF_OK) {
-    snprintf(errstr, errstr_size, "%s=%s: %s", k, v, rderr);
+    int secret = kmq__conf_is_secret(k);
+    if (secret)
+      kmq__redact(rderr, sizeof(rderr), v);
+    snprintf(errstr, errstr_size, "%s=%s: %s", k, secret ? KMQ__REDACTED : v,
+             rderr);
     return -1;
   }
   return 0;
@@ -297,6 +327,9 @@ rd_kafka_conf_t *kmq_conf_build_rdkafka(const kmq_conf_t *conf,
                      : sizeof(kmq__consumer_baseline) / sizeof(base[0]);
   const char *own = type == KMQ_CLIENT_PRODUCER ? "producer." : "consumer.";
   const char *other = type == KMQ_CLIENT_PRODUCER ? "consumer." : "producer.";
+
+  /* librdkafka's default logger would print its texts unredacted. */
+  rd_kafka_conf_set_log_cb(rc, kmq__rdk_log);
 
   for (size_t i = 0; i < nbase; i++)
     if (kmq__rdk_set(rc, base[i][0], base[i][1], errstr, errstr_size))

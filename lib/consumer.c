@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "lib/consumer_int.h"
+#include "lib/redact.h"
 #include "lib/util.h"
 
 static void kmq__commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -20,11 +21,10 @@ static void kmq__commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
                           void *opaque) {
-  (void)rk;
   kmq_consumer_t *c = opaque;
   KMQ__INC(c, consume_errors, 1);
-  kmq__log("WARN", "consumer", "%s: %s",
-           rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+  kmq__log_rk(rk, "WARN", "consumer", "%s: %s",
+              rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
@@ -78,7 +78,7 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   rd_kafka_conf_set_rebalance_cb(rc, kmq__rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(rc, kmq__commit_cb);
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
-  c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
+  c->rk = kmq__rdk_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
   if (!c->rk) {
     rd_kafka_conf_destroy(rc);
     goto fail_slots;
@@ -144,8 +144,8 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
     if (m->err) {
       if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         KMQ__INC(c, consume_errors, 1);
-        kmq__log("WARN", "consumer", "consume: %s",
-                 rd_kafka_message_errstr(m));
+        kmq__log_rk(c->rk, "WARN", "consumer", "consume: %s",
+                    rd_kafka_message_errstr(m));
       }
       rd_kafka_message_destroy(m);
       continue;

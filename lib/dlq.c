@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/redact.h"
 #include "lib/util.h"
 
 struct kmq_dlq_s {
@@ -152,7 +153,7 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
     goto fail_conf;
   rd_kafka_conf_set_opaque(rc, dlq);
   rd_kafka_conf_set_dr_msg_cb(rc, kmq__dlq_dr);
-  dlq->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
+  dlq->rk = kmq__rdk_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!dlq->rk) {
     rd_kafka_conf_destroy(rc);
     goto fail_conf;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/redact.h"
 #include "lib/util.h"
 
 struct kmq_producer_s {
@@ -115,12 +116,14 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
   kmq_producer_t *p = opaque;
   if (err != RD_KAFKA_RESP_ERR__FATAL) {
     /* librdkafka recovers from these by itself (broker down, ...). */
-    kmq__log("WARN", "producer", "%s: %s",
-             rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    kmq__log_rk(rk, "WARN", "producer", "%s: %s",
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
     return;
   }
   char buf[400];
   rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
+  /* Kept for kmq_producer_last_fatal() and logged: redacted once here. */
+  kmq__rdk_conf_redact(rd_kafka_conf(rk), buf, sizeof(buf));
   pthread_mutex_lock(&p->fatal_lock);
   snprintf(p->fatal_reason, sizeof(p->fatal_reason), "%s: %s",
            rd_kafka_err2name(orig), buf);
@@ -140,7 +143,7 @@ static rd_kafka_t *kmq__new_rk(kmq_producer_t *p, char *errstr,
   rd_kafka_conf_set_opaque(rc, p);
   rd_kafka_conf_set_dr_msg_cb(rc, kmq__dr);
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
+  rd_kafka_t *rk = kmq__rdk_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!rk)
     rd_kafka_conf_destroy(rc);
   return rk;
