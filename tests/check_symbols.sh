@@ -2,10 +2,10 @@
 # libkmq.so exports exactly the functions declared in the public headers:
 #   - every dynamic symbol it defines is kmq_<name> (no kmq__* internal
 #     function, no static helper, nothing of a dependency);
-#   - every exported symbol is declared in include/kmq/ (kmq/kmq.h includes
-#     them all), and every function declared there is exported (a declaration
-#     without a definition would link in the tree's static tests but not for
-#     a user of the shared library).
+#   - every exported symbol is declared in a header kmq/*.h, and every
+#     function declared there is exported (a declaration without a definition
+#     would link in the tree's static tests but not for a user of the shared
+#     library).
 # The declarations are read from the preprocessed headers, so comments and
 # examples in them do not count; static inline functions and type names
 # (*_t, *_cb) are not symbols.
@@ -22,7 +22,12 @@ trap 'rm -rf "$tmp"' EXIT
 
 nm -D --defined-only "$so" | awk '$2 != "A" { sub(/@.*/, "", $3); print $3 }' |
   sort -u >"$tmp/exported"
-echo '#include <kmq/kmq.h>' | "$cc" -E -P "${incs[@]}" - | tr '\n' ' ' >"$tmp/pp"
+for d in "$@"; do
+  for h in "$d"/kmq/*.h; do
+    [[ -e $h ]] && echo "#include <kmq/${h##*/}>"
+  done
+done >"$tmp/all.c"
+"$cc" -E -P "${incs[@]}" "$tmp/all.c" | tr '\n' ' ' >"$tmp/pp"
 grep -oE '\bkmq_[a-z0-9_]+[[:space:]]*\(' "$tmp/pp" | sed 's/[[:space:](]*$//' |
   grep -vE '_(t|cb)$' | sort -u >"$tmp/called"
 grep -oE 'static inline [^;{}()]*\bkmq_[a-z0-9_]+[[:space:]]*\(' "$tmp/pp" |

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kmq as a user gets it (issue 12): installs the build into a scratch prefix
 # and, against that prefix only,
-#   1. checks libkmq.so's symbols (tests/check_symbols.sh) and its soname;
+#   1. checks libkmq.so's symbols (tests/check_symbols.sh) and its soname,
+#      and that each installed header compiles on its own and is included by
+#      kmq/kmq.h;
 #   2. builds examples/ with pkg-config (examples/Makefile,
 #      PKG_CONFIG_PATH=<prefix>/<libdir>/pkgconfig) and runs `hello_kmq --dry`
 #      (LD_LIBRARY_PATH=<prefix>/<libdir>); checks that
@@ -33,6 +35,16 @@ for f in "$prefix/include/kmq/kmq.h" "$prefix/include/kmq/version.h" "$so" \
          "$prefix/$libdir/cmake/kmq/kmqConfig.cmake" \
          "$prefix/$libdir/cmake/kmq/kmqConfigVersion.cmake"; do
   [[ -e $f ]] || fail "not installed: ${f#"$prefix"/}"
+done
+
+step "headers"
+for h in "$prefix"/include/kmq/*.h; do
+  name=kmq/${h##*/}
+  echo "#include <$name>" |
+    "$cc" -fsyntax-only -Wall -Wextra -Werror -I"$prefix/include" -x c - ||
+    fail "$name does not compile on its own"
+  [[ $name == kmq/kmq.h ]] || grep -q "#include \"$name\"" "$prefix/include/kmq/kmq.h" ||
+    fail "kmq/kmq.h does not include $name"
 done
 
 step "symbols"
