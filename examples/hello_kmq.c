@@ -15,20 +15,25 @@
  *
  * Built two ways against an installed prefix: CMakeLists.txt
  * (find_package(kmq)) and Makefile (pkg-config kmq). */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <kmq/kmq.h>
 
-/* The runtime kmq_runtime_stop() is called on: a signal handler can reach it
- * only through a static (kmq_runtime_stop is async-signal-safe). */
-static kmq_runtime_t *running;
-
-static void on_signal(int sig) {
-  (void)sig;
-  if (running)
-    kmq_runtime_stop(running);
+/* SIGINT and SIGTERM are blocked in every thread (kmq's and librdkafka's
+ * threads inherit main's mask) and taken here with sigwait(): the runtime is
+ * stopped from an ordinary thread, without a handler or a global. */
+static void *stopper(void *arg) {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  int sig;
+  sigwait(&sigs, &sig);
+  kmq_runtime_stop(arg);
+  return NULL;
 }
 
 /* Runs on a worker thread; one message per user at a time. */
@@ -62,6 +67,12 @@ int main(int argc, char **argv) {
   char errstr[512];
   int status = 1;
 
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* before any thread starts */
+
   /* The program compiled against one kmq and runs with another when the
    * shared library was replaced: say both. */
   printf("hello_kmq: kmq %s (built against %s)\n", kmq_version(),
@@ -93,16 +104,18 @@ int main(int argc, char **argv) {
     goto fail;
   }
   status = 0;
-  if (!dry) {
-    running = rt;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+  pthread_t th;
+  if (!dry && pthread_create(&th, NULL, stopper, rt) == 0) {
     kmq_err_t err = kmq_runtime_run(rt);
     if (err != KMQ_OK) {
       fprintf(stderr, "hello_kmq: %s\n", kmq_err2str(err));
       status = 1;
     }
-    running = NULL;
+    pthread_kill(th, SIGTERM); /* wakes the stopper if run() ended alone */
+    pthread_join(th, NULL);
+  } else if (!dry) {
+    fprintf(stderr, "hello_kmq: cannot start the signal thread\n");
+    status = 1;
   }
   kmq_runtime_destroy(rt);
   printf("hello_kmq: %s\n", dry ? "created and destroyed (--dry)" : "stopped");

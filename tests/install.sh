@@ -77,7 +77,7 @@ for l in -lkmq -lrdkafka -ljansson -lck -lcrypto -pthread -lm; do
 done
 mkdir "$work/make"
 cp "$src/examples/hello_kmq.c" "$src/examples/Makefile" "$work/make/"
-make -C "$work/make" CC="$cc" CFLAGS="-O1 -g $san" LDFLAGS="$san" \
+make -C "$work/make" CC="$cc" CFLAGS="-O1 -g -Werror $san" LDFLAGS="$san" \
   >"$work/make.log" 2>&1 || { cat "$work/make.log" >&2; fail "make"; }
 run_dry "$work/make/hello_kmq" LD_LIBRARY_PATH="$prefix/$libdir"
 unset PKG_CONFIG_PATH
@@ -86,7 +86,7 @@ step "CMake find_package(kmq) (examples/CMakeLists.txt)"
 # The package registry could hold another kmq: only the prefix counts.
 cmake -S "$src/examples" -B "$work/cmake" -G "$generator" \
   -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF \
-  -DCMAKE_C_COMPILER="$cc" -DCMAKE_C_FLAGS="$san" \
+  -DCMAKE_C_COMPILER="$cc" -DCMAKE_C_FLAGS="-Wall -Wextra -Werror $san" \
   -DCMAKE_EXE_LINKER_FLAGS="$san" >"$work/cmake.log" 2>&1 &&
   cmake --build "$work/cmake" >>"$work/cmake.log" 2>&1 ||
   { cat "$work/cmake.log" >&2; fail "cmake build of examples/"; }

@@ -63,7 +63,7 @@ static int capture_end(capture_t *c, seen_t *s) {
   fflush(stderr);
   dup2(c->saved, STDERR_FILENO);
   close(c->saved);
-  static char log[32768];
+  char log[32768];
   rewind(c->f);
   size_t n = fread(log, 1, sizeof(log) - 1, c->f);
   log[n] = '\0';
@@ -132,8 +132,7 @@ static void dump_cb(const char *name, const char *value, const char *desc,
 }
 
 START_TEST(conf_dump_redacts) {
-  static seen_t seen;
-  seen.len = 0;
+  seen_t seen = {.len = 0}; /* 64 KiB, on the test's stack */
   char errstr[512];
   kmq_conf_t *conf = kmq_conf_new();
   ck_assert_int_eq(kmq_conf_set(conf, "sasl.password", SECRET, errstr,
@@ -160,8 +159,7 @@ START_TEST(conf_dump_redacts) {
 END_TEST
 
 START_TEST(conf_set_errors_redact) {
-  static seen_t seen;
-  seen.len = 0;
+  seen_t seen = {.len = 0}; /* 64 KiB, on the test's stack */
   char errstr[512];
   kmq_conf_t *conf = kmq_conf_new();
   /* kmq keys that do not exist yet (the WeCom ones), and a librdkafka one
@@ -211,8 +209,7 @@ static kmq_conf_t *bad_ssl_conf(void) {
 }
 
 START_TEST(client_errors_redact) {
-  static seen_t seen;
-  seen.len = 0;
+  seen_t seen = {.len = 0}; /* 64 KiB, on the test's stack */
   char errstr[512];
   kmq_conf_t *conf = bad_ssl_conf();
   capture_t cap;
@@ -266,8 +263,7 @@ END_TEST
  * kmq's log callback (its dead-letter producer has no error callback): both
  * must redact it. */
 START_TEST(librdkafka_logs_redact) {
-  static seen_t seen;
-  seen.len = 0;
+  seen_t seen = {.len = 0}; /* 64 KiB, on the test's stack */
   char errstr[512];
   kmq_conf_t *conf = kmq_conf_new();
   const char *kv[][2] = {
