@@ -71,7 +71,7 @@ install(EXPORT kmqStaticTargets NAMESPACE kmq:: DESTINATION ${_kmq_cmakedir})
 get_property(_f GLOBAL PROPERTY KMQ_CONFIG_FIND)
 list(JOIN _f "\n" KMQ_CONFIG_FIND)
 get_property(_f GLOBAL PROPERTY KMQ_CONFIG_FIND_STATIC)
-list(JOIN _f "\n  " KMQ_CONFIG_FIND_STATIC)
+list(JOIN _f "\n" KMQ_CONFIG_FIND_STATIC)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/kmqConfig.cmake.in
   ${PROJECT_BINARY_DIR}/kmqConfig.cmake INSTALL_DESTINATION ${_kmq_cmakedir})
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/kmqConfigVersion.cmake
