@@ -266,10 +266,10 @@ void kmq_conf_dump(const kmq_conf_t *conf,
   }
 }
 
-void kmq__conf_redact(const kmq_conf_t *conf, char *buf, size_t size) {
+void kmq_conf_redact(const kmq_conf_t *conf, char *buf, size_t buf_size) {
   for (size_t i = 0; conf && i < conf->cnt; i++)
     if (kmq__conf_is_secret(conf->kv[i].name))
-      kmq__redact(buf, size, conf->kv[i].value);
+      kmq__redact(buf, buf_size, conf->kv[i].value);
 }
 
 /* The design's baselines, with librdkafka's own key names. The partitioner is

@@ -105,6 +105,10 @@ rd_kafka_t *kmq__rdk_new(rd_kafka_type_t type, rd_kafka_conf_t *rc,
   return rk;
 }
 
+/* Costs a dump of the client's configuration per line (~15 us on the
+ * development machine): log lines are rare unless librdkafka's debug is on,
+ * and keeping a copy of the secrets instead would need a place per client
+ * that the log callback cannot reach (the client's opaque is kmq's object). */
 void kmq__rdk_log(const rd_kafka_t *rk, int level, const char *fac,
                   const char *buf) {
   char line[2048];

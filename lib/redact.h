@@ -14,6 +14,7 @@
  *     created (kmq__rdk_new), its log lines (kmq__rdk_log, installed by
  *     kmq_conf_build_rdkafka) and the error reasons kmq logs or keeps
  *     (kmq__log_rk, kmq__rdk_redact).
+ * kmq_conf_redact() (conf.h) does the same for an application's own texts.
  * The values are looked up where the text is made, in the kmq_conf_t or in
  * the client's own rd_kafka_conf_t: no copy of a secret is kept for this.
  * A value is redacted whole, and so is each word of it of 4 characters or
@@ -39,9 +40,6 @@ int kmq__conf_is_secret(const char *name);
  * KMQ__REDACTED; what no longer fits in size is cut. No-op for an empty or
  * NULL value. */
 void kmq__redact(char *buf, size_t size, const char *value);
-
-/* kmq__redact() with every secret property set in conf (conf.c). */
-void kmq__conf_redact(const kmq_conf_t *conf, char *buf, size_t size);
 
 /* kmq__redact() with every secret property of a librdkafka configuration,
  * e.g. rd_kafka_conf(rk) of a live client. */

@@ -249,6 +249,10 @@ START_TEST(client_errors_redact) {
   kmq__rdk_conf_redact(rc, text, sizeof(text));
   ck_assert_str_eq(text, "pem [redacted] password [redacted]");
   rd_kafka_conf_destroy(rc);
+  /* The same from the kmq_conf_t, for an application's own texts. */
+  snprintf(text, sizeof(text), "pem %s password %s", SECRET, SECRET2);
+  kmq_conf_redact(conf, text, sizeof(text));
+  ck_assert_str_eq(text, "pem [redacted] password [redacted]");
 
   capture_end(&cap, &seen);
   /* Each failed with librdkafka's reason, not with an empty text. */

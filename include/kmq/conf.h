@@ -85,6 +85,13 @@ rd_kafka_conf_t *kmq_conf_build_rdkafka(const kmq_conf_t *conf,
                                         kmq_client_type_t type, char *errstr,
                                         size_t errstr_size);
 
+/* Replaces, in the NUL-terminated text buf of size bytes, the value of every
+ * secret property set in conf (and each word of it of 4 characters or more)
+ * with "[redacted]"; what no longer fits is cut. For the texts kmq does not
+ * make: e.g. rd_kafka_new()'s error for a configuration from
+ * kmq_conf_build_rdkafka(). */
+void kmq_conf_redact(const kmq_conf_t *conf, char *buf, size_t buf_size);
+
 /* Calls cb for every kmq.* key with its current (or default) value and its
  * description, in table order, then for every other property the
  * application set, in the order set: for --help output and startup logs.
