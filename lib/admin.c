@@ -7,6 +7,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "lib/redact.h"
 #include "lib/util.h"
 
 /* Waits until every partition of topic answers ListOffsets, i.e. its
@@ -48,7 +49,7 @@ kmq_err_t kmq_admin_create_topic(const kmq_conf_t *conf, const char *topic,
       kmq_conf_build_rdkafka(conf, KMQ_CLIENT_PRODUCER, errstr, errstr_size);
   if (!rc)
     return KMQ_ERR_CONF_INVALID;
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
+  rd_kafka_t *rk = kmq__rdk_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!rk) {
     rd_kafka_conf_destroy(rc);
     return KMQ_ERR_CONF_INVALID;
@@ -120,7 +121,7 @@ kmq_err_t kmq_admin_group_lag(const kmq_conf_t *conf, const char *group,
     rd_kafka_conf_destroy(rc);
     return KMQ_ERR_CONF_INVALID;
   }
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
+  rd_kafka_t *rk = kmq__rdk_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
   if (!rk) {
     rd_kafka_conf_destroy(rc);
     return KMQ_ERR_CONF_INVALID;

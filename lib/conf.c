@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "lib/redact.h"
 
 typedef enum { KMQ__T_INT, KMQ__T_STR } kmq__prop_type_t;
 
@@ -208,6 +209,9 @@ static kmq_err_t kmq__rdk_validate(const char *name, const char *value,
   rd_kafka_conf_destroy(scratch);
   if (r == RD_KAFKA_CONF_OK)
     return KMQ_OK;
+  /* librdkafka may quote the value back. */
+  if (kmq__conf_is_secret(name))
+    kmq__redact(rderr, sizeof(rderr), value);
   snprintf(errstr, errstr_size, "%s", rderr);
   return r == RD_KAFKA_CONF_UNKNOWN ? KMQ_ERR_CONF_UNKNOWN
                                     : KMQ_ERR_CONF_INVALID;
@@ -224,13 +228,9 @@ static int kmq__compression_ok(const char *v) {
   return 0;
 }
 
-int kmq_conf_is_secret(const char *name) {
-  if (!strncmp(name, "producer.", 9) || !strncmp(name, "consumer.", 9))
-    name += 9;
-  return strstr(name, "password") || strstr(name, "secret") ||
-         !strcmp(name, "ssl.key.pem") || !strcmp(name, "ssl_key") ||
-         !strcmp(name, "sasl.oauthbearer.config");
-}
+/* One classifier for every redaction (lib/redact.c): by name, so that a
+ * new kmq.wecom.token or kmq.wecom.aes_key is covered the day it is added. */
+int kmq_conf_is_secret(const char *name) { return kmq__conf_is_secret(name); }
 
 /* Built-in topic profiles (kmq_conf_set_profile). config/kafka.yaml states
  * the same values; a file's profile section is applied over these. */
@@ -308,14 +308,20 @@ kmq_err_t kmq_conf_set(kmq_conf_t *conf, const char *name, const char *value,
       int64_t v;
       if (kmq__parse_int(value, &v)) {
         snprintf(errstr, errstr_size,
-                 "Invalid value \"%s\" for \"%s\": expected an integer", value,
-                 name);
+                 "Invalid value \"%s\" for \"%s\": expected an integer",
+                 kmq__conf_is_secret(name) ? KMQ__REDACTED : value, name);
         return KMQ_ERR_CONF_INVALID;
       }
       if (v < p->min || v > p->max) {
-        snprintf(errstr, errstr_size,
-                 "Invalid value %lld for \"%s\": must be in %lld..%lld",
-                 (long long)v, name, (long long)p->min, (long long)p->max);
+        if (kmq__conf_is_secret(name))
+          snprintf(errstr, errstr_size,
+                   "Invalid value " KMQ__REDACTED " for \"%s\": must be in "
+                   "%lld..%lld",
+                   name, (long long)p->min, (long long)p->max);
+        else
+          snprintf(errstr, errstr_size,
+                   "Invalid value %lld for \"%s\": must be in %lld..%lld",
+                   (long long)v, name, (long long)p->min, (long long)p->max);
         return KMQ_ERR_CONF_INVALID;
       }
     } else if (!*value && !(p->def && !*p->def)) {
@@ -367,8 +373,23 @@ void kmq_conf_dump(const kmq_conf_t *conf,
                    void *opaque) {
   for (size_t i = 0; i < KMQ__NPROPS; i++) {
     const char *v = kmq_conf_get(conf, kmq__props[i].name);
+    if (v && *v && kmq__conf_is_secret(kmq__props[i].name))
+      v = KMQ__REDACTED;
     cb(kmq__props[i].name, v ? v : "", kmq__props[i].desc, opaque);
   }
+  for (size_t i = 0; conf && i < conf->cnt; i++) {
+    const char *k = conf->kv[i].name;
+    if (!strncmp(k, "kmq.", 4))
+      continue;
+    cb(k, kmq__conf_is_secret(k) ? KMQ__REDACTED : conf->kv[i].value,
+       "librdkafka property (set by the application)", opaque);
+  }
+}
+
+void kmq_conf_redact(const kmq_conf_t *conf, char *buf, size_t buf_size) {
+  for (size_t i = 0; conf && i < conf->cnt; i++)
+    if (kmq__conf_is_secret(conf->kv[i].name))
+      kmq__redact(buf, buf_size, conf->kv[i].value);
 }
 
 /* The design's baselines, with librdkafka's own key names. The partitioner is
@@ -405,9 +426,11 @@ static int kmq__rdk_set(rd_kafka_conf_t *rc, const char *k, const char *v,
                         char *errstr, size_t errstr_size) {
   char rderr[256];
   if (rd_kafka_conf_set(rc, k, v, rderr, sizeof(rderr)) != RD_KAFKA_CONF_OK) {
-    /* Never a secret's value in an error: it ends up in logs. */
-    snprintf(errstr, errstr_size, "%s=%s: %s", k,
-             kmq_conf_is_secret(k) ? "(redacted)" : v, rderr);
+    int secret = kmq__conf_is_secret(k);
+    if (secret)
+      kmq__redact(rderr, sizeof(rderr), v);
+    snprintf(errstr, errstr_size, "%s=%s: %s", k, secret ? KMQ__REDACTED : v,
+             rderr);
     return -1;
   }
   return 0;
@@ -424,6 +447,9 @@ rd_kafka_conf_t *kmq_conf_build_rdkafka(const kmq_conf_t *conf,
                      : sizeof(kmq__consumer_baseline) / sizeof(base[0]);
   const char *own = type == KMQ_CLIENT_PRODUCER ? "producer." : "consumer.";
   const char *other = type == KMQ_CLIENT_PRODUCER ? "consumer." : "producer.";
+
+  /* librdkafka's default logger would print its texts unredacted. */
+  rd_kafka_conf_set_log_cb(rc, kmq__rdk_log);
 
   for (size_t i = 0; i < nbase; i++)
     if (kmq__rdk_set(rc, base[i][0], base[i][1], errstr, errstr_size))

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "lib/consumer_int.h"
+#include "lib/redact.h"
 #include "lib/util.h"
 
 static void kmq__commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -20,21 +21,25 @@ static void kmq__commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
                           void *opaque) {
-  (void)rk;
   kmq_consumer_t *c = opaque;
   KMQ__INC(c, consume_errors, 1);
+  /* librdkafka may quote a secret back in its reasons: redacted first. */
+  char r[512];
+  snprintf(r, sizeof(r), "%s", reason ? reason : "");
+  kmq__rdk_conf_redact(rd_kafka_conf(rk), r, sizeof(r));
   kmq__log_to(&c->log, err == RD_KAFKA_RESP_ERR__FATAL ? "ERROR" : "WARN",
               "consumer", "%s: %s",
-              rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+              rd_kafka_err2name((rd_kafka_resp_err_t)err), r);
   if (c->hooks.on_error)
-    c->hooks.on_error((rd_kafka_resp_err_t)err, reason, c->hooks.opaque);
+    c->hooks.on_error((rd_kafka_resp_err_t)err, r, c->hooks.opaque);
 }
 
-/* librdkafka's log lines, from any of its threads, to the conf's hook. */
+/* librdkafka's log lines, from any of its threads, to the conf's hook,
+ * redacted. */
 static void kmq__rdk_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                             const char *buf) {
   kmq_consumer_t *c = rd_kafka_opaque(rk);
-  kmq__log_rdk(&c->log, level, fac, buf);
+  kmq__log_rdk_rk(&c->log, rk, level, fac, buf);
 }
 
 /* Served by rd_kafka_consumer_poll on the poll thread; returning 0 lets
@@ -107,7 +112,7 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   rd_kafka_conf_set_stats_cb(rc, kmq__stats_cb);
   if (c->log.cb)
     rd_kafka_conf_set_log_cb(rc, kmq__rdk_log_cb);
-  c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
+  c->rk = kmq__rdk_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
   if (!c->rk) {
     rd_kafka_conf_destroy(rc);
     goto fail_slots;
@@ -175,11 +180,12 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
     if (m->err) {
       if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         KMQ__INC(c, consume_errors, 1);
-        kmq__log_to(&c->log, "WARN", "consumer", "consume: %s",
-                    rd_kafka_message_errstr(m));
+        char r[512];
+        snprintf(r, sizeof(r), "%s", rd_kafka_message_errstr(m));
+        kmq__rdk_conf_redact(rd_kafka_conf(c->rk), r, sizeof(r));
+        kmq__log_to(&c->log, "WARN", "consumer", "consume: %s", r);
         if (c->hooks.on_error)
-          c->hooks.on_error(m->err, rd_kafka_message_errstr(m),
-                            c->hooks.opaque);
+          c->hooks.on_error(m->err, r, c->hooks.opaque);
       }
       rd_kafka_message_destroy(m);
       continue;

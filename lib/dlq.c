@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "lib/log.h"
+#include "lib/redact.h"
 #include "lib/util.h"
 
 struct kmq_dlq_s {
@@ -37,7 +38,7 @@ struct kmq_dlq_s {
 static void kmq__dlq_rdk_log(const rd_kafka_t *rk, int level, const char *fac,
                              const char *buf) {
   kmq_dlq_t *dlq = rd_kafka_opaque(rk);
-  kmq__log_rdk(&dlq->log, level, fac, buf);
+  kmq__log_rdk_rk(&dlq->log, rk, level, fac, buf);
 }
 
 /* Per-record completion, allocated only on this (failure) path. */
@@ -196,7 +197,7 @@ kmq_dlq_t *kmq_dlq_new(const kmq_conf_t *conf, kmq_fallback_cb *fallback,
   rd_kafka_conf_set_dr_msg_cb(rc, kmq__dlq_dr);
   if (dlq->log.cb)
     rd_kafka_conf_set_log_cb(rc, kmq__dlq_rdk_log);
-  dlq->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
+  dlq->rk = kmq__rdk_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!dlq->rk) {
     rd_kafka_conf_destroy(rc);
     goto fail_conf;

@@ -1,6 +1,8 @@
 /* Logging through the application's hook or stderr (lib/log.h). */
 #include "lib/log.h"
 
+#include "lib/redact.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,4 +37,15 @@ void kmq__log_rdk(const kmq__log_sink_t *sink, int level, const char *fac,
     sink->cb(level, fac, buf, sink->opaque);
   else /* librdkafka's default logger's format */
     fprintf(stderr, "%%%d|%s|%s\n", level, fac, buf);
+}
+
+void kmq__log_rdk_rk(const kmq__log_sink_t *sink, const rd_kafka_t *rk,
+                     int level, const char *fac, const char *buf) {
+  char line[2048];
+  snprintf(line, sizeof(line), "%s", buf);
+  /* rd_kafka_conf() reads the client's configuration, which librdkafka
+   * keeps unchanged for the client's lifetime: safe from its threads. */
+  if (rk)
+    kmq__rdk_conf_redact(rd_kafka_conf((rd_kafka_t *)rk), line, sizeof(line));
+  kmq__log_rdk(sink, level, fac, line);
 }

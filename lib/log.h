@@ -39,4 +39,9 @@ void kmq__log_to(const kmq__log_sink_t *sink, const char *level,
 void kmq__log_rdk(const kmq__log_sink_t *sink, int level, const char *fac,
                   const char *buf);
 
+/* kmq__log_rdk() of librdkafka's own line about client rk, with rk's
+ * secrets redacted first (lib/redact.h). Any thread. */
+void kmq__log_rdk_rk(const kmq__log_sink_t *sink, const rd_kafka_t *rk,
+                     int level, const char *fac, const char *buf);
+
 #endif

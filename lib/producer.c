@@ -11,6 +11,7 @@
 
 #include "kmq/hist.h"
 #include "lib/log.h"
+#include "lib/redact.h"
 #include "lib/util.h"
 
 struct kmq_producer_s {
@@ -40,11 +41,12 @@ struct kmq_producer_s {
   kmq__log_sink_t log; /* the conf's log hook: kmq's and librdkafka's */
 };
 
-/* librdkafka's log lines, from any of its threads, to the conf's hook. */
-static void kmq__rdk_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf) {
+/* librdkafka's log lines, from any of its threads, to the conf's hook,
+ * redacted. */
+static void kmq__producer_rdk_log(const rd_kafka_t *rk, int level,
+                                  const char *fac, const char *buf) {
   kmq_producer_t *p = rd_kafka_opaque(rk);
-  kmq__log_rdk(&p->log, level, fac, buf);
+  kmq__log_rdk_rk(&p->log, rk, level, fac, buf);
 }
 
 /* A failed message on its way through the DLQ, allocated on failure only. */
@@ -132,12 +134,17 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
   kmq_producer_t *p = opaque;
   if (err != RD_KAFKA_RESP_ERR__FATAL) {
     /* librdkafka recovers from these by itself (broker down, ...). */
+    char r[512];
+    snprintf(r, sizeof(r), "%s", reason ? reason : "");
+    kmq__rdk_conf_redact(rd_kafka_conf(rk), r, sizeof(r));
     kmq__log_to(&p->log, "WARN", "producer", "%s: %s",
-                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), r);
     return;
   }
   char buf[400];
   rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
+  /* Kept for kmq_producer_last_fatal() and logged: redacted once here. */
+  kmq__rdk_conf_redact(rd_kafka_conf(rk), buf, sizeof(buf));
   pthread_mutex_lock(&p->fatal_lock);
   snprintf(p->fatal_reason, sizeof(p->fatal_reason), "%s: %s",
            rd_kafka_err2name(orig), buf);
@@ -159,8 +166,8 @@ static rd_kafka_t *kmq__new_rk(kmq_producer_t *p, char *errstr,
   rd_kafka_conf_set_dr_msg_cb(rc, kmq__dr);
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
   if (p->log.cb)
-    rd_kafka_conf_set_log_cb(rc, kmq__rdk_log);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
+    rd_kafka_conf_set_log_cb(rc, kmq__producer_rdk_log);
+  rd_kafka_t *rk = kmq__rdk_new(RD_KAFKA_PRODUCER, rc, errstr, errstr_size);
   if (!rk)
     rd_kafka_conf_destroy(rc);
   return rk;

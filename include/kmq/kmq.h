@@ -1,6 +1,7 @@
-/* kmq: umbrella header. */
+/* kmq: umbrella header: every public header of libkmq. */
 #ifndef KMQ_KMQ_H
 #define KMQ_KMQ_H
+#include "kmq/version.h"
 #include "kmq/err.h"
 #include "kmq/conf.h"
 #include "kmq/gate.h"
@@ -13,4 +14,7 @@
 #include "kmq/processor.h"
 #include "kmq/sched.h"
 #include "kmq/runtime.h"
+#include "kmq/dual_write.h"
+#include "kmq/wecom.h"
+#include "kmq/wecom_callback.h"
 #endif
