@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/log.h"
 #include "lib/util.h"
 
 struct kmq_dual_writer_s {
   kmq_producer_t *p;
+  kmq__log_sink_t log; /* the conf's log hook */
   char topic[256]; /* kmq.topic: the dead letter's original topic */
   /* Relaxed counters: statistics only. */
   atomic_llong written, queued, refused, delivered, dlq, fallback, lost;
@@ -61,6 +63,7 @@ kmq_dual_writer_t *kmq_dual_writer_new(const kmq_conf_t *conf,
   /* The one difference from a plain producer: never wait for room. */
   if (kmq_conf_set(c, "kmq.queue.full.timeout.ms", "0", errstr, errstr_size))
     goto fail;
+  dw->log = kmq__conf_hooks(conf)->log;
   const char *topic = kmq_conf_get(c, "kmq.topic");
   snprintf(dw->topic, sizeof(dw->topic), "%s", topic ? topic : "");
   dw->p = kmq_producer_new(c, kmq__dw_delivered, dw, fallback, fallback_opaque,
@@ -124,7 +127,7 @@ kmq_err_t kmq_dual_write(kmq_dual_writer_t *dw, const kmq_produce_msg_t *msg) {
   if (kmq_dlq_send(kmq_producer_dlq(dw->p), &rec, kmq__dw_refused_done, dw)) {
     /* Not even queued to the DLQ (out of memory): counted, logged. */
     KMQ__DW_INC(dw, lost);
-    kmq__log("ERROR", "dual-write", "message of user %.*s LOST: neither the "
+    kmq__log_to(&dw->log, "ERROR", "dual-write", "message of user %.*s LOST: neither the "
              "topic nor the DLQ took it (%s)",
              (int)(msg->key_len > 64 ? 64 : msg->key_len),
              (const char *)msg->key, detail);

@@ -14,6 +14,7 @@
 #include "kmq/hist.h"
 #include "kmq/message.h"
 #include "kmq/sched.h"
+#include "lib/log.h"
 #include "lib/mpsc.h"
 #include "lib/util.h"
 #include "processors/proc_ctx.h"
@@ -69,6 +70,7 @@ struct kmq_runtime_s {
    * writes nothing: no DLQ; what would be dead-lettered is counted in
    * `failed` and its offset finished in the shadow group. */
   int shadow;
+  kmq__log_sink_t log; /* the conf's log hook */
   int64_t last_tick;
   atomic_int stop;
 
@@ -542,6 +544,7 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->max_bytes = (size_t)kmq_conf_get_int(conf, "kmq.msg.max.bytes");
   rt->close_ms = kmq_conf_get_int(conf, "kmq.close.timeout.ms");
   rt->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
+  rt->log = kmq__conf_hooks(conf)->log;
   atomic_init(&rt->refs, 1); /* the owner's */
   rt->njobs = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
   rt->jobs = calloc(rt->njobs, sizeof(*rt->jobs));
@@ -740,7 +743,7 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
     left = 200;
   bool abandoned = kmq_sched_destroy_within(rt->sched, (int)left) != KMQ_OK;
   if (abandoned) {
-    kmq__log("ERROR", "runtime",
+    kmq__log_to(&rt->log, "ERROR", "runtime",
              "destroy: messages still processing (or waiting for their dead "
              "letter) %lld ms after close began: abandoned; their outcome "
              "will be ignored and they are redelivered; the memory they use "
@@ -773,7 +776,7 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
       rt->consumer = NULL;
     }
   } else {
-    kmq__log("ERROR", "runtime",
+    kmq__log_to(&rt->log, "ERROR", "runtime",
              "destroy: a dead-letter send or fallback hook still running "
              "after kmq.flush.timeout.ms: the DLQ and the consumer are freed "
              "when it returns");
