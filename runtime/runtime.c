@@ -512,11 +512,22 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   return KMQ_OK;
 }
 
+typedef struct {
+  rd_kafka_t *rk;
+  int64_t backlog, lag;
+} kmq__sample_t;
+
+/* The design's commit lag: high watermark - committed, from librdkafka's
+ * cached watermark (no broker round trip on the poll thread). */
 static void kmq__sample(const kmq_partition_info_t *pi, void *opaque) {
-  int64_t *acc = opaque;
-  acc[0] += pi->backlog;
-  if (pi->committable >= 0 && pi->committed >= 0)
-    acc[1] += pi->committable - pi->committed;
+  kmq__sample_t *acc = opaque;
+  acc->backlog += pi->backlog;
+  int64_t lo = -1, hi = -1;
+  if (pi->committed >= 0 &&
+      !rd_kafka_get_watermark_offsets(acc->rk, pi->topic, pi->partition, &lo,
+                                      &hi) &&
+      hi >= pi->committed)
+    acc->lag += hi - pi->committed;
 }
 
 kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
@@ -654,10 +665,10 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms) {
   if (now - rt->last_tick >= 1000) {
     rt->last_tick = now;
     kmq_sched_reclaim(rt->sched, now);
-    int64_t acc[2] = {0, 0};
-    kmq_consumer_partitions(rt->consumer, kmq__sample, acc);
-    atomic_store_explicit(&rt->gate_backlog, acc[0], memory_order_relaxed);
-    atomic_store_explicit(&rt->commit_lag, acc[1], memory_order_relaxed);
+    kmq__sample_t acc = {kmq_consumer_rk(rt->consumer), 0, 0};
+    kmq_consumer_partitions(rt->consumer, kmq__sample, &acc);
+    atomic_store_explicit(&rt->gate_backlog, acc.backlog, memory_order_relaxed);
+    atomic_store_explicit(&rt->commit_lag, acc.lag, memory_order_relaxed);
   }
   kmq__obs_tick(rt->obs, now);
   kmq_err_t fatal = kmq__obs_fatal(rt->obs);

@@ -103,7 +103,8 @@ typedef struct {
   int64_t committed_offsets; /* offsets advanced by commits */
   int64_t in_flight;
   int64_t gate_backlog; /* sum over partitions, sampled on the poll thread */
-  int64_t commit_lag;   /* sum of committable - committed, same sampling */
+  int64_t commit_lag;   /* sum of high watermark - committed (librdkafka's
+                           cached watermark), same sampling */
   int64_t latency_p50_us, latency_p99_us, latency_p999_us, latency_max_us;
   /* Errors librdkafka reported, by type (kmq_runtime_error_type()). */
   int64_t errors[KMQ_ERROR_TYPES];
