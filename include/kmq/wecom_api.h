@@ -35,6 +35,7 @@
  *   kmq_wecom_global_init() (and may be released by kmq_wecom_global_cleanup()
  *   after the last client is gone). kmq keeps no global state of its own.
  *
+ *   Puller (kmq_wecom_puller_*): see the comment above kmq_wecom_puller_new().
  */
 #ifndef KMQ_WECOM_API_H
 #define KMQ_WECOM_API_H
@@ -202,6 +203,121 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
                                     size_t msgid_out_size,
                                     kmq_wecom_result_t *res, char *errstr,
                                     size_t errstr_size);
+
+/* ---- puller ------------------------------------------------------------ */
+
+/*
+ * The puller turns WeCom's "new messages" callbacks into kmq messages.
+ *
+ * Input: sync requests on a Kafka topic, JSON
+ *   {"open_kfid": "...", "token": "...", "create_time": <s>}
+ * keyed by open_kfid (the callback receiver writes them). The puller reads
+ * them with a plain librdkafka consumer in group `group_id`, so with several
+ * gateway instances each open_kfid is pulled by one instance at a time.
+ *
+ * For each request, on the thread that calls kmq_wecom_puller_poll():
+ *   1. kf/sync_msg from the open_kfid's stored cursor, page by page while
+ *      has_more (an empty page with has_more = 1 continues too);
+ *   2. every message of a page is produced to `out_topic` as kmq's envelope
+ *      (include/kmq/message.h) keyed by its external_userid (for events:
+ *      event.external_userid), message_id = WeCom's msgid, headers msg_type,
+ *      msg_id and user_id as kmq_producer_send() writes them;
+ *   3. once every message of the page is delivered (acks=all), the page's
+ *      next_cursor is written to the compacted topic `<sync topic>.cursors`
+ *      (key open_kfid, value cursor) and delivered too;
+ *   4. after the last page, the request's offset is committed.
+ * A crash (or a failed delivery) therefore re-pulls from the last stored
+ * cursor and never skips: duplicates are limited to the one page whose
+ * messages were delivered but whose cursor was not. A request whose page
+ * fails is tried again after a backoff (the consumer seeks back to it);
+ * after max_request_failures in a row it is committed and counted in
+ * requests_dropped: nothing is lost by that either, since its cursor did
+ * not move and WeCom's next callback for the open_kfid pulls from there.
+ * A request that is not JSON or has no open_kfid is committed and counted
+ * (bad_requests). A message without an external_userid (e.g. the
+ * servicer_status_change event) is not produced: counted in unroutable.
+ *
+ * Cursors are shared by every instance through the cursor topic: all of it
+ * is read to its end when partitions are assigned, before the next request.
+ * A rebalance runs inside kmq_wecom_puller_poll() between two requests, so
+ * a revoked partition never has a page in flight (the previous owner's
+ * cursor is delivered before its revoke completes). max_pages bounds one
+ * request, so that one request cannot outlast max.poll.interval.ms: when it
+ * is reached with has_more still set, the puller writes a follow-up request
+ * (same open_kfid, no token) to the sync topic before committing.
+ * Each cursor record carries the request it belongs to (headers): the
+ * next owner that handles the same request again knows its first page may
+ * repeat delivered messages and counts them in duplicates_suspected.
+ *
+ * Threads: kmq_wecom_puller_poll() on one thread at a time (the puller's
+ * thread); kmq_wecom_puller_stats() from any thread.
+ */
+typedef struct kmq_wecom_puller_s kmq_wecom_puller_t;
+
+/* Called on the puller's thread after a page's messages are delivered,
+ * before its cursor is written: progress metrics, and the hook tests use to
+ * crash at the worst moment. */
+typedef void(kmq_wecom_page_cb)(const char *open_kfid, int messages,
+                                void *opaque);
+
+typedef struct {
+  /* bootstrap.servers and any librdkafka keys (bare, producer., consumer.);
+   * read by kmq_wecom_puller_new, not kept. Required. */
+  const kmq_conf_t *kafka;
+  const char *sync_topic; /* required; its cursors: "<sync_topic>.cursors" */
+  const char *group_id;   /* required */
+  const char *out_topic;  /* required: kmq's message topic */
+  kmq_wecom_client_t *client; /* required; borrowed, must outlive the puller */
+  int limit;              /* sync_msg page size; 0: 1000 */
+  int voice_format;
+  int max_pages;          /* per request; 0: 100 */
+  int max_request_failures; /* 0: 5 */
+  int retry_backoff_ms;     /* after a failed request; 0: 500 */
+  kmq_wecom_page_cb *on_page; /* may be NULL */
+  void *on_page_opaque;
+} kmq_wecom_puller_conf_t;
+
+typedef struct {
+  int64_t requests;         /* sync requests handled to their commit */
+  int64_t bad_requests;     /* not JSON / no open_kfid: committed, skipped */
+  int64_t requests_dropped; /* failed max_request_failures times */
+  int64_t followups;        /* follow-up requests written at max_pages */
+  int64_t pages;            /* sync_msg pages whose cursor was stored */
+  int64_t empty_pages;      /* of them: no message */
+  int64_t pulled;           /* messages received from sync_msg */
+  int64_t produced;         /* messages delivered to out_topic */
+  int64_t unroutable;       /* messages without a user id, not produced */
+  int64_t cursor_writes;    /* cursor records delivered */
+  int64_t errors;           /* failed attempts at a request */
+  int64_t sync_token_dropped; /* 95007: pulled without the callback token */
+  int64_t duplicates_suspected; /* messages re-pulled after another run died */
+  int64_t cursor_loads;     /* cursor topic read to its end */
+  int32_t assigned;         /* sync topic partitions assigned now */
+} kmq_wecom_puller_stats_t;
+
+/* Creates the puller: its consumer (subscribed to sync_topic), its
+ * producer (kmq's producer baseline: idempotent, acks=all, murmur2_random)
+ * and the cursor topic if missing (compacted, 1 partition). Returns NULL
+ * with errstr filled on a bad configuration or when Kafka refuses. */
+kmq_wecom_puller_t *kmq_wecom_puller_new(const kmq_wecom_puller_conf_t *conf,
+                                         char *errstr, size_t errstr_size);
+
+/* Waits up to timeout_ms for one sync request and handles it completely
+ * (every page, cursor, commit) before returning; serves rebalances. Returns
+ * KMQ_WECOM_OK (also when nothing came), or the error of a failed request
+ * (already counted and scheduled again; errstr says why). The puller's
+ * thread only. A request can take up to max_pages client calls. */
+kmq_wecom_err_t kmq_wecom_puller_poll(kmq_wecom_puller_t *p, int timeout_ms,
+                                      char *errstr, size_t errstr_size);
+
+/* Any thread. */
+void kmq_wecom_puller_stats(const kmq_wecom_puller_t *p,
+                            kmq_wecom_puller_stats_t *out);
+
+/* Leaves the group (committed work stays committed; nothing is committed
+ * past a request that is not finished) and frees. The puller's thread, not
+ * inside poll. No-op on NULL. */
+void kmq_wecom_puller_destroy(kmq_wecom_puller_t *p);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,300 @@
+/* The sync_msg puller on the real broker with the in-process WeCom
+ * simulator: every message of several open_kfids lands in kmq's topic keyed
+ * by external_userid in per-user order, cursors are stored and shared (a
+ * second instance continues where the first stopped), and with two
+ * instances in one group where one is SIGKILLed right after a page was
+ * delivered but before its cursor was stored, nothing is skipped, per-user
+ * order holds and the only duplicates are that page's messages. */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "brokerutil.h"
+#include "kmq/admin.h"
+#include "kmq/message.h"
+#include "kmq/wecom_api.h"
+#include "testutil.h"
+#include "wecom_sim.h"
+
+#define NPART 4
+#define MAXU 64
+
+typedef struct {
+  kmq_wecom_sim_t *sim;
+  kmq_wecom_client_t *cl;
+  kmq_conf_t *kafka;
+  rd_kafka_t *req_producer; /* the stand-in callback receiver */
+  char sync_topic[128], out_topic[128], group[128];
+} fx_t;
+
+/* The callback seam: a sync request per notification, keyed by open_kfid,
+ * on partition k % NPART so that tests know who owns it. */
+static void on_notify(const char *kfid, const char *token, void *opaque) {
+  fx_t *f = opaque;
+  char v[256];
+  int k = atoi(kfid + 5); /* "wkSIM%03d" */
+  int n = snprintf(v, sizeof(v),
+                   "{\"open_kfid\":\"%s\",\"token\":\"%s\",\"create_time\":1}",
+                   kfid, token);
+  ck_assert_int_eq(
+      rd_kafka_producev(f->req_producer, RD_KAFKA_V_TOPIC(f->sync_topic),
+                        RD_KAFKA_V_PARTITION(k % NPART),
+                        RD_KAFKA_V_KEY(kfid, strlen(kfid)),
+                        RD_KAFKA_V_VALUE(v, (size_t)n),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                        RD_KAFKA_V_END),
+      0);
+}
+
+static void fx_init(fx_t *f, int kfids, int page_max) {
+  char errstr[256], url[128];
+  memset(f, 0, sizeof(*f));
+  kt_unique_name(f->sync_topic, sizeof(f->sync_topic), "wecom-sync");
+  kt_unique_name(f->out_topic, sizeof(f->out_topic), "wecom-kf");
+  kt_unique_name(f->group, sizeof(f->group), "wecom-gw");
+  kt_create_topics(f->sync_topic, NPART, NULL);
+  kt_create_topics(f->out_topic, NPART, NULL);
+  kmq_wecom_sim_conf_t sc;
+  kmq_wecom_sim_conf_init(&sc);
+  sc.kfids = kfids;
+  sc.page_max = page_max;
+  sc.events = true;
+  sc.notify_cb = on_notify;
+  sc.notify_opaque = f;
+  f->sim = kmq_wecom_sim_new(&sc, errstr, sizeof(errstr));
+  ck_assert_msg(f->sim, "%s", errstr);
+  kmq_wecom_sim_base_url(f->sim, url, sizeof(url));
+  kmq_wecom_client_conf_t cc;
+  kmq_wecom_client_conf_init(&cc);
+  cc.base_url = url;
+  cc.corp_id = sc.corp_id;
+  cc.corp_secret = sc.corp_secret;
+  cc.backoff_ms = 2;
+  cc.backoff_max_ms = 20;
+  f->cl = kmq_wecom_client_new(&cc, errstr, sizeof(errstr));
+  ck_assert_msg(f->cl, "%s", errstr);
+  f->kafka = kmq_conf_new();
+  const char *kv[][2] = {{"bootstrap.servers", kt_bootstrap()},
+                         {"consumer.session.timeout.ms", "6000"},
+                         {"consumer.heartbeat.interval.ms", "500"},
+                         {"producer.linger.ms", "1"}};
+  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+    ck_assert_msg(!kmq_conf_set(f->kafka, kv[i][0], kv[i][1], errstr,
+                                sizeof(errstr)),
+                  "%s", errstr);
+}
+
+static kmq_wecom_puller_t *puller_new(fx_t *f, kmq_wecom_client_t *cl,
+                                      kmq_wecom_page_cb *on_page,
+                                      void *opaque) {
+  char errstr[512];
+  kmq_wecom_puller_conf_t pc = {.kafka = f->kafka,
+                                .sync_topic = f->sync_topic,
+                                .group_id = f->group,
+                                .out_topic = f->out_topic,
+                                .client = cl,
+                                .retry_backoff_ms = 50,
+                                .on_page = on_page,
+                                .on_page_opaque = opaque};
+  kmq_wecom_puller_t *p = kmq_wecom_puller_new(&pc, errstr, sizeof(errstr));
+  ck_assert_msg(p, "%s", errstr);
+  return p;
+}
+
+static void fx_add(fx_t *f, int customers, int per) {
+  ck_assert_int_eq(kmq_wecom_sim_add_messages(f->sim, customers, per),
+                   customers * per);
+  ck_assert_int_eq(rd_kafka_flush(f->req_producer, 30000), 0);
+}
+
+/* Records in a topic now (sum of end - start over its partitions). */
+static int topic_count(fx_t *f, const char *topic) {
+  char errstr[256];
+  kmq_partition_lag_t lag[NPART * 2];
+  int n = NPART * 2, total = 0;
+  ck_assert_msg(!kmq_admin_group_lag(f->kafka, "wecom-nobody", topic, lag, &n,
+                                     10000, errstr, sizeof(errstr)),
+                "%s", errstr);
+  for (int i = 0; i < n; i++)
+    total += (int)(lag[i].high - lag[i].low);
+  return total;
+}
+
+/* ---- what landed in the topic ------------------------------------------- */
+
+typedef struct {
+  kmq_msg_decoder_t *dec;
+  int seen[MAXU][64];     /* times msgid (u, seq) was seen */
+  int max_seq[MAXU];      /* highest seq seen per user, -1: none */
+  int records, dups, bad, reordered;
+  int dup_user[MAXU];     /* duplicates per user */
+  char why[320];
+} topic_t;
+
+static void on_record(const rd_kafka_message_t *m, void *opaque) {
+  topic_t *t = opaque;
+  char errstr[256], hid[64];
+  kmq_chat_msg_t msg;
+  t->records++;
+  if (kmq_msg_decode(t->dec, m->payload, m->len, &msg, errstr,
+                     sizeof(errstr))) {
+    snprintf(t->why, sizeof(t->why), "decode: %s", errstr);
+    t->bad++;
+    return;
+  }
+  int u, seq;
+  if (!kmq_msg_key_matches(&msg, m->key, m->key_len) ||
+      kmq_wecom_sim_parse_msgid(msg.message_id.ptr, &u, &seq) || u >= MAXU ||
+      seq >= 64 || strcmp(kt_header(m, "msg_id", hid, sizeof(hid)),
+                          msg.message_id.ptr)) {
+    snprintf(t->why, sizeof(t->why), "key / msgid / header wrong: %s",
+             msg.message_id.ptr);
+    t->bad++;
+  } else {
+    /* Per-user order: a record never skips ahead of the next unseen seq;
+     * going back is a re-pulled page (a duplicate). */
+    if (seq > t->max_seq[u] + 1)
+      t->reordered++;
+    if (seq > t->max_seq[u])
+      t->max_seq[u] = seq;
+    if (t->seen[u][seq]++) {
+      t->dups++;
+      t->dup_user[u]++;
+    }
+  }
+  kmq_chat_msg_clear(&msg);
+}
+
+static void read_out(fx_t *f, topic_t *t) {
+  char errstr[128];
+  memset(t, 0, sizeof(*t));
+  for (int u = 0; u < MAXU; u++)
+    t->max_seq[u] = -1;
+  t->dec = kmq_msg_decoder_new(NULL, errstr, sizeof(errstr));
+  int n = topic_count(f, f->out_topic);
+  ck_assert_int_eq(kt_read_topic(kt_bootstrap(), f->out_topic, n, 30000,
+                                 on_record, t),
+                   n);
+  kmq_msg_decoder_destroy(t->dec);
+  ck_assert_msg(!t->bad, "%d bad records: %s", t->bad, t->why);
+  ck_assert_int_eq(t->reordered, 0);
+}
+
+static void assert_all_present(fx_t *f, topic_t *t, int customers) {
+  for (int u = 0; u < customers; u++) {
+    int sent = kmq_wecom_sim_sent(f->sim, u);
+    for (int s = 0; s < sent; s++)
+      ck_assert_msg(t->seen[u][s] >= 1, "user %d seq %d missing", u, s);
+    ck_assert_int_eq(t->max_seq[u], sent - 1);
+  }
+}
+
+typedef struct {
+  kmq_wecom_puller_t *p;
+  int64_t produced, requests;
+} until_t;
+
+static bool pulled_enough(void *opaque) {
+  until_t *w = opaque;
+  char errstr[512];
+  kmq_wecom_puller_poll(w->p, 100, errstr, sizeof(errstr));
+  kmq_wecom_puller_stats_t st;
+  kmq_wecom_puller_stats(w->p, &st);
+  return st.produced >= w->produced && st.requests >= w->requests;
+}
+
+static void cursor_rec(const rd_kafka_message_t *m, void *opaque) {
+  json_t *last = opaque; /* open_kfid -> last cursor */
+  char k[64], state[16];
+  snprintf(k, sizeof(k), "%.*s", (int)m->key_len, (const char *)m->key);
+  kt_header(m, "kmq_state", state, sizeof(state));
+  json_object_set_new(last, k,
+                      json_pack("{s:s%, s:s}", "c", (const char *)m->payload,
+                                m->len, "s", state));
+}
+
+START_TEST(puller_pulls_every_kfid_in_user_order) {
+  fx_t f;
+  fx_init(&f, 3, 7);
+  f.req_producer = kt_producer_new();
+  kmq_wecom_puller_t *p = puller_new(&f, f.cl, NULL, NULL);
+  /* A WeCom callback token refused once, and an empty page with
+   * has_more = 1 in the middle. */
+  kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 95007, 1);
+  kmq_wecom_sim_inject_empty_pages(f.sim, 1);
+  fx_add(&f, 12, 10);
+  until_t w = {p, 120, 3};
+  ck_assert(kt_wait_until(pulled_enough, &w, 40000));
+  /* New messages later: pulled from the stored cursors, none again. */
+  fx_add(&f, 12, 5);
+  w = (until_t){p, 180, 6};
+  ck_assert(kt_wait_until(pulled_enough, &w, 30000));
+  kmq_wecom_puller_stats_t st;
+  kmq_wecom_puller_stats(p, &st);
+  ck_assert_int_eq(st.pulled, 180);
+  ck_assert_int_eq(st.produced, 180);
+  ck_assert_int_eq(st.unroutable, 0);
+  ck_assert_int_eq(st.duplicates_suspected, 0);
+  ck_assert_int_eq(st.sync_token_dropped, 1);
+  ck_assert_int_eq(st.empty_pages, 1);
+  ck_assert_int_eq(st.errors, 0);
+  kmq_wecom_puller_destroy(p);
+  kt_assert_committed_at_end(kt_bootstrap(), f.group, f.sync_topic);
+
+  /* Another instance of the gateway: the cursors come from Kafka. */
+  p = puller_new(&f, f.cl, NULL, NULL);
+  fx_add(&f, 12, 1);
+  w = (until_t){p, 12, 3};
+  ck_assert(kt_wait_until(pulled_enough, &w, 40000));
+  kmq_wecom_puller_stats(p, &st);
+  ck_assert_int_eq(st.pulled, 12);
+  ck_assert_int_ge(st.cursor_loads, 1);
+  kmq_wecom_puller_destroy(p);
+
+  topic_t t;
+  read_out(&f, &t);
+  ck_assert_int_eq(t.records, 192);
+  ck_assert_int_eq(t.dups, 0);
+  assert_all_present(&f, &t, 12);
+  /* The stored cursor of each open_kfid is the end of its log. */
+  json_t *last = json_object();
+  char ctopic[160];
+  snprintf(ctopic, sizeof(ctopic), "%s.cursors", f.sync_topic);
+  int n = topic_count(&f, ctopic);
+  ck_assert_int_eq(kt_read_topic(kt_bootstrap(), ctopic, n, 30000, cursor_rec,
+                                 last),
+                   n);
+  for (int k = 0; k < 3; k++) {
+    char kf[32], want[32];
+    kmq_wecom_sim_kfid(k, kf, sizeof(kf));
+    snprintf(want, sizeof(want), "CUR:%d:%d", k, 4 * 16);
+    json_t *e = json_object_get(last, kf);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "c")), want);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "s")), "done");
+  }
+  json_decref(last);
+  kt_producer_done(f.req_producer);
+  kmq_conf_destroy(f.kafka);
+  kmq_wecom_client_destroy(f.cl);
+  kmq_wecom_sim_destroy(f.sim);
+}
+END_TEST
+
+int main(void) {
+  if (kmq_wecom_global_init())
+    return 1;
+  Suite *s = suite_create("wecom_pull_broker");
+  TCase *tc = tcase_create("puller");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, puller_pulls_every_kfid_in_user_order);
+  suite_add_tcase(s, tc);
+  int rc = kt_run(s);
+  kmq_wecom_global_cleanup();
+  return rc;
+}
