@@ -286,6 +286,168 @@ START_TEST(puller_pulls_every_kfid_in_user_order) {
 }
 END_TEST
 
+
+/* ---- two instances, one killed mid-request ------------------------------ */
+
+#define CRASH_PAGE 3 /* the child dies after its 3rd page is delivered */
+#define PAGE 5
+
+typedef struct {
+  atomic_int assigned; /* the child's sync partitions */
+  atomic_int pages;    /* pages the child delivered */
+} shm_t;
+
+/* After the page's messages are delivered and before its cursor is
+ * written: the worst moment to die. */
+static void crash_hook(const char *kfid, int n, void *opaque) {
+  (void)kfid, (void)n;
+  shm_t *s = opaque;
+  if (atomic_fetch_add(&s->pages, 1) + 1 == CRASH_PAGE)
+    raise(SIGKILL);
+}
+
+static void child_main(fx_t *f, shm_t *s) {
+  char errstr[256], url[128];
+  kmq_wecom_client_conf_t cc;
+  kmq_wecom_client_conf_init(&cc);
+  kmq_wecom_sim_base_url(f->sim, url, sizeof(url));
+  cc.base_url = url;
+  cc.corp_id = "wwSIMCORP";
+  cc.corp_secret = "sim-secret-0123456789";
+  kmq_wecom_client_t *cl = kmq_wecom_client_new(&cc, errstr, sizeof(errstr));
+  if (!cl)
+    _exit(2);
+  kmq_wecom_puller_t *p = puller_new(f, cl, crash_hook, s);
+  int64_t deadline = kt_now_ms() + 50000;
+  while (kt_now_ms() < deadline) {
+    kmq_wecom_puller_poll(p, 100, errstr, sizeof(errstr));
+    kmq_wecom_puller_stats_t st;
+    kmq_wecom_puller_stats(p, &st);
+    atomic_store(&s->assigned, st.assigned);
+  }
+  _exit(3); /* never reached a page to die on: the parent fails */
+}
+
+typedef struct {
+  kmq_wecom_puller_t *p;
+  atomic_int stop;
+} runner_t;
+
+static void *run_puller(void *opaque) {
+  runner_t *r = opaque;
+  char errstr[512];
+  while (!atomic_load(&r->stop))
+    kmq_wecom_puller_poll(r->p, 100, errstr, sizeof(errstr));
+  return NULL;
+}
+
+typedef struct {
+  fx_t *f;
+  shm_t *s;
+  kmq_wecom_puller_t *b;
+  pid_t pid;
+  int status;
+} crash_t;
+
+static bool child_alone_assigned(void *o) {
+  crash_t *c = o;
+  return atomic_load(&c->s->assigned) == NPART;
+}
+
+static bool both_assigned(void *o) {
+  crash_t *c = o;
+  kmq_wecom_puller_stats_t st;
+  kmq_wecom_puller_stats(c->b, &st);
+  int a = atomic_load(&c->s->assigned);
+  return a > 0 && st.assigned > 0 && a + st.assigned == NPART;
+}
+
+static bool child_died(void *o) {
+  crash_t *c = o;
+  return waitpid(c->pid, &c->status, WNOHANG) == c->pid;
+}
+
+static bool all_requests_committed(void *o) {
+  crash_t *c = o;
+  char errstr[256];
+  kmq_partition_lag_t lag[NPART];
+  int n = NPART;
+  if (kmq_admin_group_lag(c->f->kafka, c->f->group, c->f->sync_topic, lag, &n,
+                          5000, errstr, sizeof(errstr)))
+    return false;
+  for (int i = 0; i < n; i++)
+    if (lag[i].high > lag[i].low && lag[i].committed != lag[i].high)
+      return false;
+  return true;
+}
+
+START_TEST(puller_killed_mid_request_skips_nothing) {
+  fx_t f;
+  fx_init(&f, NPART, PAGE);
+  shm_t *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(s, MAP_FAILED);
+  atomic_init(&s->assigned, 0);
+  atomic_init(&s->pages, 0);
+  /* The child before any librdkafka handle exists here (fork copies only
+   * the calling thread). It talks to this process's simulator. */
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    child_main(&f, s);
+  crash_t c = {.f = &f, .s = s, .pid = pid};
+  ck_assert_msg(kt_wait_until(child_alone_assigned, &c, 30000),
+                "the child never got the partitions");
+  runner_t r = {.p = puller_new(&f, f.cl, NULL, NULL)};
+  c.b = r.p;
+  pthread_t th;
+  pthread_create(&th, NULL, run_puller, &r);
+  ck_assert_msg(kt_wait_until(both_assigned, &c, 30000),
+                "the group never split the partitions");
+
+  /* 8 customers x 20 messages, 40 per open_kfid, pages of 5: the child's
+   * first request has 8 pages, it dies in the middle of it. */
+  f.req_producer = kt_producer_new();
+  fx_add(&f, 8, 20);
+  ck_assert_msg(kt_wait_until(child_died, &c, 30000), "the child lives");
+  ck_assert_msg(WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGKILL,
+                "child status %d", c.status);
+  ck_assert_int_eq(atomic_load(&s->pages), CRASH_PAGE);
+  /* The survivor takes the dead member's partitions after its session
+   * timeout and finishes every request. */
+  ck_assert_msg(kt_wait_until(all_requests_committed, &c, 40000),
+                "requests left uncommitted");
+  atomic_store(&r.stop, 1);
+  pthread_join(th, NULL);
+  kmq_wecom_puller_stats_t st;
+  kmq_wecom_puller_stats(r.p, &st);
+  kmq_wecom_puller_destroy(r.p);
+
+  topic_t t;
+  read_out(&f, &t);
+  assert_all_present(&f, &t, 8);
+  /* Exactly the page the child delivered without storing its cursor came
+   * twice, all of one open_kfid, and the survivor suspected exactly it. */
+  ck_assert_int_eq(t.records, 160 + PAGE);
+  ck_assert_int_eq(t.dups, PAGE);
+  int kf_dups[NPART] = {0};
+  for (int u = 0; u < 8; u++)
+    kf_dups[u % NPART] += t.dup_user[u];
+  int kfs = 0;
+  for (int k = 0; k < NPART; k++)
+    kfs += kf_dups[k] > 0;
+  ck_assert_int_eq(kfs, 1);
+  ck_assert_int_eq(st.duplicates_suspected, PAGE);
+  ck_assert_int_eq(st.unroutable, 0);
+
+  munmap(s, sizeof(*s));
+  kt_producer_done(f.req_producer);
+  kmq_conf_destroy(f.kafka);
+  kmq_wecom_client_destroy(f.cl);
+  kmq_wecom_sim_destroy(f.sim);
+}
+END_TEST
+
 int main(void) {
   if (kmq_wecom_global_init())
     return 1;
@@ -294,6 +456,10 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, puller_pulls_every_kfid_in_user_order);
   suite_add_tcase(s, tc);
+  TCase *tk = tcase_create("crash");
+  tcase_set_timeout(tk, 60);
+  tcase_add_test(tk, puller_killed_mid_request_skips_nothing);
+  suite_add_tcase(s, tk);
   int rc = kt_run(s);
   kmq_wecom_global_cleanup();
   return rc;
