@@ -493,8 +493,11 @@ static enum MHD_Result kmq__sim_handler(void *cls, struct MHD_Connection *conn,
     return kmq__sim_reply(conn, MHD_HTTP_CONTENT_TOO_LARGE,
                           kmq__sim_err(413, "body too large"));
   json_t *body = NULL, *ans;
-  if (ep != KMQ_WECOM_SIM_GETTOKEN &&
-      !json_is_object(body = rq->buf ? json_loads(rq->buf, 0, NULL) : NULL)) {
+  /* Parsed outside json_is_object(): the macro evaluates its argument more
+   * than once. */
+  if (ep != KMQ_WECOM_SIM_GETTOKEN && rq->buf)
+    body = json_loads(rq->buf, 0, NULL);
+  if (ep != KMQ_WECOM_SIM_GETTOKEN && !json_is_object(body)) {
     json_decref(body);
     return kmq__sim_reply(conn, MHD_HTTP_OK,
                           kmq__sim_err(47001, "data format error"));
