@@ -90,11 +90,15 @@ static void fx_init(fx_t *f, int kfids, int page_max) {
                   "%s", errstr);
 }
 
+static int max_pages, max_failures; /* 0: the puller's defaults */
+
 static kmq_wecom_puller_t *puller_new(fx_t *f, kmq_wecom_client_t *cl,
                                       kmq_wecom_page_cb *on_page,
                                       void *opaque) {
   char errstr[512];
   kmq_wecom_puller_conf_t pc = {.kafka = f->kafka,
+                                .max_pages = max_pages,
+                                .max_request_failures = max_failures,
                                 .sync_topic = f->sync_topic,
                                 .group_id = f->group,
                                 .out_topic = f->out_topic,
@@ -448,6 +452,63 @@ START_TEST(puller_killed_mid_request_skips_nothing) {
 }
 END_TEST
 
+/* A failed page is tried again from the stored cursor; a request that
+ * fails max_request_failures times is dropped without losing a message
+ * (the next callback pulls from the same cursor); a request cut at
+ * max_pages goes on through a follow-up request. */
+START_TEST(failed_and_long_requests_lose_nothing) {
+  fx_t f;
+  fx_init(&f, 1, 4);
+  f.req_producer = kt_producer_new();
+  max_pages = 3;
+  max_failures = 3;
+  kmq_wecom_puller_t *p = puller_new(&f, f.cl, NULL, NULL);
+  /* 60020 is not one the client retries: the request fails twice, then
+   * its third attempt goes through. */
+  kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 60020, 2);
+  fx_add(&f, 3, 10); /* 30 messages: 8 pages of 4, so 2 follow-ups */
+  until_t w = {p, 30, 3};
+  ck_assert(kt_wait_until(pulled_enough, &w, 40000));
+  kmq_wecom_puller_stats_t st;
+  kmq_wecom_puller_stats(p, &st);
+  ck_assert_int_eq(st.errors, 2);
+  ck_assert_int_eq(st.followups, 2);
+  ck_assert_int_eq(st.requests_dropped, 0);
+  ck_assert_int_eq(st.pulled, 30);
+  /* Three failures in a row: dropped, nothing pulled. */
+  kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 60020, 3);
+  fx_add(&f, 3, 1);
+  w = (until_t){p, 30, 3};
+  bool dropped = false;
+  int64_t deadline = kt_now_ms() + 30000;
+  while (!dropped && kt_now_ms() < deadline) {
+    pulled_enough(&w);
+    kmq_wecom_puller_stats(p, &st);
+    dropped = st.requests_dropped == 1;
+  }
+  ck_assert(dropped);
+  ck_assert_int_eq(st.pulled, 30);
+  /* The next callback pulls the 3 left behind and the 3 new. */
+  fx_add(&f, 3, 1);
+  w = (until_t){p, 36, 4}; /* a dropped request is not in requests */
+  ck_assert(kt_wait_until(pulled_enough, &w, 30000));
+  kmq_wecom_puller_stats(p, &st);
+  ck_assert_int_eq(st.pulled, 36);
+  ck_assert_int_eq(st.duplicates_suspected, 0);
+  kmq_wecom_puller_destroy(p);
+  kt_assert_committed_at_end(kt_bootstrap(), f.group, f.sync_topic);
+  topic_t t;
+  read_out(&f, &t);
+  ck_assert_int_eq(t.records, 36);
+  ck_assert_int_eq(t.dups, 0);
+  assert_all_present(&f, &t, 3);
+  kt_producer_done(f.req_producer);
+  kmq_conf_destroy(f.kafka);
+  kmq_wecom_client_destroy(f.cl);
+  kmq_wecom_sim_destroy(f.sim);
+}
+END_TEST
+
 int main(void) {
   if (kmq_wecom_global_init())
     return 1;
@@ -455,6 +516,7 @@ int main(void) {
   TCase *tc = tcase_create("puller");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, puller_pulls_every_kfid_in_user_order);
+  tcase_add_test(tc, failed_and_long_requests_lose_nothing);
   suite_add_tcase(s, tc);
   TCase *tk = tcase_create("crash");
   tcase_set_timeout(tk, 60);
