@@ -20,115 +20,10 @@
 #include "kmq/message.h"
 #include "kmq/wecom_api.h"
 #include "testutil.h"
+#include "wecomutil.h"
 #include "wecom_sim.h"
 
-#define NPART 4
 #define MAXU 64
-
-typedef struct {
-  kmq_wecom_sim_t *sim;
-  kmq_wecom_client_t *cl;
-  kmq_conf_t *kafka;
-  rd_kafka_t *req_producer; /* the stand-in callback receiver */
-  char sync_topic[128], out_topic[128], group[128];
-} fx_t;
-
-/* The callback seam: a sync request per notification, keyed by open_kfid,
- * on partition k % NPART so that tests know who owns it. */
-static void on_notify(const char *kfid, const char *token, void *opaque) {
-  fx_t *f = opaque;
-  char v[256];
-  int k = atoi(kfid + 5); /* "wkSIM%03d" */
-  int n = snprintf(v, sizeof(v),
-                   "{\"open_kfid\":\"%s\",\"token\":\"%s\",\"create_time\":1}",
-                   kfid, token);
-  ck_assert_int_eq(
-      rd_kafka_producev(f->req_producer, RD_KAFKA_V_TOPIC(f->sync_topic),
-                        RD_KAFKA_V_PARTITION(k % NPART),
-                        RD_KAFKA_V_KEY(kfid, strlen(kfid)),
-                        RD_KAFKA_V_VALUE(v, (size_t)n),
-                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                        RD_KAFKA_V_END),
-      0);
-}
-
-static void fx_init(fx_t *f, int kfids, int page_max) {
-  char errstr[256], url[128];
-  memset(f, 0, sizeof(*f));
-  kt_unique_name(f->sync_topic, sizeof(f->sync_topic), "wecom-sync");
-  kt_unique_name(f->out_topic, sizeof(f->out_topic), "wecom-kf");
-  kt_unique_name(f->group, sizeof(f->group), "wecom-gw");
-  kt_create_topics(f->sync_topic, NPART, NULL);
-  kt_create_topics(f->out_topic, NPART, NULL);
-  kmq_wecom_sim_conf_t sc;
-  kmq_wecom_sim_conf_init(&sc);
-  sc.kfids = kfids;
-  sc.page_max = page_max;
-  sc.events = true;
-  sc.notify_cb = on_notify;
-  sc.notify_opaque = f;
-  f->sim = kmq_wecom_sim_new(&sc, errstr, sizeof(errstr));
-  ck_assert_msg(f->sim, "%s", errstr);
-  kmq_wecom_sim_base_url(f->sim, url, sizeof(url));
-  kmq_wecom_client_conf_t cc;
-  kmq_wecom_client_conf_init(&cc);
-  cc.base_url = url;
-  cc.corp_id = sc.corp_id;
-  cc.corp_secret = sc.corp_secret;
-  cc.backoff_ms = 2;
-  cc.backoff_max_ms = 20;
-  f->cl = kmq_wecom_client_new(&cc, errstr, sizeof(errstr));
-  ck_assert_msg(f->cl, "%s", errstr);
-  f->kafka = kmq_conf_new();
-  const char *kv[][2] = {{"bootstrap.servers", kt_bootstrap()},
-                         {"consumer.session.timeout.ms", "6000"},
-                         {"consumer.heartbeat.interval.ms", "500"},
-                         {"producer.linger.ms", "1"}};
-  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-    ck_assert_msg(!kmq_conf_set(f->kafka, kv[i][0], kv[i][1], errstr,
-                                sizeof(errstr)),
-                  "%s", errstr);
-}
-
-static int max_pages, max_failures; /* 0: the puller's defaults */
-
-static kmq_wecom_puller_t *puller_new(fx_t *f, kmq_wecom_client_t *cl,
-                                      kmq_wecom_page_cb *on_page,
-                                      void *opaque) {
-  char errstr[512];
-  kmq_wecom_puller_conf_t pc = {.kafka = f->kafka,
-                                .max_pages = max_pages,
-                                .max_request_failures = max_failures,
-                                .sync_topic = f->sync_topic,
-                                .group_id = f->group,
-                                .out_topic = f->out_topic,
-                                .client = cl,
-                                .retry_backoff_ms = 50,
-                                .on_page = on_page,
-                                .on_page_opaque = opaque};
-  kmq_wecom_puller_t *p = kmq_wecom_puller_new(&pc, errstr, sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
-  return p;
-}
-
-static void fx_add(fx_t *f, int customers, int per) {
-  ck_assert_int_eq(kmq_wecom_sim_add_messages(f->sim, customers, per),
-                   customers * per);
-  ck_assert_int_eq(rd_kafka_flush(f->req_producer, 30000), 0);
-}
-
-/* Records in a topic now (sum of end - start over its partitions). */
-static int topic_count(fx_t *f, const char *topic) {
-  char errstr[256];
-  kmq_partition_lag_t lag[NPART * 2];
-  int n = NPART * 2, total = 0;
-  ck_assert_msg(!kmq_admin_group_lag(f->kafka, "wecom-nobody", topic, lag, &n,
-                                     10000, errstr, sizeof(errstr)),
-                "%s", errstr);
-  for (int i = 0; i < n; i++)
-    total += (int)(lag[i].high - lag[i].low);
-  return total;
-}
 
 /* ---- what landed in the topic ------------------------------------------- */
 
@@ -175,13 +70,13 @@ static void on_record(const rd_kafka_message_t *m, void *opaque) {
   kmq_chat_msg_clear(&msg);
 }
 
-static void read_out(fx_t *f, topic_t *t) {
+static void read_out(kt_wx_t *f, topic_t *t) {
   char errstr[128];
   memset(t, 0, sizeof(*t));
   for (int u = 0; u < MAXU; u++)
     t->max_seq[u] = -1;
   t->dec = kmq_msg_decoder_new(NULL, errstr, sizeof(errstr));
-  int n = topic_count(f, f->out_topic);
+  int n = kt_wx_count(f, f->out_topic);
   ck_assert_int_eq(kt_read_topic(kt_bootstrap(), f->out_topic, n, 30000,
                                  on_record, t),
                    n);
@@ -190,7 +85,7 @@ static void read_out(fx_t *f, topic_t *t) {
   ck_assert_int_eq(t->reordered, 0);
 }
 
-static void assert_all_present(fx_t *f, topic_t *t, int customers) {
+static void assert_all_present(kt_wx_t *f, topic_t *t, int customers) {
   for (int u = 0; u < customers; u++) {
     int sent = kmq_wecom_sim_sent(f->sim, u);
     for (int s = 0; s < sent; s++)
@@ -224,19 +119,19 @@ static void cursor_rec(const rd_kafka_message_t *m, void *opaque) {
 }
 
 START_TEST(puller_pulls_every_kfid_in_user_order) {
-  fx_t f;
-  fx_init(&f, 3, 7);
+  kt_wx_t f;
+  kt_wx_init(&f, 3, 7);
   f.req_producer = kt_producer_new();
-  kmq_wecom_puller_t *p = puller_new(&f, f.cl, NULL, NULL);
+  kmq_wecom_puller_t *p = kt_wx_puller(&f, f.cl, 0, 0, NULL, NULL);
   /* A WeCom callback token refused once, and an empty page with
    * has_more = 1 in the middle. */
   kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 95007, 1);
   kmq_wecom_sim_inject_empty_pages(f.sim, 1);
-  fx_add(&f, 12, 10);
+  kt_wx_add(&f, 12, 10);
   until_t w = {p, 120, 3};
   ck_assert(kt_wait_until(pulled_enough, &w, 40000));
   /* New messages later: pulled from the stored cursors, none again. */
-  fx_add(&f, 12, 5);
+  kt_wx_add(&f, 12, 5);
   w = (until_t){p, 180, 6};
   ck_assert(kt_wait_until(pulled_enough, &w, 30000));
   kmq_wecom_puller_stats_t st;
@@ -252,8 +147,8 @@ START_TEST(puller_pulls_every_kfid_in_user_order) {
   kt_assert_committed_at_end(kt_bootstrap(), f.group, f.sync_topic);
 
   /* Another instance of the gateway: the cursors come from Kafka. */
-  p = puller_new(&f, f.cl, NULL, NULL);
-  fx_add(&f, 12, 1);
+  p = kt_wx_puller(&f, f.cl, 0, 0, NULL, NULL);
+  kt_wx_add(&f, 12, 1);
   w = (until_t){p, 12, 3};
   ck_assert(kt_wait_until(pulled_enough, &w, 40000));
   kmq_wecom_puller_stats(p, &st);
@@ -270,7 +165,7 @@ START_TEST(puller_pulls_every_kfid_in_user_order) {
   json_t *last = json_object();
   char ctopic[160];
   snprintf(ctopic, sizeof(ctopic), "%s.cursors", f.sync_topic);
-  int n = topic_count(&f, ctopic);
+  int n = kt_wx_count(&f, ctopic);
   ck_assert_int_eq(kt_read_topic(kt_bootstrap(), ctopic, n, 30000, cursor_rec,
                                  last),
                    n);
@@ -283,10 +178,7 @@ START_TEST(puller_pulls_every_kfid_in_user_order) {
     ck_assert_str_eq(json_string_value(json_object_get(e, "s")), "done");
   }
   json_decref(last);
-  kt_producer_done(f.req_producer);
-  kmq_conf_destroy(f.kafka);
-  kmq_wecom_client_destroy(f.cl);
-  kmq_wecom_sim_destroy(f.sim);
+  kt_wx_done(&f);
 }
 END_TEST
 
@@ -310,7 +202,7 @@ static void crash_hook(const char *kfid, int n, void *opaque) {
     raise(SIGKILL);
 }
 
-static void child_main(fx_t *f, shm_t *s) {
+static void child_main(kt_wx_t *f, shm_t *s) {
   char errstr[256], url[128];
   kmq_wecom_client_conf_t cc;
   kmq_wecom_client_conf_init(&cc);
@@ -321,7 +213,7 @@ static void child_main(fx_t *f, shm_t *s) {
   kmq_wecom_client_t *cl = kmq_wecom_client_new(&cc, errstr, sizeof(errstr));
   if (!cl)
     _exit(2);
-  kmq_wecom_puller_t *p = puller_new(f, cl, crash_hook, s);
+  kmq_wecom_puller_t *p = kt_wx_puller(f, cl, 0, 0, crash_hook, s);
   int64_t deadline = kt_now_ms() + 50000;
   while (kt_now_ms() < deadline) {
     kmq_wecom_puller_poll(p, 100, errstr, sizeof(errstr));
@@ -333,20 +225,7 @@ static void child_main(fx_t *f, shm_t *s) {
 }
 
 typedef struct {
-  kmq_wecom_puller_t *p;
-  atomic_int stop;
-} runner_t;
-
-static void *run_puller(void *opaque) {
-  runner_t *r = opaque;
-  char errstr[512];
-  while (!atomic_load(&r->stop))
-    kmq_wecom_puller_poll(r->p, 100, errstr, sizeof(errstr));
-  return NULL;
-}
-
-typedef struct {
-  fx_t *f;
+  kt_wx_t *f;
   shm_t *s;
   kmq_wecom_puller_t *b;
   pid_t pid;
@@ -355,7 +234,7 @@ typedef struct {
 
 static bool child_alone_assigned(void *o) {
   crash_t *c = o;
-  return atomic_load(&c->s->assigned) == NPART;
+  return atomic_load(&c->s->assigned) == KT_WX_PARTS;
 }
 
 static bool both_assigned(void *o) {
@@ -363,7 +242,7 @@ static bool both_assigned(void *o) {
   kmq_wecom_puller_stats_t st;
   kmq_wecom_puller_stats(c->b, &st);
   int a = atomic_load(&c->s->assigned);
-  return a > 0 && st.assigned > 0 && a + st.assigned == NPART;
+  return a > 0 && st.assigned > 0 && a + st.assigned == KT_WX_PARTS;
 }
 
 static bool child_died(void *o) {
@@ -374,8 +253,8 @@ static bool child_died(void *o) {
 static bool all_requests_committed(void *o) {
   crash_t *c = o;
   char errstr[256];
-  kmq_partition_lag_t lag[NPART];
-  int n = NPART;
+  kmq_partition_lag_t lag[KT_WX_PARTS];
+  int n = KT_WX_PARTS;
   if (kmq_admin_group_lag(c->f->kafka, c->f->group, c->f->sync_topic, lag, &n,
                           5000, errstr, sizeof(errstr)))
     return false;
@@ -386,8 +265,8 @@ static bool all_requests_committed(void *o) {
 }
 
 START_TEST(puller_killed_mid_request_skips_nothing) {
-  fx_t f;
-  fx_init(&f, NPART, PAGE);
+  kt_wx_t f;
+  kt_wx_init(&f, KT_WX_PARTS, PAGE);
   shm_t *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ck_assert_ptr_ne(s, MAP_FAILED);
@@ -402,17 +281,16 @@ START_TEST(puller_killed_mid_request_skips_nothing) {
   crash_t c = {.f = &f, .s = s, .pid = pid};
   ck_assert_msg(kt_wait_until(child_alone_assigned, &c, 30000),
                 "the child never got the partitions");
-  runner_t r = {.p = puller_new(&f, f.cl, NULL, NULL)};
+  kt_wx_runner_t r;
+  kt_wx_runner_start(&r, kt_wx_puller(&f, f.cl, 0, 0, NULL, NULL));
   c.b = r.p;
-  pthread_t th;
-  pthread_create(&th, NULL, run_puller, &r);
   ck_assert_msg(kt_wait_until(both_assigned, &c, 30000),
                 "the group never split the partitions");
 
   /* 8 customers x 20 messages, 40 per open_kfid, pages of 5: the child's
    * first request has 8 pages, it dies in the middle of it. */
   f.req_producer = kt_producer_new();
-  fx_add(&f, 8, 20);
+  kt_wx_add(&f, 8, 20);
   ck_assert_msg(kt_wait_until(child_died, &c, 30000), "the child lives");
   ck_assert_msg(WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGKILL,
                 "child status %d", c.status);
@@ -421,8 +299,7 @@ START_TEST(puller_killed_mid_request_skips_nothing) {
    * timeout and finishes every request. */
   ck_assert_msg(kt_wait_until(all_requests_committed, &c, 40000),
                 "requests left uncommitted");
-  atomic_store(&r.stop, 1);
-  pthread_join(th, NULL);
+  kt_wx_runner_stop(&r);
   kmq_wecom_puller_stats_t st;
   kmq_wecom_puller_stats(r.p, &st);
   kmq_wecom_puller_destroy(r.p);
@@ -434,21 +311,18 @@ START_TEST(puller_killed_mid_request_skips_nothing) {
    * twice, all of one open_kfid, and the survivor suspected exactly it. */
   ck_assert_int_eq(t.records, 160 + PAGE);
   ck_assert_int_eq(t.dups, PAGE);
-  int kf_dups[NPART] = {0};
+  int kf_dups[KT_WX_PARTS] = {0};
   for (int u = 0; u < 8; u++)
-    kf_dups[u % NPART] += t.dup_user[u];
+    kf_dups[u % KT_WX_PARTS] += t.dup_user[u];
   int kfs = 0;
-  for (int k = 0; k < NPART; k++)
+  for (int k = 0; k < KT_WX_PARTS; k++)
     kfs += kf_dups[k] > 0;
   ck_assert_int_eq(kfs, 1);
   ck_assert_int_eq(st.duplicates_suspected, PAGE);
   ck_assert_int_eq(st.unroutable, 0);
 
   munmap(s, sizeof(*s));
-  kt_producer_done(f.req_producer);
-  kmq_conf_destroy(f.kafka);
-  kmq_wecom_client_destroy(f.cl);
-  kmq_wecom_sim_destroy(f.sim);
+  kt_wx_done(&f);
 }
 END_TEST
 
@@ -457,16 +331,14 @@ END_TEST
  * (the next callback pulls from the same cursor); a request cut at
  * max_pages goes on through a follow-up request. */
 START_TEST(failed_and_long_requests_lose_nothing) {
-  fx_t f;
-  fx_init(&f, 1, 4);
+  kt_wx_t f;
+  kt_wx_init(&f, 1, 4);
   f.req_producer = kt_producer_new();
-  max_pages = 3;
-  max_failures = 3;
-  kmq_wecom_puller_t *p = puller_new(&f, f.cl, NULL, NULL);
+  kmq_wecom_puller_t *p = kt_wx_puller(&f, f.cl, 3, 3, NULL, NULL);
   /* 60020 is not one the client retries: the request fails twice, then
    * its third attempt goes through. */
   kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 60020, 2);
-  fx_add(&f, 3, 10); /* 30 messages: 8 pages of 4, so 2 follow-ups */
+  kt_wx_add(&f, 3, 10); /* 30 messages: 8 pages of 4, so 2 follow-ups */
   until_t w = {p, 30, 3};
   ck_assert(kt_wait_until(pulled_enough, &w, 40000));
   kmq_wecom_puller_stats_t st;
@@ -477,7 +349,7 @@ START_TEST(failed_and_long_requests_lose_nothing) {
   ck_assert_int_eq(st.pulled, 30);
   /* Three failures in a row: dropped, nothing pulled. */
   kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 60020, 3);
-  fx_add(&f, 3, 1);
+  kt_wx_add(&f, 3, 1);
   w = (until_t){p, 30, 3};
   bool dropped = false;
   int64_t deadline = kt_now_ms() + 30000;
@@ -489,7 +361,7 @@ START_TEST(failed_and_long_requests_lose_nothing) {
   ck_assert(dropped);
   ck_assert_int_eq(st.pulled, 30);
   /* The next callback pulls the 3 left behind and the 3 new. */
-  fx_add(&f, 3, 1);
+  kt_wx_add(&f, 3, 1);
   w = (until_t){p, 36, 4}; /* a dropped request is not in requests */
   ck_assert(kt_wait_until(pulled_enough, &w, 30000));
   kmq_wecom_puller_stats(p, &st);
@@ -502,10 +374,7 @@ START_TEST(failed_and_long_requests_lose_nothing) {
   ck_assert_int_eq(t.records, 36);
   ck_assert_int_eq(t.dups, 0);
   assert_all_present(&f, &t, 3);
-  kt_producer_done(f.req_producer);
-  kmq_conf_destroy(f.kafka);
-  kmq_wecom_client_destroy(f.cl);
-  kmq_wecom_sim_destroy(f.sim);
+  kt_wx_done(&f);
 }
 END_TEST
 

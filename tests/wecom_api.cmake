@@ -1,7 +1,10 @@
 # WeCom API client against the in-process simulator (unit: no broker).
 kmq_add_test(test_wecom_client SOURCES test_wecom_client.c
              LIBS kmq_wecom_api kmq_wecom_sim LABELS "unit" TIMEOUT 60)
+
 # The puller on the real broker with the in-process simulator.
+add_library(kmq_wecomutil STATIC wecomutil.c)
+target_link_libraries(kmq_wecomutil PUBLIC kmq_brokerutil kmq_wecom_api
+                      kmq_wecom_sim)
 kmq_add_test(test_wecom_pull_broker SOURCES test_wecom_pull_broker.c
-             LIBS kmq_wecom_api kmq_wecom_sim kmq_brokerutil
-             LABELS "broker" TIMEOUT 120)
+             LIBS kmq_wecomutil LABELS "broker" TIMEOUT 120)
