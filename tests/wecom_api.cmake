@@ -8,3 +8,6 @@ target_link_libraries(kmq_wecomutil PUBLIC kmq_brokerutil kmq_wecom_api
                       kmq_wecom_sim)
 kmq_add_test(test_wecom_pull_broker SOURCES test_wecom_pull_broker.c
              LIBS kmq_wecomutil LABELS "broker" TIMEOUT 120)
+# End to end: simulator -> puller -> kmq runtime -> ASYNC send_msg replies.
+kmq_add_test(test_wecom_e2e_broker SOURCES test_wecom_e2e_broker.c
+             LIBS kmq_wecomutil kmq LABELS "broker" TIMEOUT 120)
