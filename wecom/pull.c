@@ -338,7 +338,14 @@ fail:
     p->fails = 1;
   kmq__log("WARNING", "wecom-puller", "sync of %s failed (%d in a row): %s",
            kfid, p->fails, errstr);
-  if (p->fails >= p->conf.max_request_failures) {
+  char fatal[256];
+  if (rd_kafka_fatal_error(p->producer, fatal, sizeof(fatal))) {
+    /* Dropping requests would not help: nothing can be produced again. */
+    snprintf(errstr, errstr_size,
+             "fatal producer error (recreate the puller): %s", fatal);
+    kmq__again(p, rq);
+    err = KMQ_WECOM_ERR_KAFKA;
+  } else if (p->fails >= p->conf.max_request_failures) {
     /* Nothing is lost: its cursor did not move past what was delivered,
      * and WeCom's next callback for kfid pulls from there. */
     KMQ__ADD(p, requests_dropped, 1);

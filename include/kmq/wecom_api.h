@@ -6,11 +6,15 @@
  *   libcurl. One client serves any number of threads at once: every call
  *   uses its own curl handle, the access_token is cached under a mutex and
  *   fetched by one thread at a time (the others wait for it instead of each
- *   asking WeCom, which rate-limits gettoken). A call blocks its thread; the
- *   bound is in kmq_wecom_client_conf_t (timeout_ms, max_attempts,
- *   backoff_max_ms): at most max_attempts requests of at most timeout_ms
- *   each, the backoffs between them, plus one token fetch with the same
- *   bounds. Calls never call back into the application.
+ *   asking WeCom, which rate-limits gettoken). A call blocks its thread,
+ *   bounded by kmq_wecom_client_conf_t: at most max_attempts + 2 requests
+ *   (max_attempts for busy / rate-limit answers, one more after a token
+ *   refresh, one more without the sync token after 95007) of at most
+ *   timeout_ms each, the backoffs between them (each <= backoff_max_ms),
+ *   plus up to two token fetches of at most timeout_ms each (waiting for
+ *   another thread's fetch instead when one is under way; while gettoken
+ *   keeps failing, the waiting threads try one after the other). Calls
+ *   never call back into the application.
  *   Every WeCom answer with errcode != 0 is carried to the caller: the call
  *   returns a kmq_wecom_err_t and, in kmq_wecom_result_t, WeCom's own
  *   errcode and errmsg (like kmq carries rd_kafka_resp_err_t next to its
@@ -234,7 +238,11 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
  * requests_dropped: nothing is lost by that either, since its cursor did
  * not move and WeCom's next callback for the open_kfid pulls from there.
  * A request that is not JSON or has no open_kfid is committed and counted
- * (bad_requests). A message without an external_userid (e.g. the
+ * (bad_requests). A fatal error of the idempotent producer (librdkafka
+ * #4438 on 2.0.2) is not recovered: every request fails from then on
+ * without being dropped, kmq_wecom_puller_poll() says so, and the
+ * application destroys and recreates the puller (nothing delivered is
+ * lost: the cursor never moved past it). A message without an external_userid (e.g. the
  * servicer_status_change event) is not produced: counted in unroutable.
  *
  * Cursors are shared by every instance through the cursor topic: all of it
