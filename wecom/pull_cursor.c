@@ -220,8 +220,10 @@ kmq_wecom_err_t kmq__cursors_load(rd_kafka_t *rk, const char *topic,
     const char *k;
     json_t *v;
     void *tmp;
-    json_object_foreach_safe(map, tmp, k, v) if (!json_object_get(fresh, k))
+    json_object_foreach_safe(map, tmp, k, v) {
+      if (!json_object_get(fresh, k))
         json_object_del(map, k);
+    }
   }
   rd_kafka_assign(rk, NULL);
 out:
