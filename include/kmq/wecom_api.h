@@ -254,8 +254,9 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
  * is reached with has_more still set, the puller writes a follow-up request
  * (same open_kfid, no token) to the sync topic before committing.
  * Each cursor record carries the request it belongs to (headers): the
- * next owner that handles the same request again knows its first page may
- * repeat delivered messages and counts them in duplicates_suspected.
+ * puller that handles the same request again (the next owner after a
+ * crash, or this one after a failed page) knows its first page may repeat
+ * delivered messages and counts them in duplicates_suspected.
  *
  * Threads: kmq_wecom_puller_poll() on one thread at a time (the puller's
  * thread); kmq_wecom_puller_stats() from any thread.
@@ -298,7 +299,10 @@ typedef struct {
   int64_t cursor_writes;    /* cursor records delivered */
   int64_t errors;           /* failed attempts at a request */
   int64_t sync_token_dropped; /* 95007: pulled without the callback token */
-  int64_t duplicates_suspected; /* messages re-pulled after another run died */
+  /* Messages of the first page of a request that was begun before and left
+   * unfinished (a crash, or a failed page of this puller): they may have
+   * been delivered already. */
+  int64_t duplicates_suspected;
   int64_t cursor_loads;     /* cursor topic read to its end */
   int32_t assigned;         /* sync topic partitions assigned now */
 } kmq_wecom_puller_stats_t;
