@@ -360,12 +360,22 @@ START_TEST(failed_and_long_requests_lose_nothing) {
   }
   ck_assert(dropped);
   ck_assert_int_eq(st.pulled, 30);
-  /* The next callback pulls the 3 left behind and the 3 new. */
+  /* The next callback pulls the 3 left behind and the 3 new, and an event
+   * that names no customer (servicer_status_change): not produced. */
+  ck_assert_int_eq(
+      kmq_wecom_sim_add_raw(
+          f.sim, 0,
+          "{\"msgid\":\"sys-1\",\"open_kfid\":\"wkSIM000\",\"send_time\":1,"
+          "\"origin\":4,\"msgtype\":\"event\",\"event\":{\"event_type\":"
+          "\"servicer_status_change\",\"servicer_userid\":\"zhangsan\","
+          "\"status\":1,\"open_kfid\":\"wkSIM000\"}}"),
+      0);
   kt_wx_add(&f, 3, 1);
   w = (until_t){p, 36, 4}; /* a dropped request is not in requests */
   ck_assert(kt_wait_until(pulled_enough, &w, 30000));
   kmq_wecom_puller_stats(p, &st);
-  ck_assert_int_eq(st.pulled, 36);
+  ck_assert_int_eq(st.pulled, 37);
+  ck_assert_int_eq(st.unroutable, 1);
   ck_assert_int_eq(st.duplicates_suspected, 0);
   kmq_wecom_puller_destroy(p);
   kt_assert_committed_at_end(kt_bootstrap(), f.group, f.sync_topic);

@@ -97,6 +97,12 @@ int kmq_wecom_sim_parse_msgid(const char *id, int *u, int *seq);
  * when out of memory. */
 int kmq_wecom_sim_add_messages(kmq_wecom_sim_t *sim, int customers, int per);
 
+/* Appends one msg_list item as given (a JSON object, copied) to open_kfid
+ * k's log, without notifying: e.g. an event that names no customer. It is
+ * no customer's message (kmq_wecom_sim_sent does not count it). Returns 0,
+ * or -1 for a bad k or no memory. */
+int kmq_wecom_sim_add_raw(kmq_wecom_sim_t *sim, int k, const char *item);
+
 /* The next `count` calls of ep answer errcode (count 0 clears). */
 void kmq_wecom_sim_inject(kmq_wecom_sim_t *sim, kmq_wecom_sim_endpoint_t ep,
                           int errcode, int count);

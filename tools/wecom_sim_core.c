@@ -206,6 +206,25 @@ out:
   return ok ? added : -1;
 }
 
+int kmq_wecom_sim_add_raw(kmq_wecom_sim_t *s, int k, const char *item) {
+  int rc = -1;
+  pthread_mutex_lock(&s->mu);
+  kmq__sim_kf_t *kf = k >= 0 && k < s->conf.kfids ? &s->kf[k] : NULL;
+  if (kf && kf->len == kf->cap) {
+    int cap = kf->cap ? kf->cap * 2 : 64;
+    kmq__sim_msg_t *nl = realloc(kf->log, sizeof(*nl) * (size_t)cap);
+    if (nl)
+      kf->log = nl, kf->cap = cap;
+  }
+  if (kf && kf->len < kf->cap && (kf->log[kf->len].item = strdup(item))) {
+    kf->len++;
+    s->st.messages++;
+    rc = 0;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
 void kmq_wecom_sim_inject(kmq_wecom_sim_t *s, kmq_wecom_sim_endpoint_t ep,
                           int errcode, int count) {
   pthread_mutex_lock(&s->mu);
