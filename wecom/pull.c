@@ -235,15 +235,20 @@ static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
 }
 
 /* The follow-up request for an open_kfid left with has_more at max_pages:
- * delivered before the current request is committed. */
-static kmq_wecom_err_t kmq__followup(kmq_wecom_puller_t *p, const char *kfid,
-                                     char *errstr, size_t errstr_size) {
+ * delivered before the current request is committed, to the request's own
+ * partition (whatever partitioner the callback receiver used), so that the
+ * open_kfid's owner stays the one member that pulls it. */
+static kmq_wecom_err_t kmq__followup(kmq_wecom_puller_t *p,
+                                     const rd_kafka_message_t *rq,
+                                     const char *kfid, char *errstr,
+                                     size_t errstr_size) {
   char v[512];
   int n = snprintf(v, sizeof(v), "{\"open_kfid\":\"%s\",\"create_time\":%lld}",
                    kfid, (long long)(kmq__wall_ms() / 1000));
   p->batch.pending++;
   rd_kafka_resp_err_t e = rd_kafka_producev(
       p->producer, RD_KAFKA_V_TOPIC(p->sync_topic),
+      RD_KAFKA_V_PARTITION(rq->partition),
       RD_KAFKA_V_KEY(kfid, strlen(kfid)), RD_KAFKA_V_VALUE(v, (size_t)n),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&p->batch),
       RD_KAFKA_V_END);
@@ -321,7 +326,7 @@ static kmq_wecom_err_t kmq__handle(kmq_wecom_puller_t *p,
   }
   int more = 0;
   if ((err = kmq__pull(p, rq, kfid, token, &more, errstr, errstr_size)) ||
-      (more && (err = kmq__followup(p, kfid, errstr, errstr_size))))
+      (more && (err = kmq__followup(p, rq, kfid, errstr, errstr_size))))
     goto fail;
   kmq__commit(p, rq);
   KMQ__ADD(p, requests, 1);

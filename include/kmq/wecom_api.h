@@ -252,7 +252,7 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
  * cursor is delivered before its revoke completes). max_pages bounds one
  * request, so that one request cannot outlast max.poll.interval.ms: when it
  * is reached with has_more still set, the puller writes a follow-up request
- * (same open_kfid, no token) to the sync topic before committing.
+ * (same open_kfid, no token) to the request's partition before committing.
  * Each cursor record carries the request it belongs to (headers): the
  * puller that handles the same request again (the next owner after a
  * crash, or this one after a failed page) knows its first page may repeat
