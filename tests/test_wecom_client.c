@@ -343,6 +343,77 @@ START_TEST(send_msg_from_threads_in_order) {
 }
 END_TEST
 
+/* Four threads, every token revoked while all of them are between two
+ * sends: those that send before the refresh get 42001 once, and one
+ * gettoken serves them all (the others find the cache moved on). */
+typedef struct {
+  fx_t *f;
+  int u;
+  pthread_mutex_t *mu;
+  pthread_cond_t *cv;
+  int *paused, *revoked;
+} refresh_arg_t;
+
+static void *refresh_sender(void *opaque) {
+  refresh_arg_t *a = opaque;
+  char user[32], kf[32], text[96], errstr[256];
+  kmq_wecom_sim_user(a->u, user, sizeof(user));
+  kmq_wecom_sim_kfid(a->u % 2, kf, sizeof(kf));
+  for (int seq = 0; seq < 20; seq++) {
+    if (seq == 10) {
+      pthread_mutex_lock(a->mu);
+      ++*a->paused;
+      pthread_cond_broadcast(a->cv);
+      while (!*a->revoked)
+        pthread_cond_wait(a->cv, a->mu);
+      pthread_mutex_unlock(a->mu);
+    }
+    kmq_wecom_sim_reply_text(a->u, seq, text, sizeof(text));
+    if (kmq_wecom_send_text(a->f->cl, user, kf, text, NULL, NULL, 0, NULL,
+                            errstr, sizeof(errstr)))
+      return (void *)1;
+  }
+  return NULL;
+}
+
+START_TEST(token_refresh_shared_by_threads) {
+  fx_t f = fx_new(2, 100, 7200, 5);
+  kmq_wecom_sim_add_messages(f.sim, 4, 20);
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+  int paused = 0, revoked = 0;
+  refresh_arg_t a[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    a[i] = (refresh_arg_t){&f, i, &mu, &cv, &paused, &revoked};
+    pthread_create(&th[i], NULL, refresh_sender, &a[i]);
+  }
+  pthread_mutex_lock(&mu);
+  while (paused < 4) /* every thread holds the first token */
+    pthread_cond_wait(&cv, &mu);
+  kmq_wecom_sim_revoke_tokens(f.sim, 42001);
+  revoked = 1;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    ck_assert_ptr_null(r);
+  }
+  kmq_wecom_sim_stats_t st;
+  kmq_wecom_sim_stats(f.sim, &st);
+  /* A thread that resumes after another's refresh never sees 42001. */
+  ck_assert_int_eq(st.tokens_issued, 2);
+  ck_assert_int_ge(st.token_refused, 1);
+  ck_assert_int_le(st.token_refused, 4);
+  char report[256];
+  ck_assert_msg(!kmq_wecom_sim_verify_replies(f.sim, false, report,
+                                              sizeof(report)),
+                "%s", report);
+  fx_done(&f);
+}
+END_TEST
+
 START_TEST(response_size_is_bounded) {
   fx_t f = fx_new(1, 1000, 7200, 5);
   kmq_wecom_sim_add_messages(f.sim, 50, 4);
@@ -417,6 +488,7 @@ int main(void) {
   tcase_add_test(tc, sync_token_95007_retried_without_token);
   tcase_add_test(tc, empty_pages_with_has_more_continue);
   tcase_add_test(tc, send_msg_from_threads_in_order);
+  tcase_add_test(tc, token_refresh_shared_by_threads);
   tcase_add_test(tc, response_size_is_bounded);
   tcase_add_test(tc, secrets_stay_out_of_errors);
   suite_add_tcase(s, tc);
