@@ -1,6 +1,7 @@
-# WeCom API client against the in-process simulator (unit: no broker).
+# WeCom API client against the in-process simulator (unit: no broker; tsan:
+# the token cache under concurrent callers).
 kmq_add_test(test_wecom_client SOURCES test_wecom_client.c
-             LIBS kmq_wecom_api kmq_wecom_sim LABELS "unit" TIMEOUT 60)
+             LIBS kmq_wecom_api kmq_wecom_sim LABELS "unit;tsan" TIMEOUT 60)
 
 # The puller on the real broker with the in-process simulator.
 add_library(kmq_wecomutil STATIC wecomutil.c)
