@@ -388,6 +388,69 @@ START_TEST(failed_and_long_requests_lose_nothing) {
 }
 END_TEST
 
+typedef struct {
+  kmq_wecom_puller_t *a, *b;
+} pair_t;
+
+static bool pair_split(void *o) {
+  pair_t *p = o;
+  kmq_wecom_puller_stats_t sa, sb;
+  kmq_wecom_puller_stats(p->a, &sa);
+  kmq_wecom_puller_stats(p->b, &sb);
+  return sa.assigned > 0 && sb.assigned > 0 &&
+         sa.assigned + sb.assigned == KT_WX_PARTS;
+}
+
+static bool pair_produced(void *o) {
+  pair_t *p = o;
+  kmq_wecom_puller_stats_t sa, sb;
+  kmq_wecom_puller_stats(p->a, &sa);
+  kmq_wecom_puller_stats(p->b, &sb);
+  return sa.produced + sb.produced >= 240;
+}
+
+/* A second instance joins while the first is in the middle of its pages:
+ * the revoke waits for the request in progress, the new owner reads the
+ * cursors the old one stored, and not one message comes twice. */
+START_TEST(clean_rebalance_repeats_nothing) {
+  kt_wx_t f;
+  kt_wx_init(&f, KT_WX_PARTS, 2);
+  f.req_producer = kt_producer_new();
+  kt_wx_runner_t a, b;
+  kt_wx_runner_start(&a, kt_wx_puller(&f, f.cl, 0, 0, NULL, NULL));
+  /* WeCom answers slowly, so that the first instance is still paging
+   * when the group splits. */
+  kmq_wecom_sim_set_latency(f.sim, 50);
+  kt_wx_add(&f, 8, 20); /* 160 messages, 80 pages of 2: >= 4 s */
+  kt_wx_runner_start(&b, kt_wx_puller(&f, f.cl, 0, 0, NULL, NULL));
+  pair_t pr = {a.p, b.p};
+  ck_assert_msg(kt_wait_until(pair_split, &pr, 30000), "no split");
+  kmq_wecom_puller_stats_t at_split;
+  kmq_wecom_puller_stats(a.p, &at_split);
+  ck_assert_msg(at_split.produced < 160, "the first was done before the split");
+  kmq_wecom_sim_set_latency(f.sim, 0);
+  kt_wx_add(&f, 8, 10); /* and 80 after the split */
+  ck_assert_msg(kt_wait_until(pair_produced, &pr, 40000), "not all pulled");
+  kt_wx_runner_stop(&a);
+  kt_wx_runner_stop(&b);
+  kmq_wecom_puller_stats_t sa, sb;
+  kmq_wecom_puller_stats(a.p, &sa);
+  kmq_wecom_puller_stats(b.p, &sb);
+  kmq_wecom_puller_destroy(a.p);
+  kmq_wecom_puller_destroy(b.p);
+  kt_assert_committed_at_end(kt_bootstrap(), f.group, f.sync_topic);
+  ck_assert_int_gt(sb.produced, 0);
+  ck_assert_int_eq(sa.produced + sb.produced, 240);
+  ck_assert_int_eq(sa.duplicates_suspected + sb.duplicates_suspected, 0);
+  topic_t t;
+  read_out(&f, &t);
+  ck_assert_int_eq(t.records, 240);
+  ck_assert_int_eq(t.dups, 0);
+  assert_all_present(&f, &t, 8);
+  kt_wx_done(&f);
+}
+END_TEST
+
 int main(void) {
   if (kmq_wecom_global_init())
     return 1;
@@ -400,6 +463,7 @@ int main(void) {
   TCase *tk = tcase_create("crash");
   tcase_set_timeout(tk, 60);
   tcase_add_test(tk, puller_killed_mid_request_skips_nothing);
+  tcase_add_test(tk, clean_rebalance_repeats_nothing);
   suite_add_tcase(s, tk);
   int rc = kt_run(s);
   kmq_wecom_global_cleanup();

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "wecom_sim_int.h"
 
@@ -243,8 +244,14 @@ enum MHD_Result kmq__sim_handler(void *cls, struct MHD_Connection *conn,
       ans = ep == KMQ_WECOM_SIM_SYNC ? kmq__sim_sync(s, body)
                                      : kmq__sim_send(s, body);
   }
+  int latency = ep == KMQ_WECOM_SIM_SYNC ? s->latency_ms : 0;
   pthread_mutex_unlock(&s->mu);
   json_decref(body);
+  /* A slow WeCom. A thread per connection: no other request waits. */
+  if (latency > 0) {
+    struct timespec ts = {latency / 1000, (latency % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+  }
   return kmq__sim_reply(conn, MHD_HTTP_OK, ans);
 }
 

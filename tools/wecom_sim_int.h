@@ -53,6 +53,7 @@ struct kmq_wecom_sim_s {
   int64_t serial; /* tokens and msgids of replies */
   int inject_code[KMQ_WECOM_SIM_EP_CNT], inject_cnt[KMQ_WECOM_SIM_EP_CNT];
   int empty_pages;
+  int latency_ms; /* before each sync_msg answer */
   kmq_wecom_sim_stats_t st;
 };
 
