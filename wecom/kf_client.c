@@ -184,7 +184,8 @@ void kmq_wecom_client_stats(const kmq_wecom_client_t *c,
   o->errors = atomic_load_explicit(&m->errors, memory_order_relaxed);
 }
 
-#define KMQ__INC(c, f) atomic_fetch_add_explicit(&(c)->f, 1, memory_order_relaxed)
+#define KMQ__INC(c, f)                                                         \
+  atomic_fetch_add_explicit(&(c)->f, 1, memory_order_relaxed)
 
 /* ---- one HTTP request --------------------------------------------------- */
 
@@ -477,7 +478,8 @@ static kmq_wecom_err_t kmq__call(kmq_wecom_client_t *c, const char *path,
       r = NULL;
       continue;
     }
-    if (code == KMQ_WECOM_ERRCODE_BUSY || code == KMQ_WECOM_ERRCODE_FREQ_LIMIT ||
+    if (code == KMQ_WECOM_ERRCODE_BUSY ||
+        code == KMQ_WECOM_ERRCODE_FREQ_LIMIT ||
         code == KMQ_WECOM_ERRCODE_QPS_LIMIT) {
       if (++busy < c->conf.max_attempts) {
         KMQ__INC(c, retries);

@@ -33,7 +33,8 @@ struct kmq_wecom_puller_s {
   atomic_int assigned;
 };
 
-#define KMQ__ADD(p, f, n) atomic_fetch_add_explicit(&(p)->f, n, memory_order_relaxed)
+#define KMQ__ADD(p, f, n)                                                      \
+  atomic_fetch_add_explicit(&(p)->f, n, memory_order_relaxed)
 
 void kmq_wecom_puller_stats(const kmq_wecom_puller_t *cp,
                             kmq_wecom_puller_stats_t *o) {
@@ -96,7 +97,8 @@ static int kmq__produce_item(kmq_wecom_puller_t *p, json_t *item,
                              char *errstr, size_t errstr_size) {
   const char *id = json_string_value(json_object_get(item, "msgid"));
   const char *type = json_string_value(json_object_get(item, "msgtype"));
-  const char *user = json_string_value(json_object_get(item, "external_userid"));
+  const char *user =
+      json_string_value(json_object_get(item, "external_userid"));
   if (!user || !*user) /* events carry it inside "event" */
     user = json_string_value(json_object_get(
         json_object_get(item, "event"), "external_userid"));
@@ -111,7 +113,8 @@ static int kmq__produce_item(kmq_wecom_puller_t *p, json_t *item,
     m.msg_type = kmq_msg_str(type);
     m.message_id = kmq_msg_str(id);
     m.external_user_id = kmq_msg_str(user);
-    m.open_kfid = kmq_msg_str(json_string_value(json_object_get(item, "open_kfid")));
+    m.open_kfid =
+        kmq_msg_str(json_string_value(json_object_get(item, "open_kfid")));
     m.timestamp = (int64_t)t * 1000;
     m.content = item; /* written as WeCom sent it */
     if (kmq_msg_encode(&m, &env, &len, why, sizeof(why)))

@@ -242,8 +242,9 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
  * #4438 on 2.0.2) is not recovered: every request fails from then on
  * without being dropped, kmq_wecom_puller_poll() says so, and the
  * application destroys and recreates the puller (nothing delivered is
- * lost: the cursor never moved past it). A message without an external_userid (e.g. the
- * servicer_status_change event) is not produced: counted in unroutable.
+ * lost: the cursor never moved past it). A message without an
+ * external_userid (e.g. the servicer_status_change event) is not
+ * produced: counted in unroutable and logged.
  *
  * Cursors are shared by every instance through the cursor topic: all of it
  * is read to its end when partitions are assigned, before the next request.
