@@ -193,6 +193,17 @@ static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
     size_t i, n = json_array_size(pg.msg_list);
     json_t *it;
     int produced = 0;
+    /* Storing an empty cursor would restart the open_kfid from WeCom's
+     * oldest message (3 days of duplicates): refuse such a page before
+     * producing it. A last empty page without one keeps the old cursor. */
+    if (!*pg.next_cursor && (n || pg.has_more)) {
+      snprintf(errstr, errstr_size,
+               "kf/sync_msg: a page of %zu message(s) without next_cursor", n);
+      kmq__batch_wait(p->producer, &p->batch, errstr + strlen(errstr),
+                      errstr_size - strlen(errstr));
+      kmq_wecom_sync_page_clear(&pg);
+      return KMQ_WECOM_ERR_BAD_RESPONSE;
+    }
     KMQ__ADD(p, pulled, (long long)n);
     json_array_foreach(pg.msg_list, i, it) {
       int r = kmq__produce_item(p, it, errstr, errstr_size);
@@ -219,7 +230,8 @@ static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
     const char *state = *more && page + 1 < p->conf.max_pages
                             ? KMQ__CURSOR_PAGE
                             : KMQ__CURSOR_DONE;
-    snprintf(cursor, sizeof(cursor), "%s", pg.next_cursor);
+    if (*pg.next_cursor)
+      snprintf(cursor, sizeof(cursor), "%s", pg.next_cursor);
     kmq_wecom_sync_page_clear(&pg);
     if ((err = kmq__cursor_produce(p->producer, p->cursor_topic, kfid, cursor,
                                    rq->partition, rq->offset, state, &p->batch,
@@ -227,8 +239,10 @@ static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
         (err = kmq__batch_wait(p->producer, &p->batch, errstr, errstr_size)))
       return err;
     if ((err = kmq__cursor_set(p->cursors, kfid, cursor, rq->partition,
-                               rq->offset, state)))
+                               rq->offset, state))) {
+      snprintf(errstr, errstr_size, "out of memory");
       return err;
+    }
     KMQ__ADD(p, cursor_writes, 1);
     KMQ__ADD(p, pages, 1);
     if (!n)

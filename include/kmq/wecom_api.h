@@ -237,6 +237,9 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
  * after max_request_failures in a row it is committed and counted in
  * requests_dropped: nothing is lost by that either, since its cursor did
  * not move and WeCom's next callback for the open_kfid pulls from there.
+ * A page with messages or has_more but no next_cursor fails the same way,
+ * before any of it is produced (storing an empty cursor would restart the
+ * open_kfid from WeCom's oldest message).
  * A request that is not JSON or has no open_kfid is committed and counted
  * (bad_requests). A fatal error of the idempotent producer (librdkafka
  * #4438 on 2.0.2) is not recovered: every request fails from then on
