@@ -335,9 +335,11 @@ START_TEST(failed_and_long_requests_lose_nothing) {
   kt_wx_init(&f, 1, 4);
   f.req_producer = kt_producer_new();
   kmq_wecom_puller_t *p = kt_wx_puller(&f, f.cl, 3, 3, NULL, NULL);
-  /* 60020 is not one the client retries: the request fails twice, then
-   * its third attempt goes through. */
-  kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 60020, 2);
+  /* 60020 is not one the client retries: the request fails once; then a
+   * page without next_cursor is refused, nothing of it produced; the third
+   * attempt goes through (max_request_failures is 3). */
+  kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 60020, 1);
+  kmq_wecom_sim_inject_no_cursor(f.sim, 1);
   kt_wx_add(&f, 3, 10); /* 30 messages: 8 pages of 4, so 2 follow-ups */
   until_t w = {p, 30, 3};
   ck_assert(kt_wait_until(pulled_enough, &w, 40000));

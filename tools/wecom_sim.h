@@ -109,6 +109,9 @@ void kmq_wecom_sim_inject(kmq_wecom_sim_t *sim, kmq_wecom_sim_endpoint_t ep,
 /* The next `count` sync_msg calls answer an empty page with has_more = 1
  * and a cursor at the same position. */
 void kmq_wecom_sim_inject_empty_pages(kmq_wecom_sim_t *sim, int count);
+/* The next `count` sync_msg pages with messages come without next_cursor
+ * (a broken answer a puller must not store). */
+void kmq_wecom_sim_inject_no_cursor(kmq_wecom_sim_t *sim, int count);
 /* A slow WeCom: every sync_msg answer from now on is sent latency_ms late
  * (waited on the request's own thread, outside the simulator's lock). */
 void kmq_wecom_sim_set_latency(kmq_wecom_sim_t *sim, int latency_ms);

@@ -195,6 +195,12 @@ void kmq_wecom_sim_inject_empty_pages(kmq_wecom_sim_t *s, int count) {
   pthread_mutex_unlock(&s->mu);
 }
 
+void kmq_wecom_sim_inject_no_cursor(kmq_wecom_sim_t *s, int count) {
+  pthread_mutex_lock(&s->mu);
+  s->no_cursor = count;
+  pthread_mutex_unlock(&s->mu);
+}
+
 void kmq_wecom_sim_set_latency(kmq_wecom_sim_t *s, int latency_ms) {
   pthread_mutex_lock(&s->mu);
   s->latency_ms = latency_ms;

@@ -131,6 +131,11 @@ static json_t *kmq__sim_sync(kmq_wecom_sim_t *s, json_t *body) {
   /* An injected empty page says has_more = 1 whatever is left: the case a
    * client must not mistake for the end. */
   int more = injected_empty || pos + n < kf->len;
+  if (n > 0 && s->no_cursor > 0) {
+    s->no_cursor--;
+    return json_pack("{s:i, s:s, s:i, s:o}", "errcode", 0, "errmsg", "ok",
+                     "has_more", more, "msg_list", list);
+  }
   return json_pack("{s:i, s:s, s:s, s:i, s:o}", "errcode", 0, "errmsg", "ok",
                    "next_cursor", next, "has_more", more, "msg_list", list);
 }

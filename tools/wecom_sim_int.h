@@ -54,6 +54,7 @@ struct kmq_wecom_sim_s {
   int inject_code[KMQ_WECOM_SIM_EP_CNT], inject_cnt[KMQ_WECOM_SIM_EP_CNT];
   int empty_pages;
   int latency_ms; /* before each sync_msg answer */
+  int no_cursor;  /* pages left to send without next_cursor */
   kmq_wecom_sim_stats_t st;
 };
 
