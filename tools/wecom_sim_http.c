@@ -74,8 +74,11 @@ static json_t *kmq__sim_gettoken(kmq_wecom_sim_t *s, const char *id,
   if (!secret || strcmp(secret, s->corp_secret))
     return kmq__sim_err(40001, "invalid credential");
   kmq__sim_tok_t *t = &s->toks[s->tok_next++ % KMQ__SIM_TOKENS];
+  /* Unguessable enough for a test double, and no libc rand() state. */
+  unsigned mix = (unsigned)(++s->serial * 2654435761u) ^
+                 (unsigned)(kmq__sim_now() & 0xffffffffu);
   snprintf(t->token, sizeof(t->token), "SIMTOK-%lld-%08x",
-           (long long)++s->serial, (unsigned)rand());
+           (long long)s->serial, mix);
   t->expires_ms = kmq__sim_now() + (int64_t)s->conf.token_lifetime_s * 1000;
   t->refused = 0;
   s->st.tokens_issued++;
