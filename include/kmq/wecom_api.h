@@ -39,7 +39,7 @@
  *   kmq_wecom_global_init() (and may be released by kmq_wecom_global_cleanup()
  *   after the last client is gone). kmq keeps no global state of its own.
  *
- *   Puller (kmq_wecom_puller_*): see the comment above kmq_wecom_puller_new().
+ *   Puller (kmq_wecom_puller_*): see the puller section below.
  */
 #ifndef KMQ_WECOM_API_H
 #define KMQ_WECOM_API_H
