@@ -67,9 +67,10 @@ static int pull_all(fx_t *f, int k, void (*between)(fx_t *, int), int *pages,
                                .limit = 1000};
     kmq_wecom_sync_page_t pg;
     kmq_wecom_result_t res;
-    kmq_wecom_err_t err = kmq_wecom_sync_msg(f->cl, &rq, &pg, &res, errstr,
+    kmq_wecom_api_err_t err = kmq_wecom_sync_msg(f->cl, &rq, &pg, &res, errstr,
                                              sizeof(errstr));
-    ck_assert_msg(err == KMQ_WECOM_OK, "%s: %s", kmq_wecom_err_name(err),
+    ck_assert_msg(err == KMQ_WECOM_API_OK, "%s: %s",
+                  kmq_wecom_api_err_name(err),
                   errstr);
     ck_assert_int_eq(res.errcode, 0);
     size_t i;
@@ -153,7 +154,7 @@ START_TEST(token_refused_twice_is_an_error) {
   kmq_wecom_result_t res;
   ck_assert_int_eq(kmq_wecom_sync_msg(f.cl, &rq, &pg, &res, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_ERR_TOKEN);
+                   KMQ_WECOM_API_ERR_TOKEN);
   ck_assert_int_eq(res.errcode, 42001);
   ck_assert_int_eq(res.token_refreshes, 1);
   ck_assert_int_eq(res.attempts, 2);
@@ -169,7 +170,7 @@ static bool refreshed_by_lifetime(void *opaque) {
   kmq_wecom_sync_page_t pg;
   ck_assert_int_eq(kmq_wecom_sync_msg(f->cl, &rq, &pg, NULL, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_OK);
+                   KMQ_WECOM_API_OK);
   kmq_wecom_sync_page_clear(&pg);
   kmq_wecom_client_stats_t cs;
   kmq_wecom_client_stats(f->cl, &cs);
@@ -200,7 +201,7 @@ static void busy_then_ok(int code) {
   kmq_wecom_result_t res;
   ck_assert_int_eq(kmq_wecom_sync_msg(f.cl, &rq, &pg, &res, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_OK);
+                   KMQ_WECOM_API_OK);
   ck_assert_int_eq(json_array_size(pg.msg_list), 3);
   ck_assert_int_eq(res.attempts, 4);
   kmq_wecom_sync_page_clear(&pg);
@@ -226,7 +227,7 @@ START_TEST(busy_attempts_are_bounded) {
   ck_assert_int_eq(kmq_wecom_send_text(f.cl, "wmSIM00000", "wkSIM000", "x",
                                        NULL, NULL, 0, &res, errstr,
                                        sizeof(errstr)),
-                   KMQ_WECOM_ERR_BUSY);
+                   KMQ_WECOM_API_ERR_BUSY);
   ck_assert_int_eq(res.attempts, 4);
   ck_assert_int_eq(res.errcode, 45009);
   ck_assert_ptr_nonnull(strstr(errstr, "45009"));
@@ -248,7 +249,7 @@ START_TEST(sync_token_95007_retried_without_token) {
   kmq_wecom_sync_req_t rq = {.open_kfid = "wkSIM000", .token = "bogus"};
   ck_assert_int_eq(kmq_wecom_sync_msg(f.cl, &rq, &pg, &res, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_OK);
+                   KMQ_WECOM_API_OK);
   ck_assert(res.sync_token_dropped);
   ck_assert_int_eq(json_array_size(pg.msg_list), 2);
   kmq_wecom_sync_page_clear(&pg);
@@ -257,14 +258,14 @@ START_TEST(sync_token_95007_retried_without_token) {
   rq.token = tok;
   ck_assert_int_eq(kmq_wecom_sync_msg(f.cl, &rq, &pg, &res, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_OK);
+                   KMQ_WECOM_API_OK);
   ck_assert(!res.sync_token_dropped);
   kmq_wecom_sync_page_clear(&pg);
   /* 95007 twice: once without the token, then it is WeCom's error. */
   kmq_wecom_sim_inject(f.sim, KMQ_WECOM_SIM_SYNC, 95007, 2);
   ck_assert_int_eq(kmq_wecom_sync_msg(f.cl, &rq, &pg, &res, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_ERR_API);
+                   KMQ_WECOM_API_ERR_API);
   ck_assert_int_eq(res.errcode, 95007);
   ck_assert_int_eq(res.attempts, 2);
   kmq_wecom_sim_stats_t st;
@@ -299,7 +300,8 @@ static void *sender(void *opaque) {
   kmq_wecom_sim_kfid(u % 2, kf, sizeof(kf));
   for (int seq = 0; seq < 20; seq++) {
     kmq_wecom_sim_reply_text(u, seq, text, sizeof(text));
-    kmq_wecom_err_t err = kmq_wecom_send_text(f->cl, user, kf, text, NULL, id,
+    kmq_wecom_api_err_t err = kmq_wecom_send_text(f->cl, user, kf, text,
+                                                  NULL, id,
                                               sizeof(id), NULL, errstr,
                                               sizeof(errstr));
     if (err || !id[0])
@@ -332,11 +334,11 @@ START_TEST(send_msg_from_threads_in_order) {
   ck_assert_int_eq(kmq_wecom_send_text(f.cl, "wmSIM00000", "wkSIM000", "x",
                                        "mine-1", NULL, 0, NULL, errstr,
                                        sizeof(errstr)),
-                   KMQ_WECOM_OK);
+                   KMQ_WECOM_API_OK);
   ck_assert_int_eq(kmq_wecom_send_text(f.cl, "wmSIM00000", "wkSIM000", "x",
                                        "mine-1", NULL, 0, NULL, errstr,
                                        sizeof(errstr)),
-                   KMQ_WECOM_OK);
+                   KMQ_WECOM_API_OK);
   kmq_wecom_sim_stats(f.sim, &st);
   ck_assert_int_eq(st.replies, 81);
   fx_done(&f);
@@ -431,7 +433,7 @@ START_TEST(response_size_is_bounded) {
   kmq_wecom_sync_page_t pg;
   ck_assert_int_eq(kmq_wecom_sync_msg(cl, &rq, &pg, NULL, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_ERR_TOO_LARGE);
+                   KMQ_WECOM_API_ERR_TOO_LARGE);
   kmq_wecom_client_destroy(cl);
   fx_done(&f);
 }
@@ -452,7 +454,7 @@ START_TEST(secrets_stay_out_of_errors) {
   kmq_wecom_result_t res;
   ck_assert_int_eq(kmq_wecom_sync_msg(cl, &rq, &pg, &res, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_ERR_TOKEN);
+                   KMQ_WECOM_API_ERR_TOKEN);
   ck_assert_int_eq(res.errcode, 40001);
   ck_assert_ptr_nonnull(strstr(errstr, "40001"));
   ck_assert_ptr_null(strstr(errstr, SECRET));
@@ -463,7 +465,7 @@ START_TEST(secrets_stay_out_of_errors) {
   cl = kmq_wecom_client_new(&cc, errstr, sizeof(errstr));
   ck_assert_int_eq(kmq_wecom_sync_msg(cl, &rq, &pg, &res, errstr,
                                       sizeof(errstr)),
-                   KMQ_WECOM_ERR_TOKEN);
+                   KMQ_WECOM_API_ERR_TOKEN);
   ck_assert_ptr_null(strstr(errstr, SECRET));
   ck_assert_ptr_null(strstr(errstr, "127.0.0.1"));
   kmq_wecom_client_destroy(cl);

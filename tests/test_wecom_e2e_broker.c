@@ -76,7 +76,7 @@ static void *replier(void *opaque) {
     p->head = (p->head + 1) % QCAP;
     p->len--;
     pthread_mutex_unlock(&p->mu);
-    kmq_wecom_err_t err = kmq_wecom_send_text(p->cl, j.user, j.kfid, j.text,
+    kmq_wecom_api_err_t err = kmq_wecom_send_text(p->cl, j.user, j.kfid, j.text,
                                               j.msgid, NULL, 0, NULL, errstr,
                                               sizeof(errstr));
     if (err) {

@@ -34,31 +34,31 @@ struct kmq_wecom_client_s {
 
 /* ---- errors, global set-up ---------------------------------------------- */
 
-const char *kmq_wecom_err2str(kmq_wecom_err_t err) {
+const char *kmq_wecom_api_err2str(kmq_wecom_api_err_t err) {
   switch (err) {
 #define KMQ__C(name, value, desc)                                              \
-  case KMQ_WECOM_ERR_##name:                                                   \
+  case KMQ_WECOM_API_ERR_##name:                                               \
     return desc;
-    KMQ_WECOM_ERR_LIST(KMQ__C)
+    KMQ_WECOM_API_ERR_LIST(KMQ__C)
 #undef KMQ__C
   }
   return "Unknown error";
 }
 
-const char *kmq_wecom_err_name(kmq_wecom_err_t err) {
+const char *kmq_wecom_api_err_name(kmq_wecom_api_err_t err) {
   switch (err) {
 #define KMQ__C(name, value, desc)                                              \
-  case KMQ_WECOM_ERR_##name:                                                   \
+  case KMQ_WECOM_API_ERR_##name:                                               \
     return #name;
-    KMQ_WECOM_ERR_LIST(KMQ__C)
+    KMQ_WECOM_API_ERR_LIST(KMQ__C)
 #undef KMQ__C
   }
   return "UNKNOWN";
 }
 
-kmq_wecom_err_t kmq_wecom_global_init(void) {
-  return curl_global_init(CURL_GLOBAL_DEFAULT) ? KMQ_WECOM_ERR_TRANSPORT
-                                               : KMQ_WECOM_OK;
+kmq_wecom_api_err_t kmq_wecom_global_init(void) {
+  return curl_global_init(CURL_GLOBAL_DEFAULT) ? KMQ_WECOM_API_ERR_TRANSPORT
+                                               : KMQ_WECOM_API_OK;
 }
 
 void kmq_wecom_global_cleanup(void) { curl_global_cleanup(); }
@@ -219,15 +219,15 @@ static size_t kmq__write_cb(char *data, size_t sz, size_t n, void *opaque) {
 }
 
 /* GET (body NULL) or POST JSON to base_url/path?query, where query is
- * already escaped. On KMQ_WECOM_OK *out is the response object with an
+ * already escaped. On KMQ_WECOM_API_OK *out is the response object with an
  * integer errcode (0 when WeCom omitted it, as gettoken may). Never puts
  * the URL (it holds the token or secret) into errstr. */
-static kmq_wecom_err_t kmq__http(kmq_wecom_client_t *c, const char *path,
-                                 const char *query, const char *tok,
-                                 const char *body,
-                                 json_t **out, kmq_wecom_result_t *res,
-                                 char *errstr, size_t errstr_size) {
-  kmq_wecom_err_t err = KMQ_WECOM_OK;
+static kmq_wecom_api_err_t kmq__http(kmq_wecom_client_t *c, const char *path,
+                                     const char *query, const char *tok,
+                                     const char *body, json_t **out,
+                                     kmq_wecom_result_t *res, char *errstr,
+                                     size_t errstr_size) {
+  kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   kmq__body_t rb = {.max = c->conf.max_response_bytes};
   struct curl_slist *hdrs = NULL;
   char *url = NULL;
@@ -235,7 +235,7 @@ static kmq_wecom_err_t kmq__http(kmq_wecom_client_t *c, const char *path,
   size_t ulen = strlen(c->base_url) + strlen(path) + strlen(query) + 3;
   CURL *h = curl_easy_init();
   if (!h || !(url = malloc(ulen))) {
-    err = KMQ_WECOM_ERR_NOMEM;
+    err = KMQ_WECOM_API_ERR_NOMEM;
     kmq__wset(errstr, errstr_size, "%s: out of memory", path);
     goto done;
   }
@@ -262,9 +262,9 @@ static kmq_wecom_err_t kmq__http(kmq_wecom_client_t *c, const char *path,
   if (res)
     res->http_status = status;
   if (cc != CURLE_OK) {
-    err = rb.over ? KMQ_WECOM_ERR_TOO_LARGE
-          : cc == CURLE_OPERATION_TIMEDOUT ? KMQ_WECOM_ERR_TIMED_OUT
-                                           : KMQ_WECOM_ERR_TRANSPORT;
+    err = rb.over ? KMQ_WECOM_API_ERR_TOO_LARGE
+          : cc == CURLE_OPERATION_TIMEDOUT ? KMQ_WECOM_API_ERR_TIMED_OUT
+                                           : KMQ_WECOM_API_ERR_TRANSPORT;
     /* curl_easy_strerror is a fixed text per code: it carries no URL. */
     if (rb.over)
       kmq__wset(errstr, errstr_size, "%s: response over %zu bytes", path,
@@ -274,7 +274,7 @@ static kmq_wecom_err_t kmq__http(kmq_wecom_client_t *c, const char *path,
     goto done;
   }
   if (status != 200) {
-    err = KMQ_WECOM_ERR_HTTP;
+    err = KMQ_WECOM_API_ERR_HTTP;
     kmq__wset(errstr, errstr_size, "%s: HTTP status %ld", path, status);
     goto done;
   }
@@ -283,7 +283,7 @@ static kmq_wecom_err_t kmq__http(kmq_wecom_client_t *c, const char *path,
   json_t *ec = root ? json_object_get(root, "errcode") : NULL;
   if (!json_is_object(root) || (ec && !json_is_integer(ec))) {
     json_decref(root);
-    err = KMQ_WECOM_ERR_BAD_RESPONSE;
+    err = KMQ_WECOM_API_ERR_BAD_RESPONSE;
     kmq__wset(errstr, errstr_size, "%s: response is not a WeCom JSON object",
               path);
     goto done;
@@ -328,10 +328,11 @@ static void kmq__api_errstr(const char *path, const json_t *r,
 /* Copies a usable token into out. When `rejected` is a token WeCom just
  * refused and the cache still holds it, fetches a new one; a cache that
  * already moved on (another thread refreshed) is used as it is. */
-static kmq_wecom_err_t kmq__token(kmq_wecom_client_t *c, const char *rejected,
-                                  char *out, kmq_wecom_result_t *res,
-                                  char *errstr, size_t errstr_size) {
-  kmq_wecom_err_t err = KMQ_WECOM_OK;
+static kmq_wecom_api_err_t kmq__token(kmq_wecom_client_t *c,
+                                      const char *rejected, char *out,
+                                      kmq_wecom_result_t *res, char *errstr,
+                                      size_t errstr_size) {
+  kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   pthread_mutex_lock(&c->tok_mu);
   int64_t now = kmq__mono_ms();
   int stale = !c->token[0] || now >= c->token_refresh_at ||
@@ -346,7 +347,7 @@ static kmq_wecom_err_t kmq__token(kmq_wecom_client_t *c, const char *rejected,
     kmq_wecom_result_t tres = {0};
     if (!id || !sec ||
         !(q = malloc(strlen(id) + strlen(sec) + 32))) {
-      err = KMQ_WECOM_ERR_NOMEM;
+      err = KMQ_WECOM_API_ERR_NOMEM;
       kmq__wset(errstr, errstr_size, "gettoken: out of memory");
     } else {
       sprintf(q, "corpid=%s&corpsecret=%s", id, sec);
@@ -358,7 +359,7 @@ static kmq_wecom_err_t kmq__token(kmq_wecom_client_t *c, const char *rejected,
       json_int_t exp = json_integer_value(json_object_get(r, "expires_in"));
       if (kmq__errcode(r)) {
         kmq__api_errstr("gettoken", r, c, NULL, errstr, errstr_size);
-        err = KMQ_WECOM_ERR_TOKEN;
+        err = KMQ_WECOM_API_ERR_TOKEN;
         if (res) {
           res->errcode = tres.errcode;
           memcpy(res->errmsg, tres.errmsg, sizeof(res->errmsg));
@@ -367,7 +368,7 @@ static kmq_wecom_err_t kmq__token(kmq_wecom_client_t *c, const char *rejected,
                  exp <= 0) {
         kmq__wset(errstr, errstr_size,
                   "gettoken: no access_token / expires_in in the answer");
-        err = KMQ_WECOM_ERR_BAD_RESPONSE;
+        err = KMQ_WECOM_API_ERR_BAD_RESPONSE;
       } else {
         int margin = c->conf.refresh_margin_s;
         if (margin > exp / 4)
@@ -376,8 +377,8 @@ static kmq_wecom_err_t kmq__token(kmq_wecom_client_t *c, const char *rejected,
         c->token_refresh_at = now + ((int64_t)exp - margin) * 1000;
         KMQ__INC(c, token_fetches);
       }
-    } else if (err != KMQ_WECOM_ERR_NOMEM) {
-      err = KMQ_WECOM_ERR_TOKEN;
+    } else if (err != KMQ_WECOM_API_ERR_NOMEM) {
+      err = KMQ_WECOM_API_ERR_TOKEN;
     }
     if (err) {
       c->token[0] = '\0';
@@ -415,13 +416,13 @@ static void kmq__backoff(kmq_wecom_client_t *c, int retry) {
 #define KMQ__CALL_SYNC 1 /* 95007 handling applies */
 
 /* POSTs body (an object; the call may remove "token" from it) to path with
- * the access_token, retrying as the header says. On KMQ_WECOM_OK *out is
+ * the access_token, retrying as the header says. On KMQ_WECOM_API_OK *out is
  * WeCom's errcode-0 answer. */
-static kmq_wecom_err_t kmq__call(kmq_wecom_client_t *c, const char *path,
-                                 json_t *body, int flags, json_t **out,
-                                 kmq_wecom_result_t *res, char *errstr,
-                                 size_t errstr_size) {
-  kmq_wecom_err_t err;
+static kmq_wecom_api_err_t kmq__call(kmq_wecom_client_t *c, const char *path,
+                                     json_t *body, int flags, json_t **out,
+                                     kmq_wecom_result_t *res, char *errstr,
+                                     size_t errstr_size) {
+  kmq_wecom_api_err_t err;
   char token[KMQ__WECOM_TOKEN_MAX], rejected[KMQ__WECOM_TOKEN_MAX];
   int busy = 0, refreshed = 0, dropped = 0, have_rejected = 0;
   json_t *r = NULL;
@@ -435,7 +436,7 @@ static kmq_wecom_err_t kmq__call(kmq_wecom_client_t *c, const char *path,
     if (et && (q = malloc(strlen(et) + 16)))
       sprintf(q, "access_token=%s", et);
     if (!q || !js) {
-      err = KMQ_WECOM_ERR_NOMEM;
+      err = KMQ_WECOM_API_ERR_NOMEM;
       kmq__wset(errstr, errstr_size, "%s: out of memory", path);
     } else {
       err = kmq__http(c, path, q, token, js, &r, res, errstr, errstr_size);
@@ -448,7 +449,7 @@ static kmq_wecom_err_t kmq__call(kmq_wecom_client_t *c, const char *path,
     int code = kmq__errcode(r);
     if (!code) {
       *out = r;
-      return KMQ_WECOM_OK;
+      return KMQ_WECOM_API_OK;
     }
     if (code == KMQ_WECOM_ERRCODE_INVALID_TOKEN ||
         code == KMQ_WECOM_ERRCODE_TOKEN_EXPIRED) {
@@ -464,7 +465,7 @@ static kmq_wecom_err_t kmq__call(kmq_wecom_client_t *c, const char *path,
         continue;
       }
       kmq__api_errstr(path, r, c, token, errstr, errstr_size);
-      err = KMQ_WECOM_ERR_TOKEN;
+      err = KMQ_WECOM_API_ERR_TOKEN;
       break;
     }
     if ((flags & KMQ__CALL_SYNC) && code == KMQ_WECOM_ERRCODE_SYNC_TOKEN &&
@@ -490,11 +491,11 @@ static kmq_wecom_err_t kmq__call(kmq_wecom_client_t *c, const char *path,
       }
       KMQ__INC(c, busy_exhausted);
       kmq__api_errstr(path, r, c, token, errstr, errstr_size);
-      err = KMQ_WECOM_ERR_BUSY;
+      err = KMQ_WECOM_API_ERR_BUSY;
       break;
     }
     kmq__api_errstr(path, r, c, token, errstr, errstr_size);
-    err = KMQ_WECOM_ERR_API;
+    err = KMQ_WECOM_API_ERR_API;
     break;
   }
   json_decref(r);
@@ -511,11 +512,11 @@ void kmq_wecom_sync_page_clear(kmq_wecom_sync_page_t *page) {
   memset(page, 0, sizeof(*page));
 }
 
-kmq_wecom_err_t kmq_wecom_sync_msg(kmq_wecom_client_t *c,
-                                   const kmq_wecom_sync_req_t *req,
-                                   kmq_wecom_sync_page_t *page,
-                                   kmq_wecom_result_t *res, char *errstr,
-                                   size_t errstr_size) {
+kmq_wecom_api_err_t kmq_wecom_sync_msg(kmq_wecom_client_t *c,
+                                       const kmq_wecom_sync_req_t *req,
+                                       kmq_wecom_sync_page_t *page,
+                                       kmq_wecom_result_t *res, char *errstr,
+                                       size_t errstr_size) {
   if (page)
     memset(page, 0, sizeof(*page));
   if (res)
@@ -525,7 +526,7 @@ kmq_wecom_err_t kmq_wecom_sync_msg(kmq_wecom_client_t *c,
     kmq__wset(errstr, errstr_size,
               "kf/sync_msg: client, page and open_kfid required, limit "
               "0..1000");
-    return KMQ_WECOM_ERR_INVALID_ARG;
+    return KMQ_WECOM_API_ERR_INVALID_ARG;
   }
   json_t *body = json_object(), *r = NULL;
   if (!body ||
@@ -540,9 +541,10 @@ kmq_wecom_err_t kmq_wecom_sync_msg(kmq_wecom_client_t *c,
                           json_integer(req->voice_format))) {
     json_decref(body);
     kmq__wset(errstr, errstr_size, "kf/sync_msg: out of memory");
-    return KMQ_WECOM_ERR_NOMEM;
+    return KMQ_WECOM_API_ERR_NOMEM;
   }
-  kmq_wecom_err_t err = kmq__call(c, "kf/sync_msg", body, KMQ__CALL_SYNC, &r,
+  kmq_wecom_api_err_t err = kmq__call(c, "kf/sync_msg", body, KMQ__CALL_SYNC,
+                                      &r,
                                   res, errstr, errstr_size);
   json_decref(body);
   if (err)
@@ -556,21 +558,22 @@ kmq_wecom_err_t kmq_wecom_sync_msg(kmq_wecom_client_t *c,
     KMQ__INC(c, errors);
     kmq__wset(errstr, errstr_size,
               "kf/sync_msg: msg_list / next_cursor / has_more malformed");
-    return KMQ_WECOM_ERR_BAD_RESPONSE;
+    return KMQ_WECOM_API_ERR_BAD_RESPONSE;
   }
   page->_root = r;
   page->msg_list = list;
   page->next_cursor = cur ? json_string_value(cur) : "";
   page->has_more = json_is_true(more) || json_integer_value(more) != 0;
-  return KMQ_WECOM_OK;
+  return KMQ_WECOM_API_OK;
 }
 
-kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
-                                    const char *open_kfid, const char *text,
-                                    const char *msgid, char *msgid_out,
-                                    size_t msgid_out_size,
-                                    kmq_wecom_result_t *res, char *errstr,
-                                    size_t errstr_size) {
+kmq_wecom_api_err_t kmq_wecom_send_text(kmq_wecom_client_t *c,
+                                        const char *touser,
+                                        const char *open_kfid, const char *text,
+                                        const char *msgid, char *msgid_out,
+                                        size_t msgid_out_size,
+                                        kmq_wecom_result_t *res, char *errstr,
+                                        size_t errstr_size) {
   if (res)
     memset(res, 0, sizeof(*res));
   if (msgid_out && msgid_out_size)
@@ -578,7 +581,7 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
   if (!c || !touser || !*touser || !open_kfid || !*open_kfid || !text) {
     kmq__wset(errstr, errstr_size,
               "kf/send_msg: client, touser, open_kfid and text required");
-    return KMQ_WECOM_ERR_INVALID_ARG;
+    return KMQ_WECOM_API_ERR_INVALID_ARG;
   }
   json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s}}", "touser", touser,
                            "open_kfid", open_kfid, "msgtype", "text", "text",
@@ -591,10 +594,10 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
   if (!body) { /* json_pack fails on bad UTF-8 as well as on no memory */
     kmq__wset(errstr, errstr_size,
               "kf/send_msg: cannot encode (invalid UTF-8 or no memory)");
-    return KMQ_WECOM_ERR_INVALID_ARG;
+    return KMQ_WECOM_API_ERR_INVALID_ARG;
   }
   json_t *r = NULL;
-  kmq_wecom_err_t err =
+  kmq_wecom_api_err_t err =
       kmq__call(c, "kf/send_msg", body, 0, &r, res, errstr, errstr_size);
   json_decref(body);
   if (err)
@@ -603,5 +606,5 @@ kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
   if (msgid_out && msgid_out_size)
     snprintf(msgid_out, msgid_out_size, "%s", id ? id : "");
   json_decref(r);
-  return KMQ_WECOM_OK;
+  return KMQ_WECOM_API_OK;
 }

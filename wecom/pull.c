@@ -153,11 +153,12 @@ static int kmq__produce_item(kmq_wecom_puller_t *p, json_t *item,
 /* Pulls open_kfid from its stored cursor to has_more = 0 (or max_pages),
  * storing the cursor after each delivered page. On error the cursor stays
  * at the last delivered page. */
-static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
-                                 const rd_kafka_message_t *rq,
-                                 const char *kfid, const char *token,
-                                 int *more, char *errstr, size_t errstr_size) {
-  kmq_wecom_err_t err = KMQ_WECOM_OK;
+static kmq_wecom_api_err_t kmq__pull(kmq_wecom_puller_t *p,
+                                     const rd_kafka_message_t *rq,
+                                     const char *kfid, const char *token,
+                                     int *more, char *errstr,
+                                     size_t errstr_size) {
+  kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   kmq__cursor_t st;
   kmq__cursor_get(p->cursors, kfid, &st);
   /* This very request was begun before and not finished: its first page
@@ -202,7 +203,7 @@ static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
       kmq__batch_wait(p->producer, &p->batch, errstr + strlen(errstr),
                       errstr_size - strlen(errstr));
       kmq_wecom_sync_page_clear(&pg);
-      return KMQ_WECOM_ERR_BAD_RESPONSE;
+      return KMQ_WECOM_API_ERR_BAD_RESPONSE;
     }
     KMQ__ADD(p, pulled, (long long)n);
     json_array_foreach(pg.msg_list, i, it) {
@@ -215,7 +216,7 @@ static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
       char ignore[8];
       kmq__batch_wait(p->producer, &p->batch, ignore, sizeof(ignore));
       kmq_wecom_sync_page_clear(&pg);
-      return KMQ_WECOM_ERR_KAFKA;
+      return KMQ_WECOM_API_ERR_KAFKA;
     }
     if ((err = kmq__batch_wait(p->producer, &p->batch, errstr, errstr_size))) {
       kmq_wecom_sync_page_clear(&pg);
@@ -248,17 +249,17 @@ static kmq_wecom_err_t kmq__pull(kmq_wecom_puller_t *p,
     if (!n)
       KMQ__ADD(p, empty_pages, 1);
   }
-  return KMQ_WECOM_OK;
+  return KMQ_WECOM_API_OK;
 }
 
 /* The follow-up request for an open_kfid left with has_more at max_pages:
  * delivered before the current request is committed, to the request's own
  * partition (whatever partitioner the callback receiver used), so that the
  * open_kfid's owner stays the one member that pulls it. */
-static kmq_wecom_err_t kmq__followup(kmq_wecom_puller_t *p,
-                                     const rd_kafka_message_t *rq,
-                                     const char *kfid, char *errstr,
-                                     size_t errstr_size) {
+static kmq_wecom_api_err_t kmq__followup(kmq_wecom_puller_t *p,
+                                         const rd_kafka_message_t *rq,
+                                         const char *kfid, char *errstr,
+                                         size_t errstr_size) {
   char v[512];
   int n = snprintf(v, sizeof(v), "{\"open_kfid\":\"%s\",\"create_time\":%lld}",
                    kfid, (long long)(kmq__wall_ms() / 1000));
@@ -272,9 +273,9 @@ static kmq_wecom_err_t kmq__followup(kmq_wecom_puller_t *p,
   if (e) {
     p->batch.pending--;
     snprintf(errstr, errstr_size, "follow-up request: %s", rd_kafka_err2str(e));
-    return KMQ_WECOM_ERR_KAFKA;
+    return KMQ_WECOM_API_ERR_KAFKA;
   }
-  kmq_wecom_err_t err = kmq__batch_wait(p->producer, &p->batch, errstr,
+  kmq_wecom_api_err_t err = kmq__batch_wait(p->producer, &p->batch, errstr,
                                         errstr_size);
   if (!err)
     KMQ__ADD(p, followups, 1);
@@ -317,13 +318,13 @@ static void kmq__again(kmq_wecom_puller_t *p, const rd_kafka_message_t *rq) {
   nanosleep(&ts, NULL);
 }
 
-static kmq_wecom_err_t kmq__handle(kmq_wecom_puller_t *p,
-                                   const rd_kafka_message_t *rq, char *errstr,
-                                   size_t errstr_size) {
+static kmq_wecom_api_err_t kmq__handle(kmq_wecom_puller_t *p,
+                                       const rd_kafka_message_t *rq,
+                                       char *errstr, size_t errstr_size) {
   json_t *r = rq->payload ? json_loadb(rq->payload, rq->len, 0, NULL) : NULL;
   const char *kfid = json_string_value(json_object_get(r, "open_kfid"));
   const char *token = json_string_value(json_object_get(r, "token"));
-  kmq_wecom_err_t err = KMQ_WECOM_OK;
+  kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   if (!kfid || !*kfid || strlen(kfid) > 128) {
     KMQ__ADD(p, bad_requests, 1);
     kmq__log("WARNING", "wecom-puller",
@@ -332,7 +333,7 @@ static kmq_wecom_err_t kmq__handle(kmq_wecom_puller_t *p,
              (long long)rq->offset);
     kmq__commit(p, rq);
     json_decref(r);
-    return KMQ_WECOM_OK;
+    return KMQ_WECOM_API_OK;
   }
   if (p->cursors_stale) {
     if ((err = kmq__cursors_load(p->reader, p->cursor_topic, p->cursors,
@@ -349,7 +350,7 @@ static kmq_wecom_err_t kmq__handle(kmq_wecom_puller_t *p,
   KMQ__ADD(p, requests, 1);
   p->fails = 0;
   json_decref(r);
-  return KMQ_WECOM_OK;
+  return KMQ_WECOM_API_OK;
 
 fail:
   KMQ__ADD(p, errors, 1);
@@ -366,7 +367,7 @@ fail:
     snprintf(errstr, errstr_size,
              "fatal producer error (recreate the puller): %s", fatal);
     kmq__again(p, rq);
-    err = KMQ_WECOM_ERR_KAFKA;
+    err = KMQ_WECOM_API_ERR_KAFKA;
   } else if (p->fails >= p->conf.max_request_failures) {
     /* Nothing is lost: its cursor did not move past what was delivered,
      * and WeCom's next callback for kfid pulls from there. */
@@ -380,8 +381,8 @@ fail:
   return err;
 }
 
-kmq_wecom_err_t kmq_wecom_puller_poll(kmq_wecom_puller_t *p, int timeout_ms,
-                                      char *errstr, size_t errstr_size) {
+kmq_wecom_api_err_t kmq_wecom_puller_poll(kmq_wecom_puller_t *p, int timeout_ms,
+                                          char *errstr, size_t errstr_size) {
   char local[512];
   if (!errstr || errstr_size < 2) { /* the steps append to it */
     errstr = local;
@@ -389,8 +390,8 @@ kmq_wecom_err_t kmq_wecom_puller_poll(kmq_wecom_puller_t *p, int timeout_ms,
   }
   rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout_ms);
   if (!m)
-    return KMQ_WECOM_OK;
-  kmq_wecom_err_t err = KMQ_WECOM_OK;
+    return KMQ_WECOM_API_OK;
+  kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   if (m->err) {
     if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
       kmq__log("WARNING", "wecom-puller", "consumer: %s",

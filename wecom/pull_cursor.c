@@ -21,17 +21,17 @@ void kmq__batch_dr(rd_kafka_t *rk, const rd_kafka_message_t *m,
   b->pending--;
 }
 
-kmq_wecom_err_t kmq__batch_wait(rd_kafka_t *producer, kmq__batch_t *b,
-                                char *errstr, size_t errstr_size) {
+kmq_wecom_api_err_t kmq__batch_wait(rd_kafka_t *producer, kmq__batch_t *b,
+                                    char *errstr, size_t errstr_size) {
   /* rd_kafka_flush serves the reports on this thread; each message is
    * reported within message.timeout.ms, so the loop ends. */
   while (b->pending > 0)
     rd_kafka_flush(producer, 1000);
-  kmq_wecom_err_t err = KMQ_WECOM_OK;
+  kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   if (b->failed) {
     snprintf(errstr, errstr_size, "%d message(s) not delivered: %s",
              b->failed, rd_kafka_err2str(b->first_err));
-    err = KMQ_WECOM_ERR_KAFKA;
+    err = KMQ_WECOM_API_ERR_KAFKA;
   }
   memset(b, 0, sizeof(*b));
   return err;
@@ -51,23 +51,25 @@ void kmq__cursor_get(const json_t *map, const char *open_kfid,
   out->req_offset = o ? (int64_t)json_integer_value(o) : -1;
 }
 
-kmq_wecom_err_t kmq__cursor_set(json_t *map, const char *open_kfid,
-                                const char *cursor, int32_t req_partition,
-                                int64_t req_offset, const char *state) {
+kmq_wecom_api_err_t kmq__cursor_set(json_t *map, const char *open_kfid,
+                                    const char *cursor, int32_t req_partition,
+                                    int64_t req_offset, const char *state) {
   json_t *e = json_pack("{s:s, s:I, s:I, s:s}", "c", cursor, "p",
                         (json_int_t)req_partition, "o", (json_int_t)req_offset,
                         "s", state);
-  return e && !json_object_set_new(map, open_kfid, e) ? KMQ_WECOM_OK
-                                                      : KMQ_WECOM_ERR_NOMEM;
+  return e && !json_object_set_new(map, open_kfid, e) ? KMQ_WECOM_API_OK
+                                                      : KMQ_WECOM_API_ERR_NOMEM;
 }
 
 /* ---- writing ------------------------------------------------------------ */
 
-kmq_wecom_err_t kmq__cursor_produce(rd_kafka_t *producer, const char *topic,
-                                    const char *open_kfid, const char *cursor,
-                                    int32_t req_partition, int64_t req_offset,
-                                    const char *state, kmq__batch_t *b,
-                                    char *errstr, size_t errstr_size) {
+kmq_wecom_api_err_t kmq__cursor_produce(rd_kafka_t *producer, const char *topic,
+                                        const char *open_kfid,
+                                        const char *cursor,
+                                        int32_t req_partition,
+                                        int64_t req_offset, const char *state,
+                                        kmq__batch_t *b, char *errstr,
+                                        size_t errstr_size) {
   char req[48];
   snprintf(req, sizeof(req), "%d/%lld", (int)req_partition,
            (long long)req_offset);
@@ -86,9 +88,9 @@ kmq_wecom_err_t kmq__cursor_produce(rd_kafka_t *producer, const char *topic,
     rd_kafka_headers_destroy(h); /* not taken on failure */
     snprintf(errstr, errstr_size, "cursor of %s: %s", open_kfid,
              rd_kafka_err2str(e));
-    return KMQ_WECOM_ERR_KAFKA;
+    return KMQ_WECOM_API_ERR_KAFKA;
   }
-  return KMQ_WECOM_OK;
+  return KMQ_WECOM_API_OK;
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -148,9 +150,9 @@ static void kmq__apply(json_t *map, const rd_kafka_message_t *m) {
   kmq__cursor_set(map, kfid, cursor, p, o, state);
 }
 
-kmq_wecom_err_t kmq__cursors_load(rd_kafka_t *rk, const char *topic,
-                                  json_t *map, int timeout_ms, char *errstr,
-                                  size_t errstr_size) {
+kmq_wecom_api_err_t kmq__cursors_load(rd_kafka_t *rk, const char *topic,
+                                      json_t *map, int timeout_ms, char *errstr,
+                                      size_t errstr_size) {
   int64_t deadline = kmq__mono_ms() + timeout_ms;
   const rd_kafka_metadata_t *md = NULL;
   rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
@@ -162,7 +164,7 @@ kmq_wecom_err_t kmq__cursors_load(rd_kafka_t *rk, const char *topic,
              rd_kafka_err2str(e ? e : md->topics[0].err));
     if (md)
       rd_kafka_metadata_destroy(md);
-    return KMQ_WECOM_ERR_KAFKA;
+    return KMQ_WECOM_API_ERR_KAFKA;
   }
   int cnt = md->topics[0].partition_cnt;
   rd_kafka_topic_partition_list_t *parts =
@@ -170,10 +172,10 @@ kmq_wecom_err_t kmq__cursors_load(rd_kafka_t *rk, const char *topic,
   int64_t *high = calloc((size_t)cnt, sizeof(*high));
   int64_t *pos = calloc((size_t)cnt, sizeof(*pos));
   json_t *fresh = json_object();
-  kmq_wecom_err_t err = KMQ_WECOM_ERR_KAFKA;
+  kmq_wecom_api_err_t err = KMQ_WECOM_API_ERR_KAFKA;
   int left = 0;
   if (!high || !pos || !fresh) {
-    err = KMQ_WECOM_ERR_NOMEM;
+    err = KMQ_WECOM_API_ERR_NOMEM;
     snprintf(errstr, errstr_size, "out of memory");
     goto out;
   }
@@ -213,9 +215,10 @@ kmq_wecom_err_t kmq__cursors_load(rd_kafka_t *rk, const char *topic,
   if (left) {
     snprintf(errstr, errstr_size, "%s: end not reached in %d ms", topic,
              timeout_ms);
-    err = KMQ_WECOM_ERR_TIMED_OUT;
+    err = KMQ_WECOM_API_ERR_TIMED_OUT;
   } else {
-    err = json_object_update(map, fresh) ? KMQ_WECOM_ERR_NOMEM : KMQ_WECOM_OK;
+    err = json_object_update(map, fresh) ? KMQ_WECOM_API_ERR_NOMEM
+                                         : KMQ_WECOM_API_OK;
     /* Keys the topic no longer has (tombstoned) leave the map too. */
     const char *k;
     json_t *v;

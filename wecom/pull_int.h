@@ -26,11 +26,11 @@ void kmq__batch_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 
 /* Serves delivery reports until the batch has none pending. Bounded by the
  * producer's message.timeout.ms: librdkafka reports every message by then.
- * Returns KMQ_WECOM_OK when all were delivered, KMQ_WECOM_ERR_KAFKA with
- * errstr naming the first error otherwise. Resets the batch.
+ * Returns KMQ_WECOM_API_OK when all were delivered, KMQ_WECOM_API_ERR_KAFKA
+ * with errstr naming the first error otherwise. Resets the batch.
  * @locality the puller's thread */
-kmq_wecom_err_t kmq__batch_wait(rd_kafka_t *producer, kmq__batch_t *b,
-                                char *errstr, size_t errstr_size);
+kmq_wecom_api_err_t kmq__batch_wait(rd_kafka_t *producer, kmq__batch_t *b,
+                                    char *errstr, size_t errstr_size);
 
 /* Cursor record states (header "kmq_state"). */
 #define KMQ__CURSOR_BEGIN "begin" /* a request was started from this cursor */
@@ -52,11 +52,11 @@ rd_kafka_t *kmq__cursor_reader_new(const kmq_conf_t *kafka, const char *group,
 
 /* Reads every partition of topic from its start to its current end into
  * map (open_kfid -> entry; the last record of a key wins, a tombstone
- * removes it). Returns KMQ_WECOM_ERR_KAFKA (map unchanged) on failure or
+ * removes it). Returns KMQ_WECOM_API_ERR_KAFKA (map unchanged) on failure or
  * when the end is not reached within timeout_ms. @locality puller's thread */
-kmq_wecom_err_t kmq__cursors_load(rd_kafka_t *reader, const char *topic,
-                                  json_t *map, int timeout_ms, char *errstr,
-                                  size_t errstr_size);
+kmq_wecom_api_err_t kmq__cursors_load(rd_kafka_t *reader, const char *topic,
+                                      json_t *map, int timeout_ms, char *errstr,
+                                      size_t errstr_size);
 
 /* Entry of open_kfid in map; an empty entry when there is none. */
 void kmq__cursor_get(const json_t *map, const char *open_kfid,
@@ -64,17 +64,19 @@ void kmq__cursor_get(const json_t *map, const char *open_kfid,
 
 /* Produces the record (open_kfid -> cursor, with the request and state as
  * headers) into topic as part of batch b, and updates map once the caller
- * has waited for it (kmq__cursor_set). Returns KMQ_WECOM_ERR_KAFKA when
+ * has waited for it (kmq__cursor_set). Returns KMQ_WECOM_API_ERR_KAFKA when
  * librdkafka refuses it (not counted in b). */
-kmq_wecom_err_t kmq__cursor_produce(rd_kafka_t *producer, const char *topic,
-                                    const char *open_kfid, const char *cursor,
-                                    int32_t req_partition, int64_t req_offset,
-                                    const char *state, kmq__batch_t *b,
-                                    char *errstr, size_t errstr_size);
+kmq_wecom_api_err_t kmq__cursor_produce(rd_kafka_t *producer, const char *topic,
+                                        const char *open_kfid,
+                                        const char *cursor,
+                                        int32_t req_partition,
+                                        int64_t req_offset, const char *state,
+                                        kmq__batch_t *b, char *errstr,
+                                        size_t errstr_size);
 
 /* Records in map what a delivered cursor record said. NOMEM on failure. */
-kmq_wecom_err_t kmq__cursor_set(json_t *map, const char *open_kfid,
-                                const char *cursor, int32_t req_partition,
-                                int64_t req_offset, const char *state);
+kmq_wecom_api_err_t kmq__cursor_set(json_t *map, const char *open_kfid,
+                                    const char *cursor, int32_t req_partition,
+                                    int64_t req_offset, const char *state);
 
 #endif

@@ -16,7 +16,7 @@
  *   keeps failing, the waiting threads try one after the other). Calls
  *   never call back into the application.
  *   Every WeCom answer with errcode != 0 is carried to the caller: the call
- *   returns a kmq_wecom_err_t and, in kmq_wecom_result_t, WeCom's own
+ *   returns a kmq_wecom_api_err_t and, in kmq_wecom_result_t, WeCom's own
  *   errcode and errmsg (like kmq carries rd_kafka_resp_err_t next to its
  *   code instead of flattening it).
  *   Retried inside a call: -1 (system busy), 45009 and 45033 (rate limits),
@@ -31,8 +31,8 @@
  *   Secrets: the corp secret and the access_token are never logged, never
  *   written into errstr or errmsg (an errmsg that contains one is
  *   redacted), and URLs (which carry them) are never reported.
- *   Response bodies are bounded by max_response_bytes (KMQ_WECOM_ERR_TOO_LARGE
- *   past it).
+ *   Response bodies are bounded by max_response_bytes
+ *   (KMQ_WECOM_API_ERR_TOO_LARGE past it).
  *
  *   Process set-up: libcurl's global state must be initialised once per
  *   process before the first client is created, on one thread, by
@@ -59,8 +59,10 @@ extern "C" {
 
 /* X(name, value, description). A domain of its own: WeCom's errcode (an
  * open set of several hundred values) travels beside it in
- * kmq_wecom_result_t. */
-#define KMQ_WECOM_ERR_LIST(X)                                                  \
+ * kmq_wecom_result_t. Named kmq_wecom_api_err_t because kmq_wecom_err_t is
+ * the callback crypto's (include/kmq/wecom.h, codes -40001...); the values
+ * here (-1...-11) do not overlap, so the two lists can become one. */
+#define KMQ_WECOM_API_ERR_LIST(X)                                              \
   X(OK, 0, "Success")                                                          \
   X(INVALID_ARG, -1, "Invalid argument")                                       \
   X(NOMEM, -2, "Out of memory")                                                \
@@ -75,16 +77,17 @@ extern "C" {
   X(KAFKA, -11, "Kafka client error")
 
 typedef enum {
-#define KMQ__WECOM_ERR_ENUM(name, value, desc) KMQ_WECOM_ERR_##name = value,
-  KMQ_WECOM_ERR_LIST(KMQ__WECOM_ERR_ENUM)
-#undef KMQ__WECOM_ERR_ENUM
-} kmq_wecom_err_t;
+#define KMQ__WECOM_API_ERR_ENUM(name, value, desc)                             \
+  KMQ_WECOM_API_ERR_##name = value,
+  KMQ_WECOM_API_ERR_LIST(KMQ__WECOM_API_ERR_ENUM)
+#undef KMQ__WECOM_API_ERR_ENUM
+} kmq_wecom_api_err_t;
 
-#define KMQ_WECOM_OK KMQ_WECOM_ERR_OK
+#define KMQ_WECOM_API_OK KMQ_WECOM_API_ERR_OK
 
 /* Static strings; never NULL. */
-const char *kmq_wecom_err2str(kmq_wecom_err_t err);
-const char *kmq_wecom_err_name(kmq_wecom_err_t err);
+const char *kmq_wecom_api_err2str(kmq_wecom_api_err_t err);
+const char *kmq_wecom_api_err_name(kmq_wecom_api_err_t err);
 
 /* WeCom errcodes the client acts on. */
 #define KMQ_WECOM_ERRCODE_BUSY (-1)
@@ -95,9 +98,9 @@ const char *kmq_wecom_err_name(kmq_wecom_err_t err);
 #define KMQ_WECOM_ERRCODE_SYNC_TOKEN 95007
 
 /* Process-wide libcurl set-up (curl_global_init). Call once, before any
- * thread uses a client; not thread-safe. Returns KMQ_WECOM_ERR_TRANSPORT
+ * thread uses a client; not thread-safe. Returns KMQ_WECOM_API_ERR_TRANSPORT
  * when libcurl cannot initialise. */
-kmq_wecom_err_t kmq_wecom_global_init(void);
+kmq_wecom_api_err_t kmq_wecom_global_init(void);
 /* Pairs with kmq_wecom_global_init(); after every client is destroyed. */
 void kmq_wecom_global_cleanup(void);
 
@@ -142,7 +145,7 @@ typedef struct {
   int64_t token_fetches;   /* gettoken calls that returned a token */
   int64_t token_rejected;  /* 40014 / 42001 answers */
   int64_t retries;         /* backoffs after -1 / 45009 / 45033 */
-  int64_t busy_exhausted;  /* calls that ended KMQ_WECOM_ERR_BUSY */
+  int64_t busy_exhausted;  /* calls that ended KMQ_WECOM_API_ERR_BUSY */
   int64_t sync_token_dropped; /* 95007 answers */
   int64_t errors;          /* calls that returned an error */
 } kmq_wecom_client_stats_t;
@@ -182,14 +185,14 @@ typedef struct {
 } kmq_wecom_sync_page_t;
 
 /* Calls kf/sync_msg once (plus the retries described at the top). On
- * KMQ_WECOM_OK *page is filled (release it with kmq_wecom_sync_page_clear);
+ * KMQ_WECOM_API_OK *page is filled (release it with kmq_wecom_sync_page_clear);
  * on error *page is empty and errstr says why. res may be NULL.
  * @locality any thread; blocks (see the bound at the top). */
-kmq_wecom_err_t kmq_wecom_sync_msg(kmq_wecom_client_t *c,
-                                   const kmq_wecom_sync_req_t *req,
-                                   kmq_wecom_sync_page_t *page,
-                                   kmq_wecom_result_t *res, char *errstr,
-                                   size_t errstr_size);
+kmq_wecom_api_err_t kmq_wecom_sync_msg(kmq_wecom_client_t *c,
+                                       const kmq_wecom_sync_req_t *req,
+                                       kmq_wecom_sync_page_t *page,
+                                       kmq_wecom_result_t *res, char *errstr,
+                                       size_t errstr_size);
 
 /* Releases a page; no-op on an empty page. */
 void kmq_wecom_sync_page_clear(kmq_wecom_sync_page_t *page);
@@ -201,12 +204,13 @@ void kmq_wecom_sync_page_clear(kmq_wecom_sync_page_t *page);
  * All strings borrowed for the call.
  * @locality any thread, e.g. an ASYNC processor's own thread (not a kmq
  * worker: it blocks up to the bound at the top). */
-kmq_wecom_err_t kmq_wecom_send_text(kmq_wecom_client_t *c, const char *touser,
-                                    const char *open_kfid, const char *text,
-                                    const char *msgid, char *msgid_out,
-                                    size_t msgid_out_size,
-                                    kmq_wecom_result_t *res, char *errstr,
-                                    size_t errstr_size);
+kmq_wecom_api_err_t kmq_wecom_send_text(kmq_wecom_client_t *c,
+                                        const char *touser,
+                                        const char *open_kfid, const char *text,
+                                        const char *msgid, char *msgid_out,
+                                        size_t msgid_out_size,
+                                        kmq_wecom_result_t *res, char *errstr,
+                                        size_t errstr_size);
 
 /* ---- puller ------------------------------------------------------------ */
 
@@ -320,11 +324,11 @@ kmq_wecom_puller_t *kmq_wecom_puller_new(const kmq_wecom_puller_conf_t *conf,
 
 /* Waits up to timeout_ms for one sync request and handles it completely
  * (every page, cursor, commit) before returning; serves rebalances. Returns
- * KMQ_WECOM_OK (also when nothing came), or the error of a failed request
+ * KMQ_WECOM_API_OK (also when nothing came), or the error of a failed request
  * (already counted and scheduled again; errstr says why). The puller's
  * thread only. A request can take up to max_pages client calls. */
-kmq_wecom_err_t kmq_wecom_puller_poll(kmq_wecom_puller_t *p, int timeout_ms,
-                                      char *errstr, size_t errstr_size);
+kmq_wecom_api_err_t kmq_wecom_puller_poll(kmq_wecom_puller_t *p, int timeout_ms,
+                                          char *errstr, size_t errstr_size);
 
 /* Any thread. */
 void kmq_wecom_puller_stats(const kmq_wecom_puller_t *p,
