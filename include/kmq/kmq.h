@@ -17,4 +17,5 @@
 #include "kmq/dual_write.h"
 #include "kmq/wecom.h"
 #include "kmq/wecom_callback.h"
+#include "kmq/wecom_api.h"
 #endif

@@ -1,0 +1,14 @@
+# WeCom API client against the in-process simulator (unit: no broker; tsan:
+# the token cache under concurrent callers).
+kmq_add_test(test_wecom_client SOURCES test_wecom_client.c
+             LIBS kmq_wecom kmq_wecom_sim LABELS "unit;tsan" TIMEOUT 60)
+
+# The puller on the real broker with the in-process simulator.
+add_library(kmq_wecomutil STATIC wecomutil.c)
+target_link_libraries(kmq_wecomutil PUBLIC kmq_brokerutil kmq_wecom
+                      kmq_wecom_sim)
+kmq_add_test(test_wecom_pull_broker SOURCES test_wecom_pull_broker.c
+             LIBS kmq_wecomutil LABELS "broker" TIMEOUT 120)
+# End to end: simulator -> puller -> kmq runtime -> ASYNC send_msg replies.
+kmq_add_test(test_wecom_e2e_broker SOURCES test_wecom_e2e_broker.c
+             LIBS kmq_wecomutil kmq LABELS "broker" TIMEOUT 120)
