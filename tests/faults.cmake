@@ -71,5 +71,10 @@ kmq_add_test(test_fault_broker SOURCES ${_kf}/test_fault_broker.c
              LIBS kmq_fault_harness LABELS "cluster1;faults" TIMEOUT 600)
 
 # Scenario 3: private 3-node cluster, RF 3 / min.insync.replicas 2.
+# It ends with `kmqctl topics bootstrap --profile prod` on that cluster,
+# checked with Kafka's own TopicCommand (issue 12).
 kmq_add_test(test_fault_cluster3 SOURCES ${_kf}/test_fault_cluster3.c
              LIBS kmq_fault_harness LABELS "cluster3;faults" TIMEOUT 900)
+target_compile_definitions(test_fault_cluster3 PRIVATE
+  KMQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}" KF_KMQCTL="$<TARGET_FILE:kmqctl>")
+add_dependencies(test_fault_cluster3 kmqctl)

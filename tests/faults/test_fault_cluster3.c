@@ -19,6 +19,8 @@
  * dies). KMQ_SOAK=1: more traffic. */
 #include <check.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "harness.h"
@@ -39,6 +41,55 @@ static int64_t failed_reports(kf_procs_t *P) {
 static void nap_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   nanosleep(&ts, NULL);
+}
+
+/* Runs cmd, returns its exit status (-1 if it did not exit) and its
+ * stdout in out. */
+static int run_capture(const char *cmd, char *out, size_t size) {
+  FILE *f = popen(cmd, "r");
+  ck_assert_msg(f != NULL, "popen %s", cmd);
+  size_t n = fread(out, 1, size - 1, f);
+  out[n] = 0;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Issue 12: `kmqctl topics bootstrap --profile prod` on the 3-node
+ * cluster, checked with Kafka's own TopicCommand (the Java tool of the
+ * broker's jars, not kmq's code): 12 partitions, replication factor 3,
+ * min.insync.replicas 2, for the topic and its DLQ; a second run reports
+ * no drift. */
+static void prod_profile_bootstrap(const char *bootstrap) {
+  char topic[96], cmd[2048], out[65536];
+  kt_unique_name(topic, sizeof(topic), "prod-profile");
+  snprintf(cmd, sizeof(cmd),
+           "%s -b %s topics bootstrap --profile prod --topic %s 2>&1",
+           KF_KMQCTL, bootstrap, topic);
+  int rc = run_capture(cmd, out, sizeof(out));
+  ck_assert_msg(rc == 0, "kmqctl bootstrap exit %d: %s", rc, out);
+  static const char *const suffix[] = {"", ".dlq"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(cmd, sizeof(cmd),
+             "java -cp '%s/.cache/kafka/lib/*' "
+             "-Dlog4j2.configurationFile=/nonexistent "
+             "org.apache.kafka.tools.TopicCommand --bootstrap-server %s "
+             "--describe --topic %s%s 2>/dev/null",
+             KMQ_SOURCE_DIR, bootstrap, topic, suffix[i]);
+    rc = run_capture(cmd, out, sizeof(out));
+    ck_assert_msg(rc == 0, "TopicCommand exit %d: %s", rc, out);
+    ck_assert_msg(strstr(out, "PartitionCount: 12") &&
+                      strstr(out, "ReplicationFactor: 3") &&
+                      strstr(out, "min.insync.replicas=2"),
+                  "%s%s is not the prod profile: %s", topic, suffix[i], out);
+  }
+  snprintf(cmd, sizeof(cmd),
+           "%s -b %s topics bootstrap --profile prod --topic %s --check 2>&1",
+           KF_KMQCTL, bootstrap, topic);
+  rc = run_capture(cmd, out, sizeof(out));
+  ck_assert_msg(rc == 0, "second run (--check) exit %d: %s", rc, out);
+  fprintf(stderr, "[cluster3] kmqctl topics bootstrap --profile prod: %s "
+                  "and %s.dlq as the profile says, no drift on a second "
+                  "run\n", topic, topic);
 }
 
 START_TEST(one_then_two_brokers_down) {
@@ -130,6 +181,7 @@ START_TEST(one_then_two_brokers_down) {
                   "%s",
                   r.first_problem);
   kf_procs_down(&P);
+  prod_profile_bootstrap(cl.bootstrap);
   kf_cluster_stop(&cl);
 }
 END_TEST
