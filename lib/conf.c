@@ -66,6 +66,16 @@ static const kmq__prop_t kmq__props[] = {
      "Longest backoff between two retries (the doubling stops here)"},
     {"kmq.msg.max.bytes", KMQ__T_INT, "1048576", 64, 1 << 30,
      "Largest accepted message value; larger ones go to the DLQ"},
+    /* Fallback store and compensator (include/kmq/fallback.h). */
+    {"kmq.fallback.backend", KMQ__T_STR, "none", 0, 0,
+     "Fallback store behind the DLQ: sqlite, mysql or none"},
+    {"kmq.fallback.path", KMQ__T_STR, "kmq-fallback.db", 0, 0,
+     "SQLite database file of the fallback store (WAL, synchronous=FULL)"},
+    {"kmq.fallback.url", KMQ__T_STR, NULL, 0, 0,
+     "MariaDB/MySQL fallback store: mysql://user:pass@host:port/db (the "
+     "password is never logged)"},
+    {"kmq.fallback.max.retries", KMQ__T_INT, "10", 1, 1000000,
+     "Replays of a stored message before it is marked failed (for a person)"},
 };
 #define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
 
