@@ -76,6 +76,18 @@ static const kmq__prop_t kmq__props[] = {
      "password is never logged)"},
     {"kmq.fallback.max.retries", KMQ__T_INT, "10", 1, 1000000,
      "Replays of a stored message before it is marked failed (for a person)"},
+    {"kmq.fallback.backoff.ms", KMQ__T_INT, "1000", 0, 3600000,
+     "Compensator backoff after a row's first failed replay (doubles, with "
+     "jitter)"},
+    {"kmq.fallback.backoff.max.ms", KMQ__T_INT, "300000", 0, 86400000,
+     "Longest compensator backoff"},
+    {"kmq.fallback.claim.ms", KMQ__T_INT, "60000", 1000, 86400000,
+     "Lease of a claimed row: after it, a crashed compensator's rows are "
+     "claimable again"},
+    {"kmq.fallback.batch", KMQ__T_INT, "256", 1, 100000,
+     "Users replayed in parallel per compensator round (one row each)"},
+    {"kmq.fallback.interval.ms", KMQ__T_INT, "1000", 1, 3600000,
+     "Compensator pause when nothing is due"},
 };
 #define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
 
