@@ -109,46 +109,68 @@ static int64_t kmq__comp_backoff(kmq_compensator_t *c, int retry_count) {
   return d / 2 + (d > 1 ? rand_r(&c->seed) % (d / 2 + 1) : 0);
 }
 
-/* Marks e after its delivery attempt. @locality the round's thread */
-static void kmq__comp_mark(kmq_compensator_t *c, const kmq_fallback_entry_t *e,
-                           rd_kafka_resp_err_t err) {
+/* e's delivery attempt failed: backoff, or failed at max retries.
+ * @locality the round's thread */
+static void kmq__comp_retry(kmq_compensator_t *c,
+                            const kmq_fallback_entry_t *e,
+                            rd_kafka_resp_err_t err) {
   char errstr[512];
-  kmq_err_t merr;
-  if (!err) {
-    merr = kmq_fallback_done(c->fb, e->id, errstr, sizeof(errstr));
-    if (!merr) {
-      atomic_fetch_add_explicit(&c->delivered, 1, memory_order_relaxed);
-      if (c->cb)
-        c->cb(e, c->opaque);
+  int gave_up = 0;
+  kmq_err_t merr = kmq_fallback_retry(
+      c->fb, e->id, kmq__wall_ms() + kmq__comp_backoff(c, e->retry_count),
+      rd_kafka_err2str(err), &gave_up, errstr, sizeof(errstr));
+  if (!merr) {
+    atomic_fetch_add_explicit(&c->retried, 1, memory_order_relaxed);
+    if (gave_up) {
+      atomic_fetch_add_explicit(&c->failed, 1, memory_order_relaxed);
+      kmq__log("ERROR", "compensator",
+               "message %s of user %s failed after %d attempts (%s): kept in "
+               "the store as failed",
+               e->message_id, e->user_id, e->retry_count + 1,
+               rd_kafka_err2str(err));
     }
-  } else {
-    int gave_up = 0;
-    merr = kmq_fallback_retry(c->fb, e->id,
-                              kmq__wall_ms() +
-                                  kmq__comp_backoff(c, e->retry_count),
-                              rd_kafka_err2str(err), &gave_up, errstr,
-                              sizeof(errstr));
-    if (!merr) {
-      atomic_fetch_add_explicit(&c->retried, 1, memory_order_relaxed);
-      if (gave_up) {
-        atomic_fetch_add_explicit(&c->failed, 1, memory_order_relaxed);
-        kmq__log("ERROR", "compensator",
-                 "message %s of user %s failed after %d attempts (%s): kept "
-                 "in the store as failed",
-                 e->message_id, e->user_id, e->retry_count + 1,
-                 rd_kafka_err2str(err));
-      }
-    }
-  }
-  if (merr == KMQ_ERR_NOT_FOUND) {
+  } else if (merr == KMQ_ERR_NOT_FOUND) {
     atomic_fetch_add_explicit(&c->lost_claims, 1, memory_order_relaxed);
-    kmq__log("WARN", "compensator", "lease of row %lld ended before its "
-             "mark: another compensator replays it", (long long)e->id);
-  } else if (merr) {
-    /* The lease will end and the row be replayed: at least once. */
+  } else {
+    /* The lease will end and the row be tried again. */
     kmq__log("ERROR", "compensator", "cannot mark row %lld: %s",
              (long long)e->id, errstr);
   }
+}
+
+/* Marks the delivered rows of the round success in one transaction, then
+ * tells the callback. @locality the round's thread */
+static void kmq__comp_done(kmq_compensator_t *c, kmq_fallback_entry_t *e,
+                           const int64_t *ids, size_t n, size_t nok) {
+  char errstr[512];
+  size_t marked = 0;
+  if (!nok)
+    return;
+  kmq_err_t err =
+      kmq_fallback_done_many(c->fb, ids, nok, &marked, errstr, sizeof(errstr));
+  if (err) {
+    /* Delivered but not marked: replayed again after the lease (at least
+     * once). */
+    kmq__log("ERROR", "compensator", "cannot mark %zu delivered rows: %s",
+             nok, errstr);
+    return;
+  }
+  atomic_fetch_add_explicit(&c->delivered, (long long)marked,
+                            memory_order_relaxed);
+  if (marked < nok) {
+    atomic_fetch_add_explicit(&c->lost_claims, (long long)(nok - marked),
+                              memory_order_relaxed);
+    kmq__log("WARN", "compensator", "%zu leases ended before their mark: "
+             "another compensator replays those rows", nok - marked);
+  }
+  /* The callback re-checks the store itself, so calling it for a row whose
+   * mark was refused is harmless. */
+  for (size_t i = 0; c->cb && i < n; i++)
+    for (size_t k = 0; k < nok; k++)
+      if (ids[k] == e[i].id) {
+        c->cb(&e[i], c->opaque);
+        break;
+      }
 }
 
 /* One round. *claimed = rows it claimed. Returns KMQ_ERR_FALLBACK when the
@@ -202,9 +224,18 @@ static kmq_err_t kmq__comp_round(kmq_compensator_t *c, size_t *claimed) {
   rd_kafka_flush(c->rk, (int)c->report_ms);
   while (rd_kafka_outq_len(c->rk) > 0 && kmq__mono_ms() < deadline)
     rd_kafka_poll(c->rk, 100);
-  for (size_t i = 0; i < n; i++)
-    if (slot[i].reported)
-      kmq__comp_mark(c, &e[i], slot[i].err);
+  int64_t *ok = malloc(n * sizeof(*ok));
+  size_t nok = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!slot[i].reported)
+      continue;
+    if (slot[i].err)
+      kmq__comp_retry(c, &e[i], slot[i].err);
+    else if (ok)
+      ok[nok++] = e[i].id;
+  }
+  kmq__comp_done(c, e, ok, n, nok); /* without ok: the leases end, replayed */
+  free(ok);
   /* A row without a report (cannot happen within message.timeout.ms) keeps
    * its lease and is replayed after it. */
   kmq_fallback_entries_free(e, n);

@@ -51,6 +51,16 @@ void *kmq__fb_memdup(const void *p, size_t n) {
   return d;
 }
 
+char *kmq__fb_idlist(const int64_t *ids, size_t n) {
+  char *s = malloc(n * 21 + 1), *o = s;
+  if (!s)
+    return NULL;
+  *o = '\0';
+  for (size_t i = 0; i < n; i++)
+    o += sprintf(o, i ? ",%lld" : "%lld", (long long)ids[i]);
+  return s;
+}
+
 int kmq_fallback_configured(const kmq_conf_t *conf) {
   const char *b = kmq_conf_get(conf, "kmq.fallback.backend");
   return b && strcmp(b, "none") != 0;
@@ -189,14 +199,34 @@ kmq_err_t kmq_fallback_claim(kmq_fallback_t *fb, size_t max, int64_t lease_ms,
   return KMQ_OK;
 }
 
+kmq_err_t kmq_fallback_done_many(kmq_fallback_t *fb, const int64_t *ids,
+                                 size_t n, size_t *marked, char *errstr,
+                                 size_t errstr_size) {
+  size_t m = 0;
+  kmq_err_t err = KMQ_OK;
+  if (n) {
+    pthread_mutex_lock(&fb->lock);
+    err = fb->ops->done(fb->db, fb->token, ids, n, kmq__wall_ms(), &m, errstr,
+                        errstr_size);
+    pthread_mutex_unlock(&fb->lock);
+  }
+  if (!err)
+    atomic_fetch_add_explicit(&fb->compensated, (long long)m,
+                              memory_order_relaxed);
+  if (marked)
+    *marked = err ? 0 : m;
+  return err;
+}
+
 kmq_err_t kmq_fallback_done(kmq_fallback_t *fb, int64_t id, char *errstr,
                             size_t errstr_size) {
-  pthread_mutex_lock(&fb->lock);
-  kmq_err_t err =
-      fb->ops->done(fb->db, fb->token, id, kmq__wall_ms(), errstr, errstr_size);
-  pthread_mutex_unlock(&fb->lock);
-  if (!err)
-    atomic_fetch_add_explicit(&fb->compensated, 1, memory_order_relaxed);
+  size_t m;
+  kmq_err_t err = kmq_fallback_done_many(fb, &id, 1, &m, errstr, errstr_size);
+  if (!err && !m) {
+    snprintf(errstr, errstr_size, "row %lld is not claimed by this store",
+             (long long)id);
+    return KMQ_ERR_NOT_FOUND;
+  }
   return err;
 }
 

@@ -27,9 +27,10 @@ typedef struct {
   kmq_err_t (*claim)(void *db, const char *token, int64_t now, int64_t until,
                      size_t max, kmq_fallback_entry_t *out, size_t *n,
                      char *errstr, size_t errstr_size);
-  /* KMQ_ERR_NOT_FOUND when the row is not claimed by token. */
-  kmq_err_t (*done)(void *db, const char *token, int64_t id, int64_t now,
-                    char *errstr, size_t errstr_size);
+  /* Marks those of ids[0..n) still claimed by token; *marked = how many. */
+  kmq_err_t (*done)(void *db, const char *token, const int64_t *ids,
+                    size_t n, int64_t now, size_t *marked, char *errstr,
+                    size_t errstr_size);
   kmq_err_t (*retry)(void *db, const char *token, int64_t id, int64_t now,
                      int64_t next, const char *error, int *gave_up,
                      char *errstr, size_t errstr_size);
@@ -49,6 +50,10 @@ void *kmq__fb_sqlite_open(const char *path, char *errstr, size_t errstr_size);
 extern const kmq__fb_ops_t kmq__fb_sqlite_ops;
 void *kmq__fb_mariadb_open(const char *url, char *errstr, size_t errstr_size);
 extern const kmq__fb_ops_t kmq__fb_mariadb_ops;
+
+/* "1,2,3": ids as an SQL list, in a new string (free()); NULL when out of
+ * memory. */
+char *kmq__fb_idlist(const int64_t *ids, size_t n);
 
 /* Status names as stored in the status column. */
 const char *kmq__fb_status_name(kmq_fallback_status_t s);

@@ -316,25 +316,59 @@ static kmq_err_t kmq__my_claim(void *vd, const char *token, int64_t now,
   if (res)
     mysql_free_result(res);
   /* The select read a snapshot without locks: another process may claim the
-   * same heads meanwhile. The compare-and-set decides; InnoDB evaluates its
-   * WHERE on the latest committed row under the row lock, so exactly one
-   * claimer changes it. Rows lost to another claimer are dropped. */
-  for (size_t i = 0; !err && i < got; i++) {
+   * same heads meanwhile. The compare-and-set decides (one statement, one
+   * commit); InnoDB evaluates its WHERE on the latest committed rows under
+   * the row locks, so exactly one claimer changes each. Which rows are ours
+   * is read back by token and lease end; rows lost to another claimer are
+   * dropped. */
+  int64_t *ids = got && !err ? malloc(got * sizeof(*ids)) : NULL;
+  char *list = NULL;
+  for (size_t i = 0; ids && i < got; i++)
+    ids[i] = out[i].id;
+  if (got && !err && (!ids || !(list = kmq__fb_idlist(ids, got))))
+    err = KMQ__MY_NOMEM(errstr, errstr_size);
+  free(ids);
+  if (!err && got) {
     if (asprintf(&sql, KMQ__FB_CLAIM_FMT, tok, (long long)until,
-                 (long long)now, (long long)out[i].id, (long long)now) < 0) {
+                 (long long)now, list, (long long)now) < 0)
       err = KMQ__MY_NOMEM(errstr, errstr_size);
-      break;
-    }
-    err = kmq__my_query(d, sql, errstr, errstr_size);
-    free(sql);
-    if (!err && mysql_affected_rows(d->m) == 1) {
-      if (*n != i) {
-        out[*n] = out[i];
-        memset(&out[i], 0, sizeof(out[i]));
-      }
-      (*n)++;
+    else {
+      err = kmq__my_query(d, sql, errstr, errstr_size);
+      free(sql);
     }
   }
+  char *mine = NULL;
+  if (!err && got &&
+      asprintf(&mine,
+               "SELECT id FROM kafka_fallback_messages WHERE id IN (%s) AND "
+               "claimed_by = %s AND claim_until = %lld",
+               list, tok, (long long)until) < 0) {
+    mine = NULL;
+    err = KMQ__MY_NOMEM(errstr, errstr_size);
+  }
+  free(list);
+  if (!err && got) {
+    err = kmq__my_query(d, mine, errstr, errstr_size);
+    res = err ? NULL : mysql_store_result(d->m);
+    if (!err && !res)
+      err = kmq__my_err(d, "claim result", errstr, errstr_size);
+    while (!err && (row = mysql_fetch_row(res))) {
+      int64_t id = strtoll(row[0], NULL, 10);
+      for (size_t i = *n; i < got; i++)
+        if (out[i].id == id) {
+          kmq_fallback_entry_t t = out[*n];
+          out[*n] = out[i];
+          out[i] = t;
+          (*n)++;
+          break;
+        }
+    }
+    if (res)
+      mysql_free_result(res);
+  }
+  free(mine);
+  if (err)
+    *n = 0; /* the leases end; the caller gets nothing */
   free(tok);
   /* What was filled but not claimed: free it here, the caller frees 0..*n. */
   for (size_t i = *n; i < got; i++) {
@@ -365,22 +399,20 @@ static kmq_err_t kmq__my_update(kmq__my_t *d, char *sql, int rc,
   return err;
 }
 
-static kmq_err_t kmq__my_done(void *vd, const char *token, int64_t id,
-                              int64_t now, char *errstr, size_t errstr_size) {
+static kmq_err_t kmq__my_done(void *vd, const char *token,
+                              const int64_t *ids, size_t n, int64_t now,
+                              size_t *marked, char *errstr,
+                              size_t errstr_size) {
   kmq__my_t *d = vd;
-  char *sql = NULL, *tok = kmq__my_text(d, token);
-  if (!tok)
-    return KMQ__MY_NOMEM(errstr, errstr_size);
-  my_ulonglong changed;
-  int rc = asprintf(&sql, KMQ__FB_DONE_FMT, (long long)now, (long long)id,
-                    tok);
+  char *sql = NULL, *tok = kmq__my_text(d, token), *list = kmq__fb_idlist(ids, n);
+  int rc = tok && list ? asprintf(&sql, KMQ__FB_DONE_FMT, (long long)now, list,
+                                  tok)
+                       : -1;
   free(tok);
+  free(list);
+  my_ulonglong changed;
   kmq_err_t err = kmq__my_update(d, sql, rc, &changed, errstr, errstr_size);
-  if (!err && changed != 1) {
-    snprintf(errstr, errstr_size, "row %lld is not claimed by this store",
-             (long long)id);
-    return KMQ_ERR_NOT_FOUND;
-  }
+  *marked = err ? 0 : (size_t)changed;
   return err;
 }
 

@@ -23,11 +23,12 @@
   "f.created_at OR (g.created_at = f.created_at AND g.id < f.id))) "          \
   "ORDER BY next_retry_at, created_at, id LIMIT %lld"
 
-/* The compare-and-set that makes a claim: only an unclaimed (or expired)
- * live row changes. Format arguments: token (quoted), until, now, id, now. */
+/* The compare-and-set that makes a claim: only unclaimed (or expired) live
+ * rows change. Format arguments: token (quoted), until, now, id list
+ * (kmq__fb_idlist), now. */
 #define KMQ__FB_CLAIM_FMT                                                     \
   "UPDATE kafka_fallback_messages SET status = 'retrying', claimed_by = %s, " \
-  "claim_until = %lld, updated_at = %lld WHERE id = %lld AND " KMQ__FB_LIVE   \
+  "claim_until = %lld, updated_at = %lld WHERE id IN (%s) AND " KMQ__FB_LIVE  \
   " AND claim_until <= %lld"
 
 /* status is assigned first: MariaDB evaluates SET left to right with the
@@ -40,10 +41,10 @@
   "%lld, claimed_by = NULL, claim_until = 0 WHERE id = %lld AND claimed_by "  \
   "= %s AND status = 'retrying'"
 
-/* Format arguments: now, id, token. */
+/* Format arguments: now, id list, token. */
 #define KMQ__FB_DONE_FMT                                                      \
   "UPDATE kafka_fallback_messages SET status = 'success', updated_at = %lld, " \
-  "claimed_by = NULL, claim_until = 0 WHERE id = %lld AND claimed_by = %s "   \
+  "claimed_by = NULL, claim_until = 0 WHERE id IN (%s) AND claimed_by = %s "  \
   "AND status = 'retrying'"
 
 #define KMQ__FB_INDEXES                                                       \

@@ -206,10 +206,16 @@ static kmq_err_t kmq__sq_claim(void *vdb, const char *token, int64_t now,
   st = NULL;
   /* The write lock is ours since BEGIN IMMEDIATE: every selected head is
    * still unclaimed, the compare-and-set cannot miss. */
-  for (size_t i = 0; i < *n; i++) {
-    char *upd = sqlite3_mprintf(KMQ__FB_CLAIM_FMT, tok, (long long)until,
-                                (long long)now, (long long)out[i].id,
-                                (long long)now);
+  if (*n) {
+    int64_t *ids = malloc(*n * sizeof(*ids));
+    char *list = NULL, *upd = NULL;
+    for (size_t i = 0; ids && i < *n; i++)
+      ids[i] = out[i].id;
+    if (ids && (list = kmq__fb_idlist(ids, *n)))
+      upd = sqlite3_mprintf(KMQ__FB_CLAIM_FMT, tok, (long long)until,
+                            (long long)now, list, (long long)now);
+    free(ids);
+    free(list);
     if (!upd) {
       snprintf(errstr, errstr_size, "out of memory");
       err = KMQ_ERR_NOMEM;
@@ -219,7 +225,7 @@ static kmq_err_t kmq__sq_claim(void *vdb, const char *token, int64_t now,
     sqlite3_free(upd);
     if (err)
       goto done;
-    if (sqlite3_changes(db) != 1) {
+    if ((size_t)sqlite3_changes(db) != *n) {
       snprintf(errstr, errstr_size, "sqlite: claim lost a row under the lock");
       err = KMQ_ERR_FALLBACK;
       goto done;
@@ -250,22 +256,20 @@ static kmq_err_t kmq__sq_update(sqlite3 *db, char *sql, int *changed,
   return err;
 }
 
-static kmq_err_t kmq__sq_done(void *vdb, const char *token, int64_t id,
-                              int64_t now, char *errstr, size_t errstr_size) {
+static kmq_err_t kmq__sq_done(void *vdb, const char *token,
+                              const int64_t *ids, size_t n, int64_t now,
+                              size_t *marked, char *errstr,
+                              size_t errstr_size) {
   int changed;
-  char *tok = sqlite3_mprintf("%Q", token);
+  char *tok = sqlite3_mprintf("%Q", token), *list = kmq__fb_idlist(ids, n);
   kmq_err_t err = kmq__sq_update(
       vdb,
-      tok ? sqlite3_mprintf(KMQ__FB_DONE_FMT, (long long)now, (long long)id,
-                            tok)
-          : NULL,
+      tok && list ? sqlite3_mprintf(KMQ__FB_DONE_FMT, (long long)now, list, tok)
+                  : NULL,
       &changed, errstr, errstr_size);
   sqlite3_free(tok);
-  if (!err && !changed) {
-    snprintf(errstr, errstr_size, "row %lld is not claimed by this store",
-             (long long)id);
-    return KMQ_ERR_NOT_FOUND;
-  }
+  free(list);
+  *marked = err ? 0 : (size_t)changed;
   return err;
 }
 

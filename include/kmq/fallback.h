@@ -151,6 +151,12 @@ void kmq_fallback_entries_free(kmq_fallback_entry_t *e, size_t n);
 kmq_err_t kmq_fallback_done(kmq_fallback_t *fb, int64_t id, char *errstr,
                             size_t errstr_size);
 
+/* kmq_fallback_done() for n rows in one transaction (one disk flush): marks
+ * those still claimed by this handle; *marked (may be NULL) = how many. */
+kmq_err_t kmq_fallback_done_many(kmq_fallback_t *fb, const int64_t *ids,
+                                 size_t n, size_t *marked, char *errstr,
+                                 size_t errstr_size);
+
 /* A delivery of a claimed row failed: counts the attempt, records error and
  * either makes the row due again at next_retry_at (ms since epoch) or, once
  * retry_count reaches max_retries, marks it failed (*gave_up = 1; may be
