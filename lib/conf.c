@@ -88,6 +88,8 @@ static const kmq__prop_t kmq__props[] = {
      "Users replayed in parallel per compensator round (one row each)"},
     {"kmq.fallback.interval.ms", KMQ__T_INT, "1000", 1, 3600000,
      "Compensator pause when nothing is due"},
+    {"kmq.fallback.compensator", KMQ__T_STR, "off", 0, 0,
+     "on: the producer runs a compensator thread on its store"},
 };
 #define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
 
