@@ -40,6 +40,8 @@ struct kmq_runtime_s {
   kmq_consumer_t *consumer;
   kmq_sched_t *sched;
   kmq_dlq_t *dlq;
+  kmq_fallback_t *store; /* kmq.fallback.backend's, as the DLQ's hook when
+                          * the application gave none; may be NULL */
   kmq_msg_decoder_t *dec;
   kmq_proc_registry_t *reg;
   const kmq_proc_entry_t *raw; /* set: every record goes to it undecoded */
@@ -398,6 +400,15 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->dec = kmq_msg_decoder_new(conf, errstr, errstr_size);
   if (!rt->dec)
     goto fail_mem;
+  if (!fallback && kmq_fallback_configured(conf)) {
+    /* The third level: a record the DLQ rejects is stored (durably, before
+     * the hook returns), and only then is its offset finished. */
+    rt->store = kmq_fallback_new(conf, errstr, errstr_size);
+    if (!rt->store)
+      goto fail_dlq;
+    fallback = kmq_fallback_hook;
+    fallback_opaque = rt->store;
+  }
   rt->dlq = kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
   if (!rt->dlq)
     goto fail_dlq;
@@ -418,6 +429,7 @@ fail_sched:
 fail_consumer:
   kmq_dlq_destroy(rt->dlq);
 fail_dlq:
+  kmq_fallback_destroy(rt->store);
   kmq_msg_decoder_destroy(rt->dec);
 fail_mem:
   kmq_hist_destroy(rt->lat);
@@ -486,6 +498,7 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
   kmq_dlq_flush(rt->dlq, 10000);
   kmq_sched_destroy(rt->sched);
   kmq_dlq_destroy(rt->dlq);
+  kmq_fallback_destroy(rt->store); /* after the DLQ: its last hook calls */
   kmq_consumer_destroy(rt->consumer);
   kmq_msg_decoder_destroy(rt->dec);
   for (uint32_t i = 0; i < rt->njobs; i++)

@@ -50,6 +50,7 @@
 #include "kmq/consumer.h"
 #include "kmq/dlq.h"
 #include "kmq/err.h"
+#include "kmq/fallback.h"
 #include "kmq/processor.h"
 
 #ifdef __cplusplus
@@ -78,7 +79,11 @@ typedef struct {
 } kmq_runtime_metrics_t;
 
 /* Creates the runtime: consumer (not yet subscribed), scheduler workers, DLQ
- * producer. fallback may be NULL (kmq_dlq_new). The registry is frozen.
+ * producer. fallback may be NULL (kmq_dlq_new); then, when conf selects a
+ * fallback store (kmq.fallback.backend, fallback.h), the runtime opens it and
+ * installs it as the hook (kmq_fallback_hook): a record the DLQ rejects is
+ * stored, and its offset finishes only once the row is durable; if the store
+ * fails too, the offset stays unfinished (redelivered). The registry is frozen.
  * Returns NULL with errstr filled on error. */
 kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
                                kmq_proc_registry_t *registry,
