@@ -77,9 +77,8 @@ static void kmq__dlq_done(kmq_dlq_outcome_t outcome, kmq_err_t err,
         st = KMQ_DELIVERY_FALLBACK, err = KMQ_OK;
       else
         err = serr;
-    } else {
-      kmq__pstore_settle(f->p->store, f->copy);
     }
+    kmq__pstore_failed_done(f->p->store, f->copy);
     kmq__pstore_msg_free(f->copy);
   }
   kmq__finish(f->p, st, f->kafka_err, err, -1, -1, f->opaque);
@@ -121,6 +120,7 @@ static void kmq__dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     err = kmq_dlq_send(p->dlq, &rec, kmq__dlq_done, f);
   }
   if (err && f && f->copy && !kmq__pstore_put_failed(p->store, f->copy)) {
+    kmq__pstore_failed_done(p->store, f->copy);
     kmq__pstore_msg_free(f->copy);
     free(f);
     kmq__finish(p, KMQ_DELIVERY_FALLBACK, m->err, KMQ_OK, -1, -1,
@@ -128,8 +128,10 @@ static void kmq__dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     return;
   }
   if (err) {
-    if (f)
+    if (f && f->copy) {
+      kmq__pstore_failed_done(p->store, f->copy);
       kmq__pstore_msg_free(f->copy);
+    }
     free(f);
     kmq__log("ERROR", "producer", "message LOST: cannot queue to DLQ: %s",
              kmq_err2str(err));

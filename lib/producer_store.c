@@ -16,6 +16,9 @@
 
 typedef struct kmq__sticky_s {
   struct kmq__sticky_s *next;
+  /* Failed deliveries of the user still on their way through the DLQ: the
+   * user is not released while one may still land in the store. */
+  int64_t failing;
   char user[];
 } kmq__sticky_t;
 
@@ -58,20 +61,22 @@ static kmq__sticky_t **kmq__find(kmq__pstore_t *ps, const char *user) {
   return pp;
 }
 
-/* @locks_required write lock. Grows the table past one entry per bucket. */
-static void kmq__add(kmq__pstore_t *ps, const char *user) {
+/* Adds user (if absent) and returns its entry, NULL when out of memory.
+ * @locks_required write lock. Grows the table past one entry per bucket. */
+static kmq__sticky_t *kmq__add(kmq__pstore_t *ps, const char *user) {
   kmq__sticky_t **pp = kmq__find(ps, user);
   if (*pp)
-    return;
+    return *pp;
   size_t n = strlen(user);
   kmq__sticky_t *e = malloc(sizeof(*e) + n + 1);
   if (!e) {
     kmq__log("ERROR", "producer", "out of memory: user %s not kept in the "
              "store order", user);
-    return;
+    return NULL;
   }
   memcpy(e->user, user, n + 1);
   e->next = NULL;
+  e->failing = 0;
   *pp = e;
   long long cnt = atomic_fetch_add_explicit(&ps->nsticky, 1,
                                             memory_order_relaxed) + 1;
@@ -79,7 +84,7 @@ static void kmq__add(kmq__pstore_t *ps, const char *user) {
     size_t nb = ps->nbuckets * 2;
     kmq__sticky_t **b = calloc(nb, sizeof(*b));
     if (!b)
-      return; /* longer chains, still correct */
+      return e; /* longer chains, still correct */
     for (size_t i = 0; i < ps->nbuckets; i++)
       for (kmq__sticky_t *x = ps->bucket[i], *nx; x; x = nx) {
         nx = x->next;
@@ -91,6 +96,7 @@ static void kmq__add(kmq__pstore_t *ps, const char *user) {
     ps->bucket = b;
     ps->nbuckets = nb;
   }
+  return e;
 }
 
 /* The user id of a key: a C string, cut to the column width. */
@@ -102,19 +108,23 @@ static void kmq__user(const void *key, size_t len, char *buf) {
 }
 
 static void kmq__load_user(const char *user, void *opaque) {
-  kmq__add(opaque, user);
+  (void)kmq__add(opaque, user);
 }
 
-/* A row was replayed: release its user once the store has none left.
- * @locality the compensator's thread */
-static void kmq__replayed(const kmq_fallback_entry_t *e, void *opaque) {
-  kmq__pstore_t *ps = opaque;
+/* Releases user if nothing of theirs is failing or in the store.
+ * failed_done: one of the user's failures reached its outcome.
+ * @locality the compensator's, DLQ or producer poll thread */
+static void kmq__release(kmq__pstore_t *ps, const char *user,
+                         int failed_done) {
   char errstr[256];
   int64_t live = -1;
   pthread_rwlock_wrlock(&ps->lock);
-  kmq__sticky_t **pp = kmq__find(ps, e->user_id);
-  if (*pp && !kmq_fallback_user_pending(ps->fb, e->user_id, &live, errstr,
-                                        sizeof(errstr)) &&
+  kmq__sticky_t **pp = kmq__find(ps, user);
+  if (*pp && failed_done)
+    (*pp)->failing--;
+  if (*pp && (*pp)->failing <= 0 &&
+      !kmq_fallback_user_pending(ps->fb, user, &live, errstr,
+                                 sizeof(errstr)) &&
       live == 0) {
     kmq__sticky_t *x = *pp;
     *pp = x->next;
@@ -122,6 +132,12 @@ static void kmq__replayed(const kmq_fallback_entry_t *e, void *opaque) {
     atomic_fetch_sub_explicit(&ps->nsticky, 1, memory_order_relaxed);
   }
   pthread_rwlock_unlock(&ps->lock);
+}
+
+/* A row was replayed: release its user once the store has none left.
+ * @locality the compensator's thread */
+static void kmq__replayed(const kmq_fallback_entry_t *e, void *opaque) {
+  kmq__release(opaque, e->user_id, 0);
 }
 
 kmq_err_t kmq__pstore_new(const kmq_conf_t *conf, kmq__pstore_t **out,
@@ -261,7 +277,9 @@ kmq__pstore_msg_t *kmq__pstore_failed(kmq__pstore_t *ps,
   char user[KMQ__USER_MAX + 1];
   kmq__user(m->key, m->key_len, user);
   pthread_rwlock_wrlock(&ps->lock);
-  kmq__add(ps, user);
+  kmq__sticky_t *st = kmq__add(ps, user);
+  if (st)
+    st->failing++; /* until kmq__pstore_failed_done */
   pthread_rwlock_unlock(&ps->lock);
   kmq__pstore_msg_t *c = calloc(1, sizeof(*c));
   if (!c)
@@ -284,6 +302,7 @@ kmq__pstore_msg_t *kmq__pstore_failed(kmq__pstore_t *ps,
   c->err = m->err;
   if (!c->topic || !c->key || !c->value || (h && !c->headers)) {
     kmq__pstore_msg_free(c);
+    kmq__release(ps, user, 1);
     return NULL;
   }
   return c;
@@ -310,12 +329,11 @@ void kmq__pstore_msg_free(kmq__pstore_msg_t *c) {
   free(c);
 }
 
-void kmq__pstore_settle(kmq__pstore_t *ps, const kmq__pstore_msg_t *msg) {
-  kmq_fallback_entry_t e = {0};
+void kmq__pstore_failed_done(kmq__pstore_t *ps,
+                             const kmq__pstore_msg_t *msg) {
   char user[KMQ__USER_MAX + 1];
   kmq__user(msg->key, msg->key_len, user);
-  e.user_id = user;
-  kmq__replayed(&e, ps);
+  kmq__release(ps, user, 1);
 }
 
 kmq_fallback_t *kmq__pstore_fb(kmq__pstore_t *ps) { return ps->fb; }

@@ -39,9 +39,10 @@ int kmq__pstore_send(kmq__pstore_t *ps, const char *topic,
                      const kmq_produce_msg_t *msg,
                      const rd_kafka_headers_t *hdrs, kmq_err_t *err);
 
-/* m's delivery failed: its user becomes sticky, and a copy of m is returned
- * for kmq__pstore_put_failed (NULL when out of memory: then the DLQ's
- * outcome is final). @locality producer poll thread */
+/* m's delivery failed: its user becomes sticky (and is not released while
+ * this failure is in flight), and a copy of m is returned for
+ * kmq__pstore_put_failed (NULL when out of memory: then the DLQ's outcome is
+ * final). @locality producer poll thread */
 kmq__pstore_msg_t *kmq__pstore_failed(kmq__pstore_t *ps,
                                       const rd_kafka_message_t *m);
 /* The DLQ could not take the message either: stores the copy. KMQ_OK once
@@ -49,10 +50,13 @@ kmq__pstore_msg_t *kmq__pstore_failed(kmq__pstore_t *ps,
 kmq_err_t kmq__pstore_put_failed(kmq__pstore_t *ps,
                                  const kmq__pstore_msg_t *msg);
 void kmq__pstore_msg_free(kmq__pstore_msg_t *msg);
-/* The user of msg made it into the DLQ (or the store): released if the store
- * holds none of their rows, so that a failure the DLQ absorbed does not keep
- * the user on the store path. @locality DLQ or producer poll thread */
-void kmq__pstore_settle(kmq__pstore_t *ps, const kmq__pstore_msg_t *msg);
+/* msg reached its outcome (DLQ, stored, or LOST): one failure of its user
+ * less in flight; the user is released when none is left and the store
+ * holds none of their rows (a failure the DLQ absorbed does not keep the
+ * user on the store path). Call exactly once per kmq__pstore_failed that
+ * returned non-NULL, before freeing msg. @locality DLQ or producer poll
+ * thread */
+void kmq__pstore_failed_done(kmq__pstore_t *ps, const kmq__pstore_msg_t *msg);
 
 kmq_fallback_t *kmq__pstore_fb(kmq__pstore_t *ps);
 kmq_compensator_t *kmq__pstore_comp(kmq__pstore_t *ps);
