@@ -261,11 +261,27 @@ int64_t kmq_conf_get_int(const kmq_conf_t *conf, const char *name) {
   return out;
 }
 
+/* A URL's password (scheme://user:PASSWORD@host...) as "***" in buf: dumps
+ * end up in startup logs. Returns v itself when there is no password. */
+static const char *kmq__mask_password(const char *v, char *buf, size_t size) {
+  const char *s = v ? strstr(v, "://") : NULL;
+  const char *at = s ? strrchr(s, '@') : NULL;
+  const char *colon = s ? memchr(s + 3, ':', (size_t)(at ? at - s - 3 : 0))
+                        : NULL;
+  if (!at || !colon)
+    return v;
+  snprintf(buf, size, "%.*s:***%s", (int)(colon - v), v, at);
+  return buf;
+}
+
 void kmq_conf_dump(const kmq_conf_t *conf,
                    void (*cb)(const char *, const char *, const char *, void *),
                    void *opaque) {
+  char masked[512];
   for (size_t i = 0; i < KMQ__NPROPS; i++) {
     const char *v = kmq_conf_get(conf, kmq__props[i].name);
+    if (!strcmp(kmq__props[i].name, "kmq.fallback.url"))
+      v = kmq__mask_password(v, masked, sizeof(masked));
     cb(kmq__props[i].name, v ? v : "", kmq__props[i].desc, opaque);
   }
 }

@@ -191,10 +191,9 @@ kmq_err_t kmq_fallback_hook(const kmq_fallback_record_t *rec, void *opaque);
 
 /* Headers <-> bytes for the "headers" column: per header, u32 name length
  * (little endian), name, i32 value length (-1: NULL value), value. Pack
- * returns a new buffer (free()) or NULL when out of memory (*len 0 and a
- * non-NULL dummy for no headers is not promised: NULL with *len 0 is "no
- * headers"). Unpack returns new headers (rd_kafka_headers_destroy) or NULL
- * when buf is malformed. */
+ * returns a new buffer of *len bytes (free()), NULL when out of memory.
+ * Unpack returns new headers (rd_kafka_headers_destroy) or NULL when buf is
+ * malformed. Any thread. */
 void *kmq_fallback_headers_pack(const rd_kafka_headers_t *h, size_t *len);
 rd_kafka_headers_t *kmq_fallback_headers_unpack(const void *buf, size_t len);
 
