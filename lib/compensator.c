@@ -219,11 +219,19 @@ static kmq_err_t kmq__comp_round(kmq_compensator_t *c, size_t *claimed) {
     }
   }
   /* Every queued row gets its report within message.timeout.ms; the flush
-   * serves them (this thread owns the instance's callbacks). */
-  int64_t deadline = kmq__mono_ms() + c->report_ms;
-  rd_kafka_flush(c->rk, (int)c->report_ms);
-  while (rd_kafka_outq_len(c->rk) > 0 && kmq__mono_ms() < deadline)
-    rd_kafka_poll(c->rk, 100);
+   * serves them (this thread owns the instance's callbacks). Past the bound,
+   * what is left is purged and reported (as a failure: tried again later),
+   * so no report can arrive after the slots are freed. */
+  kmq__flush_then_purge(c->rk, kmq__mono_ms() + c->report_ms);
+  if (rd_kafka_outq_len(c->rk) > 0) {
+    /* Reports still owed even after the purge: the slots must outlive them.
+     * Leaked (never expected; logged), the rows replayed after their lease. */
+    kmq__log("ERROR", "compensator", "%d reports still outstanding after the "
+             "purge: %zu rows left to their lease", rd_kafka_outq_len(c->rk),
+             n);
+    kmq_fallback_entries_free(e, n);
+    return KMQ_OK;
+  }
   int64_t *ok = malloc(n * sizeof(*ok));
   size_t nok = 0;
   for (size_t i = 0; i < n; i++) {
@@ -236,8 +244,6 @@ static kmq_err_t kmq__comp_round(kmq_compensator_t *c, size_t *claimed) {
   }
   kmq__comp_done(c, e, ok, n, nok); /* without ok: the leases end, replayed */
   free(ok);
-  /* A row without a report (cannot happen within message.timeout.ms) keeps
-   * its lease and is replayed after it. */
   kmq_fallback_entries_free(e, n);
   free(slot);
   return KMQ_OK;
@@ -322,10 +328,7 @@ void kmq_compensator_destroy(kmq_compensator_t *c) {
     pthread_mutex_unlock(&c->lock);
     pthread_join(c->thread, NULL);
   }
-  /* Rounds wait for their reports: nothing of ours is left in the queue
-   * unless a report never came; those rows keep their lease. */
-  rd_kafka_purge(c->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-  rd_kafka_poll(c->rk, 0);
+  /* Rounds end with every report served: nothing of ours is queued. */
   rd_kafka_destroy(c->rk);
   pthread_cond_destroy(&c->cond);
   pthread_mutex_destroy(&c->lock);
