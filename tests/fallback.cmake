@@ -22,9 +22,15 @@ foreach(_b sqlite mysql)
   add_test(NAME test_fallback_accept_${_b}
            COMMAND test_fallback_accept_broker ${_b})
   set_tests_properties(test_fallback_accept_${_b} PROPERTIES
-    LABELS "cluster1;mariadb;faults" TIMEOUT 180
-    ENVIRONMENT "CK_DEFAULT_TIMEOUT=180")
+    LABELS "cluster1;mariadb;faults" TIMEOUT 360
+    ENVIRONMENT "CK_DEFAULT_TIMEOUT=300")
 endforeach()
+# The broker frozen (SIGSTOP) a little longer than message.timeout.ms: it
+# comes back with messages still queued in librdkafka (measured).
+add_test(NAME test_fallback_accept_sigstop
+         COMMAND test_fallback_accept_broker sqlite sigstop)
+set_tests_properties(test_fallback_accept_sigstop PROPERTIES
+  LABELS "cluster1;faults" TIMEOUT 360 ENVIRONMENT "CK_DEFAULT_TIMEOUT=300")
 # Kafka unreachable and the store (a private MariaDB, scripts/mariadb.sh)
 # stopped: synchronous errors or LOST, nothing dropped silently.
 add_test(NAME test_fallback_store_down

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,11 @@
 #define SENDERS 4
 
 static int g_backend; /* argv[1]; set once in main before the suite runs */
+/* argv[2] "sigstop": the broker is frozen (SIGSTOP) for a little longer than
+ * message.timeout.ms and thawed, instead of killed and restarted: it comes
+ * back while messages queued before the outage are still in librdkafka, the
+ * case the order guarantee leaves out (measured, not asserted). */
+static int g_sigstop;
 
 typedef struct {
   kmq_producer_t *p;
@@ -133,6 +139,34 @@ static bool direct_again(void *opaque) {
   return ps.delivered >= 3 * U + 2 * U;
 }
 
+typedef struct {
+  acc_t *a;
+  int64_t until;
+} frozen_t;
+
+/* Some user failed, and the freeze outlasted message.timeout.ms + 1 s. */
+static bool froze_long_enough(void *opaque) {
+  frozen_t *f = opaque;
+  if (kt_now_ms() < f->until)
+    return false;
+  for (int u = 0; u < U; u++)
+    if (atomic_load(&f->a->fail_mark[u]) != INT_MAX)
+      return true;
+  return false;
+}
+
+static pid_t broker_pid(const kf_cluster_t *cl) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/node-1.pid", cl->state);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  int pid = 0;
+  ck_assert_int_eq(fscanf(f, "%d", &pid), 1);
+  fclose(f);
+  ck_assert_int_gt(pid, 1);
+  return (pid_t)pid;
+}
+
 static bool store_drained(void *opaque) {
   acc_t *a = opaque;
   kmq_fallback_stats_t s;
@@ -209,8 +243,8 @@ static void set(kmq_conf_t *c, const char *k, const char *v) {
 
 START_TEST(broker_outage_all_stored_and_replayed_in_order) {
   char state[512], topic[96], dlq[128], errstr[512];
-  snprintf(state, sizeof(state), "%s/faults-state-fallback-%s", kf_build_dir(),
-           kt_fb_name(g_backend));
+  snprintf(state, sizeof(state), "%s/faults-state-fallback-%s%s",
+           kf_build_dir(), kt_fb_name(g_backend), g_sigstop ? "-sigstop" : "");
   kf_cluster_t cl;
   kf_cluster_start(&cl, state, 1);
   kt_unique_name(topic, sizeof(topic), "kmq-accept");
@@ -252,17 +286,32 @@ START_TEST(broker_outage_all_stored_and_replayed_in_order) {
     pthread_create(&th[i], NULL, sender, &sa[i]);
   }
   ck_assert(kt_wait_until(all_delivered_some, &a, 30000));
-  kf_cluster_kill_node(&cl, 1);
-  int64_t t_kill = kt_now_ms();
-  /* Down for longer than message.timeout.ms: every user's queued messages
-   * fail, and the users go to the store. */
-  ck_assert(kt_wait_until(all_failed, &a, 30000));
-  int64_t t_failed = kt_now_ms();
-  kf_cluster_start_node(&cl, 1);
-  int64_t t_back = kt_now_ms();
-  /* The users keep sending while the compensator replays, until it caught
-   * up and they produce directly again. */
-  ck_assert(kt_wait_until(direct_again, &a, 60000));
+  int64_t t_kill, t_failed, t_back;
+  if (g_sigstop) {
+    pid_t bp = broker_pid(&cl);
+    ck_assert_int_eq(kill(bp, SIGSTOP), 0);
+    t_kill = kt_now_ms();
+    frozen_t fz = {&a, t_kill + 4000};
+    bool ok = kt_wait_until(froze_long_enough, &fz, 30000);
+    t_failed = kt_now_ms();
+    ck_assert_int_eq(kill(bp, SIGCONT), 0);
+    ck_assert(ok);
+    t_back = kt_now_ms();
+    /* The users keep sending until the compensator caught up with them. */
+    ck_assert(kt_wait_until(store_drained, &a, 60000));
+  } else {
+    kf_cluster_kill_node(&cl, 1);
+    t_kill = kt_now_ms();
+    /* Down for longer than message.timeout.ms: every user's queued messages
+     * fail, and the users go to the store. */
+    ck_assert(kt_wait_until(all_failed, &a, 30000));
+    t_failed = kt_now_ms();
+    kf_cluster_start_node(&cl, 1);
+    t_back = kt_now_ms();
+    /* The users keep sending while the compensator replays, until it caught
+     * up and they produce directly again. */
+    ck_assert(kt_wait_until(direct_again, &a, 60000));
+  }
   atomic_store(&a.stop, 1);
   for (int i = 0; i < SENDERS; i++)
     pthread_join(th[i], NULL);
@@ -313,14 +362,15 @@ START_TEST(broker_outage_all_stored_and_replayed_in_order) {
         missing++;
     }
   fprintf(stderr,
-          "accept[%s]: %d sends by %d users in %lld ms (outage: killed at "
-          "+%lld ms, all users failed +%lld ms later, back after %lld ms); "
+          "accept[%s%s]: %d sends by %d users in %lld ms (outage: began at "
+          "+%lld ms, failure condition met %lld ms later, back %lld ms "
+          "after the outage began); "
           "outcomes: delivered %d, store %d, DLQ %d, LOST %d, send errors "
           "%d; store: stored %lld, compensated %lld (%lld rounds), pending "
           "%lld; drained %lld ms after the senders stopped; topic: %d read, "
           "%d missing, %d duplicates; reorderings: %d after a user's first "
           "failure, %d among messages queued in librdkafka at the outage\n",
-          kt_fb_name(g_backend), sends, U, (long long)(t_drained - t0),
+          kt_fb_name(g_backend), g_sigstop ? ",sigstop" : "", sends, U, (long long)(t_drained - t0),
           (long long)(t_kill - t0), (long long)(t_failed - t_kill),
           (long long)(t_back - t_kill), by[KMQ_DELIVERY_DELIVERED],
           by[KMQ_DELIVERY_FALLBACK], by[KMQ_DELIVERY_DLQ],
@@ -331,7 +381,8 @@ START_TEST(broker_outage_all_stored_and_replayed_in_order) {
           chk.reorder_after_fail, chk.reorder_queue);
   ck_assert_int_eq(by[KMQ_DELIVERY_LOST], 0);
   ck_assert_int_eq(atomic_load(&a.sync_err), 0);
-  ck_assert_int_gt(by[KMQ_DELIVERY_FALLBACK], U); /* the outage was real */
+  /* The outage was real. */
+  ck_assert_int_gt(by[KMQ_DELIVERY_FALLBACK], g_sigstop ? 0 : U);
   ck_assert_int_eq(missing, 0);
   ck_assert_int_eq(chk.reorder_after_fail, 0);
   ck_assert_int_eq(fs.pending, 0);
@@ -470,7 +521,10 @@ int main(int argc, char **argv) {
                                                     : KT_FB_SQLITE;
   Suite *s = suite_create("fallback_accept");
   TCase *tc = tcase_create("accept");
-  tcase_set_timeout(tc, 120);
+  /* The private broker alone can take 15-120 s to start on a loaded 2-core
+   * machine; the scenario itself runs in ~25 s. */
+  tcase_set_timeout(tc, 300);
+  g_sigstop = argc > 2 && !strcmp(argv[2], "sigstop");
   if (argc > 2 && !strcmp(argv[2], "store-down"))
     tcase_add_test(tc, store_down_nothing_dropped_silently);
   else

@@ -34,13 +34,17 @@
  * Guarantee for messages sent after their user's first failed delivery: they
  * reach the topic (through the store) in send order, after everything of the
  * user that the store holds. NOT guaranteed: messages that were already
- * queued inside librdkafka when the outage began. Each of them ends in one
- * outcome (delivered, DLQ or stored), but those still queued when Kafka comes
- * back are delivered directly, possibly before older rows of the same user
- * that failed earlier and are replayed from the store; and a queued message
- * that fails after its user was already released is stored (and replayed)
- * after newer messages were delivered. The acceptance test
- * (tests/test_fallback_accept_broker.c) measures these reorderings.
+ * queued inside librdkafka when the outage began. Each of them still ends in
+ * exactly one outcome (delivered, DLQ, stored or LOST), and one that fails is
+ * stored with its send time, so it sorts before its user's later rows and is
+ * replayed in order if it is stored before the compensator passes them
+ * (the user is not released while such a failure is on its way through the
+ * DLQ). But one still queued when Kafka comes back is delivered directly,
+ * possibly before older rows of its user that the store replays, and one
+ * that fails only after its user was released is replayed after newer
+ * messages. The acceptance test (tests/test_fallback_accept_broker.c,
+ * README) measures these reorderings: 0 when the outage outlasts
+ * message.timeout.ms, as every queued message has failed by then.
  *
  * A fatal idempotent-producer error (rd_kafka_fatal_error(), e.g. sequence
  * desynchronisation) is detected from the error callback: the next send
