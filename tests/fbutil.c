@@ -2,6 +2,7 @@
 
 #include <check.h>
 #include <mysql.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,4 +66,45 @@ void kt_fb_conf(kmq_conf_t *conf, int backend, char *where, size_t size) {
   }
   if (where)
     snprintf(where, size, "%s", buf);
+}
+
+long long kt_fb_count(const kmq_conf_t *conf, int backend, const char *where) {
+  char sql[512];
+  long long n = -1;
+  snprintf(sql, sizeof(sql),
+           "SELECT COUNT(*) FROM kafka_fallback_messages WHERE %s", where);
+  if (backend == KT_FB_SQLITE) {
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open_v2(kmq_conf_get(conf, "kmq.fallback.path"),
+                                     &db, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt *st;
+    ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK,
+                  "%s", sqlite3_errmsg(db));
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+  }
+  char user[64], pass[64], host[64], db[64];
+  unsigned port;
+  ck_assert_int_eq(sscanf(kmq_conf_get(conf, "kmq.fallback.url"),
+                          "mysql://%63[^:]:%63[^@]@%63[^:]:%u/%63s", user,
+                          pass, host, &port, db),
+                   5);
+  MYSQL *m = mysql_init(NULL);
+  ck_assert_ptr_nonnull(m);
+  ck_assert_msg(mysql_real_connect(m, host, user, pass, db, port, NULL, 0),
+                "%s", mysql_error(m));
+  ck_assert_msg(!mysql_query(m, sql), "%s: %s", sql, mysql_error(m));
+  MYSQL_RES *res = mysql_store_result(m);
+  ck_assert_ptr_nonnull(res);
+  MYSQL_ROW row = mysql_fetch_row(res);
+  ck_assert_ptr_nonnull(row);
+  n = strtoll(row[0], NULL, 10);
+  mysql_free_result(res);
+  mysql_close(m);
+  return n;
 }

@@ -24,4 +24,9 @@ void kt_fb_conf(kmq_conf_t *conf, int backend, char *where, size_t size);
  * (NULL: the URL's own). Asserts it succeeded. */
 void kt_fb_mysql_exec(const char *db, const char *sql);
 
+/* SELECT COUNT(*) FROM kafka_fallback_messages WHERE <where> on the store
+ * conf points at, through its own connection (not the store's API: for
+ * observing a store another process uses without touching it). Asserts. */
+long long kt_fb_count(const kmq_conf_t *conf, int backend, const char *where);
+
 #endif

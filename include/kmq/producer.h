@@ -27,6 +27,9 @@
  *     report). Once the compensator has replayed all the user's rows, the
  *     user produces directly again. A failure the DLQ absorbed releases the
  *     user at once when the store has no rows of theirs.
+ *   - at least once: a message whose delivery timed out while in flight may
+ *     have been written after all; its stored copy is replayed too (a
+ *     duplicate, never a loss);
  *   - with kmq.fallback.compensator=on the producer runs a compensator
  *     (compensator.h) on its own thread; without it a sticky user is released
  *     only by this producer's compensator, so run one (or restart: users are
