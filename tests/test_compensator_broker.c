@@ -247,7 +247,7 @@ START_TEST(sigkill_mid_replay_loses_nothing) {
   char topic[96], errstr[512];
   kt_unique_name(topic, sizeof(topic), "kmq-comp");
   kmq_conf_t *c = new_conf(_i, topic);
-  ck_assert(!kmq_conf_set(c, "kmq.fallback.claim.ms", "2000", errstr,
+  ck_assert(!kmq_conf_set(c, "kmq.fallback.claim.ms", "5000", errstr,
                           sizeof(errstr)));
   kmq_fallback_t *fb = open_store(c);
   enum { U = 200, S = 8 };
