@@ -104,6 +104,30 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.metrics.interval.ms", KMQ__T_INT, "1000", 10, 60000,
      "The poll thread samples partitions, stalls and mailboxes for the "
      "metrics at most this often"},
+    /* Fallback store and compensator (include/kmq/fallback.h). */
+    {"kmq.fallback.backend", KMQ__T_STR, "none", 0, 0,
+     "Fallback store behind the DLQ: sqlite, mysql or none"},
+    {"kmq.fallback.path", KMQ__T_STR, "kmq-fallback.db", 0, 0,
+     "SQLite database file of the fallback store (WAL, synchronous=FULL)"},
+    {"kmq.fallback.url", KMQ__T_STR, NULL, 0, 0,
+     "MariaDB/MySQL fallback store: mysql://user:pass@host:port/db (the "
+     "password is never logged)"},
+    {"kmq.fallback.max.retries", KMQ__T_INT, "10", 1, 1000000,
+     "Replays of a stored message before it is marked failed (for a person)"},
+    {"kmq.fallback.backoff.ms", KMQ__T_INT, "1000", 0, 3600000,
+     "Compensator backoff after a row's first failed replay (doubles, with "
+     "jitter)"},
+    {"kmq.fallback.backoff.max.ms", KMQ__T_INT, "300000", 0, 86400000,
+     "Longest compensator backoff"},
+    {"kmq.fallback.claim.ms", KMQ__T_INT, "60000", 1000, 86400000,
+     "Lease of a claimed row: after it, a crashed compensator's rows are "
+     "claimable again"},
+    {"kmq.fallback.batch", KMQ__T_INT, "256", 1, 100000,
+     "Users replayed in parallel per compensator round (one row each)"},
+    {"kmq.fallback.interval.ms", KMQ__T_INT, "1000", 1, 3600000,
+     "Compensator pause when nothing is due"},
+    {"kmq.fallback.compensator", KMQ__T_STR, "off", 0, 0,
+     "on: the producer runs a compensator thread on its store"},
 };
 #define KMQ__NPROPS (sizeof(kmq__props) / sizeof(kmq__props[0]))
 
@@ -368,12 +392,28 @@ int64_t kmq_conf_get_int(const kmq_conf_t *conf, const char *name) {
   return out;
 }
 
+/* A URL's password (scheme://user:PASSWORD@host...) as "***" in buf: dumps
+ * end up in startup logs. Returns v itself when there is no password. */
+static const char *kmq__mask_password(const char *v, char *buf, size_t size) {
+  const char *s = v ? strstr(v, "://") : NULL;
+  const char *at = s ? strrchr(s, '@') : NULL;
+  const char *colon = s ? memchr(s + 3, ':', (size_t)(at ? at - s - 3 : 0))
+                        : NULL;
+  if (!at || !colon)
+    return v;
+  snprintf(buf, size, "%.*s:***%s", (int)(colon - v), v, at);
+  return buf;
+}
+
 void kmq_conf_dump(const kmq_conf_t *conf,
                    void (*cb)(const char *, const char *, const char *, void *),
                    void *opaque) {
+  char masked[512];
   for (size_t i = 0; i < KMQ__NPROPS; i++) {
     const char *v = kmq_conf_get(conf, kmq__props[i].name);
-    if (v && *v && kmq__conf_is_secret(kmq__props[i].name))
+    if (!strcmp(kmq__props[i].name, "kmq.fallback.url"))
+      v = kmq__mask_password(v, masked, sizeof(masked));
+    else if (v && *v && kmq__conf_is_secret(kmq__props[i].name))
       v = KMQ__REDACTED;
     cb(kmq__props[i].name, v ? v : "", kmq__props[i].desc, opaque);
   }

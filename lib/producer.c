@@ -12,6 +12,7 @@
 #include "kmq/hist.h"
 #include "lib/log.h"
 #include "lib/redact.h"
+#include "lib/producer_store.h"
 #include "lib/util.h"
 
 struct kmq_producer_s {
@@ -22,6 +23,7 @@ struct kmq_producer_s {
   rd_kafka_t *rk;
   kmq__poller_t poller;
   kmq_dlq_t *dlq;
+  kmq__pstore_t *store; /* fallback store; NULL when not configured */
   char *topic; /* kmq.topic; may be NULL */
   kmq_delivery_cb *dr_cb;
   void *dr_opaque;
@@ -54,6 +56,7 @@ typedef struct {
   kmq_producer_t *p;
   void *opaque;
   rd_kafka_resp_err_t kafka_err;
+  kmq__pstore_msg_t *copy; /* for the store if the DLQ fails; may be NULL */
 } kmq__failed_t;
 
 static void kmq__finish(kmq_producer_t *p, kmq_delivery_status_t status,
@@ -80,6 +83,18 @@ static void kmq__dlq_done(kmq_dlq_outcome_t outcome, kmq_err_t err,
                              : outcome == KMQ_DLQ_OUTCOME_FALLBACK
                                  ? KMQ_DELIVERY_FALLBACK
                                  : KMQ_DELIVERY_LOST;
+  if (f->copy) {
+    /* The third level: the original message, replayable to its topic. */
+    if (st == KMQ_DELIVERY_LOST) {
+      kmq_err_t serr = kmq__pstore_put_failed(f->p->store, f->copy);
+      if (!serr)
+        st = KMQ_DELIVERY_FALLBACK, err = KMQ_OK;
+      else
+        err = serr;
+    }
+    kmq__pstore_failed_done(f->p->store, f->copy);
+    kmq__pstore_msg_free(f->copy);
+  }
   kmq__finish(f->p, st, f->kafka_err, err, -1, -1, f->opaque);
   free(f);
 }
@@ -118,10 +133,24 @@ static void kmq__dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   kmq__failed_t *f = malloc(sizeof(*f));
   kmq_err_t err = KMQ_ERR_NOMEM;
   if (f) {
-    *f = (kmq__failed_t){p, m->_private, m->err};
+    *f = (kmq__failed_t){p, m->_private, m->err, NULL};
+    if (p->store)
+      f->copy = kmq__pstore_failed(p->store, m); /* the user turns sticky */
     err = kmq_dlq_send(p->dlq, &rec, kmq__dlq_done, f);
   }
+  if (err && f && f->copy && !kmq__pstore_put_failed(p->store, f->copy)) {
+    kmq__pstore_failed_done(p->store, f->copy);
+    kmq__pstore_msg_free(f->copy);
+    free(f);
+    kmq__finish(p, KMQ_DELIVERY_FALLBACK, m->err, KMQ_OK, -1, -1,
+                m->_private);
+    return;
+  }
   if (err) {
+    if (f && f->copy) {
+      kmq__pstore_failed_done(p->store, f->copy);
+      kmq__pstore_msg_free(f->copy);
+    }
     free(f);
     kmq__log_to(&p->log, "ERROR", "producer",
                 "message LOST: cannot queue to DLQ: %s", kmq_err2str(err));
@@ -201,8 +230,10 @@ kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
   pthread_mutex_init(&p->fatal_lock, NULL);
   if (!(p->lat = kmq_hist_new())) {
     snprintf(errstr, errstr_size, "out of memory");
-    goto fail_dlq;
+    goto fail_lat;
   }
+  if (kmq__pstore_new(conf, &p->store, errstr, errstr_size))
+    goto fail_lat;
   p->dlq = kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
   if (!p->dlq)
     goto fail_dlq;
@@ -220,6 +251,8 @@ fail_thread:
 fail_rk:
   kmq_dlq_destroy(p->dlq);
 fail_dlq:
+  kmq__pstore_destroy(p->store);
+fail_lat:
   kmq_hist_destroy(p->lat);
   pthread_mutex_destroy(&p->fatal_lock);
   pthread_rwlock_destroy(&p->lock);
@@ -276,6 +309,20 @@ kmq_err_t kmq_producer_send(kmq_producer_t *p, const kmq_produce_msg_t *msg,
   if (msg->msg_id)
     rd_kafka_header_add(hdrs, "msg_id", -1, msg->msg_id, -1);
   rd_kafka_header_add(hdrs, "user_id", -1, msg->key, (ssize_t)msg->key_len);
+
+  /* A user with messages in the store joins them there, behind the older
+   * ones (producer_store.h): reported FALLBACK at once, on this thread. */
+  kmq_err_t serr;
+  if (kmq__pstore_send(p->store, topic, msg, hdrs, &serr)) {
+    rd_kafka_headers_destroy(hdrs);
+    if (serr)
+      return KMQ_ERR_FALLBACK; /* nothing stored, no report */
+    atomic_fetch_add_explicit(&p->produced, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
+    kmq__finish(p, KMQ_DELIVERY_FALLBACK, RD_KAFKA_RESP_ERR_NO_ERROR, KMQ_OK,
+                -1, -1, msg->opaque);
+    return KMQ_OK;
+  }
 
   rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__FATAL;
   /* Two attempts: librdkafka can refuse with ERR__FATAL before our error
@@ -381,6 +428,7 @@ void kmq_producer_destroy(kmq_producer_t *p) {
                 "%lld messages without a delivery report",
                 (long long)atomic_load(&p->outstanding));
   kmq_hist_destroy(p->lat);
+  kmq__pstore_destroy(p->store); /* after the DLQ: its last LOST are stored */
   pthread_mutex_destroy(&p->fatal_lock);
   pthread_rwlock_destroy(&p->lock);
   free(p->topic);
@@ -416,4 +464,10 @@ kmq_err_t kmq_producer_last_fatal(kmq_producer_t *p, char *buf, size_t size) {
 }
 
 kmq_dlq_t *kmq_producer_dlq(kmq_producer_t *p) { return p->dlq; }
+kmq_fallback_t *kmq_producer_fallback(kmq_producer_t *p) {
+  return p->store ? kmq__pstore_fb(p->store) : NULL;
+}
+kmq_compensator_t *kmq_producer_compensator(kmq_producer_t *p) {
+  return p->store ? kmq__pstore_comp(p->store) : NULL;
+}
 rd_kafka_t *kmq_producer_rk(kmq_producer_t *p) { return p->rk; }

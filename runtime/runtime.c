@@ -49,6 +49,8 @@ struct kmq_runtime_s {
   kmq_consumer_t *consumer;
   kmq_sched_t *sched;
   kmq_dlq_t *dlq;
+  kmq_fallback_t *store; /* kmq.fallback.backend's, as the DLQ's hook when
+                          * the application gave none; may be NULL */
   kmq_msg_decoder_t *dec;
   kmq_proc_registry_t *reg;
   const kmq_proc_entry_t *raw; /* set: every record goes to it undecoded */
@@ -594,6 +596,15 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
     goto fail_dlq;
   }
   if (!rt->shadow) {
+    if (!fallback && kmq_fallback_configured(conf)) {
+      /* The third level: a record the DLQ rejects is stored (durably,
+       * before the hook returns), and only then is its offset finished. */
+      rt->store = kmq_fallback_new(conf, errstr, errstr_size);
+      if (!rt->store)
+        goto fail_dlq;
+      fallback = kmq_fallback_hook;
+      fallback_opaque = rt->store;
+    }
     rt->dlq =
         kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
     if (!rt->dlq)
@@ -631,6 +642,7 @@ fail_consumer:
 fail_obs:
   kmq_dlq_destroy(rt->dlq);
 fail_dlq:
+  kmq_fallback_destroy(rt->store);
   kmq_msg_decoder_destroy(rt->dec);
 fail_mem:
   kmq_hist_destroy(rt->lat);
@@ -695,6 +707,7 @@ void kmq_runtime_stop(kmq_runtime_t *rt) {
  * left by now, so the DLQ has no outcome to report. */
 static void kmq__free_now(kmq_runtime_t *rt) {
   kmq_dlq_destroy_within(rt->dlq, (int)rt->flush_ms);
+  kmq_fallback_destroy(rt->store); /* after the DLQ: its last hook calls */
   kmq_msg_decoder_destroy(rt->dec);
   kmq_consumer_destroy(rt->consumer);
   kmq__obs_destroy(rt->obs); /* after the consumer: its error hook */
@@ -780,6 +793,8 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
     int64_t fl = flush_deadline - kmq__mono_ms();
     kmq_dlq_destroy_within(rt->dlq, fl > 0 ? (int)fl : 0);
     rt->dlq = NULL;
+    kmq_fallback_destroy(rt->store); /* after the DLQ: its last hook calls */
+    rt->store = NULL;
     kmq_msg_decoder_destroy(rt->dec);
     rt->dec = NULL;
     if (!abandoned) {

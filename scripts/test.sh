@@ -4,7 +4,9 @@
 #   1. scripts/setup.sh: packages, Kafka jars, Java reference tools;
 #   2. builds: plain (-Werror), ASan+UBSan, TSan;
 #   3. starts a real single-node Kafka broker (scripts/kafka.sh) on free
-#      loopback ports, and stops it on exit whatever happens;
+#      loopback ports and a private MariaDB server (scripts/mariadb.sh, for
+#      the fallback store's tests: $KMQ_MARIADB_URL), and stops both on exit
+#      whatever happens;
 #   4. ctest: the whole suite on the plain build (unit, mock cluster, real
 #      broker, Java partitioner, bench smoke runs, fault scenarios including
 #      private 1- and 3-node clusters); the same on the ASan+UBSan build except
@@ -40,12 +42,18 @@ if ((!QUICK)); then
 fi
 
 export KMQ_KAFKA_STATE=$REPO/build/kafka-state
-cleanup() { bash scripts/kafka.sh stop >/dev/null 2>&1 || true; }
+export KMQ_MARIADB_STATE=$REPO/build/mariadb-state
+cleanup() {
+  bash scripts/kafka.sh stop >/dev/null 2>&1 || true
+  bash scripts/mariadb.sh stop >/dev/null 2>&1 || true
+}
 trap cleanup EXIT INT TERM
-bash scripts/kafka.sh stop >/dev/null 2>&1 || true
+cleanup
 eval "$(bash scripts/kafka.sh start)"
 export KMQ_BOOTSTRAP
 echo "test: broker at $KMQ_BOOTSTRAP"
+eval "$(bash scripts/mariadb.sh start)" # exports KMQ_MARIADB_URL, ..._SOCKET, ..._PORT
+echo "test: MariaDB on port $KMQ_MARIADB_PORT"
 
 # librdkafka's own stderr logs stay in the ctest logs; failures print them.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1

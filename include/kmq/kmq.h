@@ -15,6 +15,8 @@
 #include "kmq/sched.h"
 #include "kmq/runtime.h"
 #include "kmq/dual_write.h"
+#include "kmq/compensator.h"
+#include "kmq/fallback.h"
 #include "kmq/wecom.h"
 #include "kmq/wecom_callback.h"
 #include "kmq/wecom_api.h"

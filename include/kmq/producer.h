@@ -8,8 +8,46 @@
  *   DELIVERED  written to the topic;
  *   DLQ        delivery failed; the record is in the DLQ with the same key,
  *              headers and the reason;
- *   FALLBACK   the DLQ failed too; the fallback hook persisted it;
- *   LOST       the fallback hook is missing or failed: counted and logged.
+ *   FALLBACK   the DLQ failed too; the fallback hook or the fallback
+ *              store (below) persisted it;
+ *   LOST       the DLQ failed and neither the hook nor the store took it:
+ *              counted and logged.
+ *
+ * Fallback store (kmq.fallback.backend = sqlite | mysql; fallback.h): when
+ * one is configured the producer owns it, and
+ *   - a message whose delivery failed and that the DLQ could not take either
+ *     is written to the store as the original message (its topic, key, value
+ *     and headers; created_at = its send time), for the compensator to
+ *     replay to its topic: FALLBACK, and LOST only when the store failed too;
+ *   - order, sticky per user: from a user's first failed delivery (or, at
+ *     start, while the store holds live rows of the user), every new
+ *     kmq_producer_send() of that user is written to the store instead of
+ *     Kafka and reported FALLBACK at once, on the sending thread; if the
+ *     store fails, send returns KMQ_ERR_FALLBACK (nothing stored, no
+ *     report). Once the compensator has replayed all the user's rows, the
+ *     user produces directly again. A failure the DLQ absorbed releases the
+ *     user at once when the store has no rows of theirs.
+ *   - at least once: a message whose delivery timed out while in flight may
+ *     have been written after all; its stored copy is replayed too (a
+ *     duplicate, never a loss);
+ *   - with kmq.fallback.compensator=on the producer runs a compensator
+ *     (compensator.h) on its own thread; without it a sticky user is released
+ *     only by this producer's compensator, so run one (or restart: users are
+ *     reloaded from the store).
+ * Guarantee for messages sent after their user's first failed delivery: they
+ * reach the topic (through the store) in send order, after everything of the
+ * user that the store holds. NOT guaranteed: messages that were already
+ * queued inside librdkafka when the outage began. Each of them still ends in
+ * exactly one outcome (delivered, DLQ, stored or LOST), and one that fails is
+ * stored with its send time, so it sorts before its user's later rows and is
+ * replayed in order if it is stored before the compensator passes them
+ * (the user is not released while such a failure is on its way through the
+ * DLQ). But one still queued when Kafka comes back is delivered directly,
+ * possibly before older rows of its user that the store replays, and one
+ * that fails only after its user was released is replayed after newer
+ * messages. The acceptance test (tests/test_fallback_accept_broker.c,
+ * README) measures these reorderings: 0 when the outage outlasts
+ * message.timeout.ms, as every queued message has failed by then.
  *
  * A fatal idempotent-producer error (rd_kafka_fatal_error(), e.g. sequence
  * desynchronisation) is detected from the error callback: the next send
@@ -28,8 +66,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kmq/compensator.h"
 #include "kmq/conf.h"
 #include "kmq/dlq.h"
+#include "kmq/fallback.h"
 #include "kmq/err.h"
 
 #ifdef __cplusplus
@@ -100,8 +140,10 @@ kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
  * fallback hook's own time. No-op on NULL. */
 void kmq_producer_destroy(kmq_producer_t *p);
 
-/* Queues msg. On KMQ_OK exactly one delivery report follows; on error none.
- * Errors: KMQ_ERR_INVALID_ARG (no key or topic), KMQ_ERR_QUEUE_FULL (local
+/* Queues msg. On KMQ_OK exactly one delivery report follows (for a user on
+ * the store path it has already run, FALLBACK, when this returns); on error
+ * none. Errors: KMQ_ERR_FALLBACK (the user is on the store path and the
+ * store failed), KMQ_ERR_INVALID_ARG (no key or topic), KMQ_ERR_QUEUE_FULL (local
  * queue still full after kmq.queue.full.timeout.ms), KMQ_ERR_FATAL (the
  * instance could not be replaced after a fatal error), KMQ_ERR_KAFKA (other
  * librdkafka refusals, e.g. message too large; *kafka_err says which).
@@ -126,6 +168,12 @@ kmq_err_t kmq_producer_last_fatal(kmq_producer_t *p, char *buf, size_t size);
 
 /* The underlying DLQ (owned by the producer; valid until destroy). */
 kmq_dlq_t *kmq_producer_dlq(kmq_producer_t *p);
+
+/* The producer's fallback store and compensator (owned by the producer,
+ * valid until destroy), NULL when not configured: for stats
+ * (kmq_fallback_stats, kmq_compensator_stats). */
+kmq_fallback_t *kmq_producer_fallback(kmq_producer_t *p);
+kmq_compensator_t *kmq_producer_compensator(kmq_producer_t *p);
 
 /* The current librdkafka handle, for tests and tools (e.g. to trigger
  * rd_kafka_test_fatal_error). Valid until the next fatal reset or destroy. */

@@ -72,6 +72,7 @@
 #include "kmq/consumer.h"
 #include "kmq/dlq.h"
 #include "kmq/err.h"
+#include "kmq/fallback.h"
 #include "kmq/processor.h"
 
 #ifdef __cplusplus
@@ -182,7 +183,11 @@ int kmq_runtime_metrics_port(const kmq_runtime_t *rt);
 void kmq_runtime_set_producer(kmq_runtime_t *rt, kmq_producer_t *p);
 
 /* Creates the runtime: consumer (not yet subscribed), scheduler workers, DLQ
- * producer. fallback may be NULL (kmq_dlq_new). The registry is frozen.
+ * producer. fallback may be NULL (kmq_dlq_new); then, when conf selects a
+ * fallback store (kmq.fallback.backend, fallback.h), the runtime opens it and
+ * installs it as the hook (kmq_fallback_hook): a record the DLQ rejects is
+ * stored, and its offset finishes only once the row is durable; if the store
+ * fails too, the offset stays unfinished (redelivered). The registry is frozen.
  * Returns NULL with errstr filled on error. */
 kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
                                kmq_proc_registry_t *registry,

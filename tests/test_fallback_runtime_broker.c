@@ -1,0 +1,112 @@
+/* The runtime's side of the third level (issue 11, step 5), on the real
+ * broker and both store backends: with kmq.fallback.backend set and no hook
+ * of its own, a record whose dead letter the DLQ rejects (here: a DLQ topic
+ * name the broker refuses) is stored, verbatim, as the dead letter the DLQ
+ * would have written, and its offset finishes: the group commits to the end,
+ * nothing is counted LOST. */
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "brokerutil.h"
+#include "fbutil.h"
+#include "kmq/admin.h"
+#include "kmq/fallback.h"
+#include "kmq/runtime.h"
+#include "testutil.h"
+
+#define USERS 10
+#define PER 5
+#define BAD_DLQ "kmq-invalid/dlq" /* '/' is not allowed in a topic name */
+
+static kmq_proc_result_t fail_all(const kmq_chat_msg_t *msg,
+                                  kmq_proc_ctx_t *ctx, void *opaque) {
+  (void)msg;
+  (void)opaque;
+  kmq_proc_ctx_set_reason(ctx, "test: always fails");
+  return KMQ_PROC_FAIL;
+}
+
+typedef struct {
+  kmq_runtime_t *rt;
+  kmq_fallback_t *fb;
+} run_t;
+
+static bool all_stored(void *opaque) {
+  run_t *r = opaque;
+  ck_assert_int_ge(kmq_runtime_poll(r->rt, 100), 0);
+  kmq_fallback_stats_t s;
+  kmq_fallback_stats(r->fb, &s);
+  return s.pending == USERS * PER;
+}
+
+START_TEST(rejected_dead_letters_are_stored_and_finished) {
+  char topic[96], group[64], errstr[512];
+  kt_unique_name(topic, sizeof(topic), "kmq-fbrt");
+  kt_unique_name(group, sizeof(group), "fbrt");
+  kt_create_topics(topic, 3, NULL);
+  kt_produce_traffic(topic, USERS, PER);
+  kmq_conf_t *c = kmq_conf_new();
+  kmq_conf_set(c, "bootstrap.servers", kt_bootstrap(), errstr, sizeof(errstr));
+  kmq_conf_set(c, "kmq.topic", topic, errstr, sizeof(errstr));
+  kmq_conf_set(c, "kmq.dlq.topic", BAD_DLQ, errstr, sizeof(errstr));
+  kmq_conf_set(c, "group.id", group, errstr, sizeof(errstr));
+  kmq_conf_set(c, "kmq.commit.interval.ms", "200", errstr, sizeof(errstr));
+  kmq_conf_set(c, "kmq.sched.workers", "2", errstr, sizeof(errstr));
+  ck_assert(!kmq_conf_set(c, "producer.message.timeout.ms", "3000", errstr,
+                          sizeof(errstr)));
+  kt_fb_conf(c, _i, NULL, 0);
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_raw(reg, fail_all, NULL), KMQ_OK);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  kmq_fallback_t *fb = kmq_fallback_new(c, errstr, sizeof(errstr));
+  ck_assert_msg(fb, "%s", errstr);
+  run_t r = {rt, fb};
+  ck_assert(kt_wait_until(all_stored, &r, 60000));
+  kmq_runtime_metrics_t mx;
+  kmq_runtime_metrics(rt, &mx);
+  ck_assert_int_eq(mx.dlq_lost, 0);
+  kmq_runtime_destroy(rt);
+  /* Every offset finished: committed to the end of every partition. */
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
+
+  /* The rows are the dead letters, replayable to the DLQ topic. */
+  kmq_fallback_entry_t *e;
+  size_t n;
+  ck_assert(!kmq_fallback_claim(fb, 1000, 60000, &e, &n, errstr,
+                                sizeof(errstr)));
+  ck_assert_int_eq(n, USERS); /* one head per user */
+  for (size_t i = 0; i < n; i++) {
+    ck_assert_str_eq(e[i].topic, BAD_DLQ);
+    ck_assert_str_eq(e[i].source, "dlq");
+    ck_assert_int_eq(e[i].key_len, strlen(e[i].user_id));
+    json_t *j = json_loadb(e[i].value, e[i].value_len, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "original_topic")),
+                     topic);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "reason")),
+                     KMQ_PROC_REASON_FAILED);
+    json_decref(j);
+  }
+  kmq_fallback_entries_free(e, n);
+  fprintf(stderr, "%s: %d dead letters the DLQ rejected are stored; "
+          "offsets committed to the end\n", kt_fb_name(_i), USERS * PER);
+  kmq_fallback_destroy(fb);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("fallback_runtime");
+  TCase *tc = tcase_create("runtime");
+  tcase_set_timeout(tc, 85);
+  tcase_add_loop_test(tc, rejected_dead_letters_are_stored_and_finished, 0,
+                      KT_FB_NBACKENDS);
+  suite_add_tcase(s, tc);
+  return kt_run(s);
+}
