@@ -10,3 +10,9 @@ target_link_libraries(kmq_wecom_sim PUBLIC kmq_wecom PkgConfig::MHD
 
 add_executable(kmq-wecom-sim wecom_sim.c)
 target_link_libraries(kmq-wecom-sim PRIVATE kmq_wecom_sim)
+
+# The simulated customers' reply application (a kmq processor replying with
+# send_msg), shared by the demo and the WeCom broker tests.
+add_library(kmq_wecom_replier STATIC wecom_replier.c)
+target_include_directories(kmq_wecom_replier PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(kmq_wecom_replier PUBLIC kmq kmq_wecom_sim)
