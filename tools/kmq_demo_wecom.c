@@ -147,7 +147,8 @@ int kmq__demo_wecom(const kmq__demo_wecom_opts_t *o) {
       demo_fail(kv[i][0], errstr);
       goto done;
     }
-  if (!(rep = kmq_wecom_replier_new(reply_cl, 4, errstr, sizeof(errstr))) ||
+  if (!(rep = kmq_wecom_replier_new(reply_cl, 4, o->customers, errstr,
+                                     sizeof(errstr))) ||
       !(reg = kmq_proc_registry_new(errstr, sizeof(errstr))) ||
       kmq_proc_set_default(reg, kmq_wecom_replier_on_message, rep) ||
       !(rt = kmq_runtime_new(rtconf, reg, NULL, NULL, errstr,

@@ -11,7 +11,11 @@
  * reached: kmq retries after its backoff while the user's later messages
  * wait, so replies stay in order). A full queue is RETRY, never growth.
  * Each reply carries msgid "re-<message msgid>" so that a resend after a
- * lost answer is recognised by WeCom instead of being sent twice.
+ * lost answer is recognised by WeCom instead of being sent twice. A message
+ * the topic holds twice (the page a crashed puller delivered without its
+ * cursor) is answered once: a customer's message whose seq is not above
+ * the last one answered is skipped (OK, counted), as an idempotent
+ * application does with WeCom's msgid.
  *
  * Threads: _on_message runs on kmq's workers; _counts from any thread.
  * Ownership: the client is borrowed and must outlive the replier. Destroy
@@ -30,10 +34,11 @@ typedef struct kmq_wecom_replier_s kmq_wecom_replier_t;
 
 #define KMQ_WECOM_REPLIER_QCAP 64 /* queued replies; more: RETRY */
 
-/* threads >= 1 reply threads. NULL with errstr on failure. */
+/* threads >= 1 reply threads; customers: the simulator's customers
+ * 0..customers-1 (others fail to the DLQ). NULL with errstr on failure. */
 kmq_wecom_replier_t *kmq_wecom_replier_new(kmq_wecom_client_t *cl,
-                                           int threads, char *errstr,
-                                           size_t errstr_size);
+                                           int threads, int customers,
+                                           char *errstr, size_t errstr_size);
 /* Stops and joins the threads, frees. NULL: no-op. */
 void kmq_wecom_replier_destroy(kmq_wecom_replier_t *r);
 
@@ -43,9 +48,14 @@ kmq_proc_result_t kmq_wecom_replier_on_message(const kmq_chat_msg_t *msg,
                                                kmq_proc_ctx_t *ctx,
                                                void *opaque);
 
-/* Replies sent, send_msg calls that failed (each retried by kmq), and
- * messages of unknown shape (failed to the DLQ). */
-void kmq_wecom_replier_counts(const kmq_wecom_replier_t *r, int64_t *sent,
-                              int64_t *failed, int64_t *foreign);
+typedef struct {
+  int64_t sent;       /* replies sent */
+  int64_t failed;     /* send_msg calls that failed (each retried by kmq) */
+  int64_t duplicates; /* messages answered before, skipped */
+  int64_t foreign;    /* not a simulator customer's message: DLQ */
+} kmq_wecom_replier_counts_t;
+
+void kmq_wecom_replier_counts(const kmq_wecom_replier_t *r,
+                              kmq_wecom_replier_counts_t *out);
 
 #endif
