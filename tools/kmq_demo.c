@@ -344,6 +344,8 @@ int main(int argc, char **argv) {
                     : "RESULT: FAILED");
   for (int k = 0; k < KMQ_TRAFFIC_BAD_KINDS; k++)
     free(bad[k].value);
+  for (int i = 0; i < rs.n; i++)
+    free((char *)rs.reason[i]);
   kmq_conf_destroy(conf);
   free(app.last_seq);
   return ok ? 0 : 1;
