@@ -11,7 +11,8 @@ kmq_add_test(test_wecom_pull_broker SOURCES test_wecom_pull_broker.c
              LIBS kmq_wecomutil LABELS "broker" TIMEOUT 120)
 # End to end: simulator -> puller -> kmq runtime -> ASYNC send_msg replies.
 kmq_add_test(test_wecom_e2e_broker SOURCES test_wecom_e2e_broker.c
-             LIBS kmq_wecomutil kmq LABELS "broker" TIMEOUT 120)
+             LIBS kmq_wecomutil kmq kmq_wecom_replier LABELS "broker"
+             TIMEOUT 120)
 # The simulator's signed callbacks against the real callback endpoint: URL
 # verification, sync requests, a misconfigured simulator refused (401).
 kmq_add_test(test_wecom_sim_callback_broker
