@@ -86,7 +86,8 @@ static void gw_start(gw_t *g, const fx_t *f) {
   char line[512];
   size_t n = 0;
   int64_t until = kt_now_ms() + 30000;
-  while (!memchr(line, '\n', n) && kt_now_ms() < until && n < sizeof(line) - 1) {
+  while (!memchr(line, '\n', n) && kt_now_ms() < until &&
+         n < sizeof(line) - 1) {
     struct pollfd pf = {.fd = g->fd, .events = POLLIN};
     if (poll(&pf, 1, 200) > 0) {
       ssize_t r = read(g->fd, line + n, sizeof(line) - 1 - n);

@@ -171,7 +171,9 @@ int main(int argc, char **argv) {
     case 'b': bootstrap = optarg; break;
     case 'h': usage(stdout); return 0;
     case 'C': check_only = 1; break;
-    case 'c': wx.customers = arg_int("wecom-customers", optarg, 0, 10000); break;
+    case 'c':
+      wx.customers = arg_int("wecom-customers", optarg, 0, 10000);
+      break;
     case 'M': wx.messages = arg_int("wecom-messages", optarg, 1, 1000); break;
     case 'k': wx.kfids = arg_int("wecom-kfids", optarg, 1, 100); break;
     default: usage(stderr); return 2;

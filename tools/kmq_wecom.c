@@ -93,7 +93,8 @@ static void usage_serve(FILE *f) {
           "bootstrap.servers)\n"
           "%sExit codes: 0 stopped by a signal; 2 bad arguments; 3 could not "
           "start\n",
-          KMQ_WECOM_DEFAULT_MAX_SKEW_S, KMQ_WECOM_MAX_BODY, kmq__wecom_env_help);
+          KMQ_WECOM_DEFAULT_MAX_SKEW_S, KMQ_WECOM_MAX_BODY,
+          kmq__wecom_env_help);
 }
 
 int kmq__wecom_usage_error(const char *fmt, const char *what) {
@@ -157,7 +158,8 @@ int kmq__wecom_parse(int argc, char **argv, args_t *a, const char *allowed,
         snprintf(name, sizeof(name), "-%c", c);
       else
         snprintf(name, sizeof(name), "--%s", opts[idx].name);
-      return kmq__wecom_usage_error("%s does not apply here (see --help)", name);
+      return kmq__wecom_usage_error("%s does not apply here (see --help)",
+                                    name);
     }
     switch (c) {
     case 't': a->token = optarg; break;

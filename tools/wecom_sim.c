@@ -68,7 +68,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--corp-id") && v) {
       conf.corp_id = v;
       i++;
-    } else if (!strcmp(a, "--callback-url") && v && nurls < KMQ_WECOM_SIM_MAX_URLS) {
+    } else if (!strcmp(a, "--callback-url") && v &&
+               nurls < KMQ_WECOM_SIM_MAX_URLS) {
       conf.callback_urls[nurls++] = v;
       i++;
     } else if (dst && v) {

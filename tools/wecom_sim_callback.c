@@ -148,7 +148,8 @@ int kmq__sim_callback_setup(kmq_wecom_sim_t *s, char *errstr,
   kmq_wecom_err_t err;
   char why[256];
   /* max skew 0: this crypt only signs and encrypts. */
-  s->crypt = kmq_wecom_crypt_new(token, key, s->corp_id, 0, &err, why, sizeof(why));
+  s->crypt = kmq_wecom_crypt_new(token, key, s->corp_id, 0, &err, why,
+                                 sizeof(why));
   if (!s->crypt) {
     snprintf(errstr, errstr_size, "callback token / AES key: %s", why);
     return -1;
