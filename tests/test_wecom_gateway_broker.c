@@ -136,6 +136,22 @@ static bool topic_has(void *opaque) {
   return topic_count(w->f) >= w->want;
 }
 
+/* Every sync request committed by the gateways' group: A's partitions
+ * too, taken over by B. */
+static bool requests_committed(void *opaque) {
+  wait_t *w = opaque;
+  kmq_partition_lag_t lag[8];
+  int n = 8;
+  char errstr[256];
+  if (kmq_admin_group_lag(w->f->kafka, w->f->group, w->f->sync, lag, &n,
+                          10000, errstr, sizeof(errstr)))
+    return false;
+  for (int i = 0; i < n; i++)
+    if (lag[i].high > lag[i].low && lag[i].committed != lag[i].high)
+      return false;
+  return true;
+}
+
 static bool all_replied(void *opaque) {
   wait_t *w = opaque;
   return kmq_wecom_sim_verify_replies(w->sim, false, NULL, 0) == 0;
@@ -247,9 +263,12 @@ START_TEST(two_gateways_one_killed) {
   for (int r = ROUNDS / 2; r < ROUNDS; r++)
     ck_assert_int_eq(kmq_wecom_sim_add_messages(sim, CUSTOMERS, 1), CUSTOMERS);
   ck_assert_msg(kt_wait_until(all_replied, &w, 60000), "replies missing");
+  ck_assert_msg(kt_wait_until(requests_committed, &w, 30000),
+                "sync requests left uncommitted");
 
   st = gw_stop(&b, SIGTERM);
   ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "gateway B: %d", st);
+  ck_assert(requests_committed(&w)); /* leaving the group kept them */
   kmq_runtime_stop(rt);
   pthread_join(rth, NULL);
   kmq_runtime_metrics_t mx;
