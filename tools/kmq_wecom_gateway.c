@@ -134,11 +134,15 @@ int kmq__wecom_gateway(int argc, char **argv, args_t *a) {
   /* The endpoint's producer writes sync requests: its kmq.topic (and DLQ
    * name) is the sync topic, whatever -F / -X set for the runtime. */
   kmq_conf_t *cbconf = kmq_conf_dup(a->conf);
-  if (!cbconf ||
-      kmq_conf_set(cbconf, "kmq.topic", a->sync_topic, errstr,
+  if (!cbconf) {
+    fprintf(stderr, "kmq-wecom: gateway: out of memory\n");
+    return EXIT_START;
+  }
+  if (kmq_conf_set(cbconf, "kmq.topic", a->sync_topic, errstr,
                    sizeof(errstr))) {
     kmq_conf_destroy(cbconf);
-    return kmq__wecom_usage_error("--sync-topic: %s", a->sync_topic);
+    fprintf(stderr, "kmq-wecom: --sync-topic: %s\n", errstr);
+    return EXIT_USAGE;
   }
   kmq_wecom_callback_opts_t o = {
       .token = a->token,
