@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The README's first command: sets the machine up, builds kmq, starts a local
-# real Kafka broker, runs the demo application (simulated WeCom traffic through
-# kmq, with per-user order checked), prints its summary, stops the broker.
-# Extra arguments go to kmq-demo (e.g. --users 2000 --messages 50).
+# real Kafka broker, runs the demo application, prints its summary, stops the
+# broker. The demo (tools/kmq_demo.c) first runs the WeCom path end to end
+# (simulated WeCom with signed callbacks over loopback HTTP -> the gateway's
+# callback endpoint and puller -> Kafka -> a kmq runtime replying with
+# kf/send_msg -> every reply checked in order), then bulk traffic with bad
+# records (dead letters by reason, per-user order, committed offsets).
+# Extra arguments go to kmq-demo (e.g. --users 2000 --wecom-customers 100).
 #   bash scripts/demo.sh --help    prints kmq-demo's options (no broker started)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

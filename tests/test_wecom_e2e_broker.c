@@ -2,11 +2,10 @@
  * simulator "callback" -> sync request -> puller (kf/sync_msg) -> kmq topic
  * keyed by external_userid -> kmq runtime, per user in order -> an ASYNC
  * processor that answers each message with kf/send_msg from a reply thread
- * -> the simulator checks that every customer got every reply, in order,
+ * (tools/wecom_replier.h) -> the simulator checks that every customer got every reply, in order,
  * once. */
 #include <check.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,81 +14,8 @@
 #include "kmq/runtime.h"
 #include "kmq/wecom_api.h"
 #include "testutil.h"
+#include "wecom_replier.h"
 #include "wecomutil.h"
-
-#define QCAP 64 /* reply jobs waiting; more is RETRY (explicit backpressure) */
-
-typedef struct {
-  kmq_proc_ctx_t *ctx;
-  char user[64], kfid[64], msgid[96], text[96];
-} job_t;
-
-/* The application's reply pool: kmq workers hand a job over and return
- * ASYNC; reply threads call send_msg (blocking) and complete the message. */
-typedef struct {
-  kmq_wecom_client_t *cl;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  job_t q[QCAP];
-  int head, len, stop;
-  atomic_int sent, failed;
-  pthread_t th[2];
-} pool_t;
-
-static kmq_proc_result_t on_message(const kmq_chat_msg_t *msg,
-                                    kmq_proc_ctx_t *ctx, void *opaque) {
-  pool_t *p = opaque;
-  int u, seq;
-  if (kmq_wecom_sim_parse_msgid(msg->message_id.ptr, &u, &seq)) {
-    kmq_proc_ctx_set_reason(ctx, "not a simulator msgid");
-    return KMQ_PROC_FAIL;
-  }
-  pthread_mutex_lock(&p->mu);
-  if (p->len == QCAP) {
-    pthread_mutex_unlock(&p->mu);
-    return KMQ_PROC_RETRY;
-  }
-  job_t *j = &p->q[(p->head + p->len++) % QCAP];
-  j->ctx = ctx;
-  snprintf(j->user, sizeof(j->user), "%s", msg->external_user_id.ptr);
-  snprintf(j->kfid, sizeof(j->kfid), "%s", msg->open_kfid.ptr);
-  /* The same msgid on a resend: the reply is not sent twice. */
-  snprintf(j->msgid, sizeof(j->msgid), "re-%s", msg->message_id.ptr);
-  kmq_wecom_sim_reply_text(u, seq, j->text, sizeof(j->text));
-  pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->mu);
-  return KMQ_PROC_ASYNC;
-}
-
-static void *replier(void *opaque) {
-  pool_t *p = opaque;
-  char errstr[256];
-  for (;;) {
-    pthread_mutex_lock(&p->mu);
-    while (!p->len && !p->stop)
-      pthread_cond_wait(&p->cv, &p->mu);
-    if (!p->len) {
-      pthread_mutex_unlock(&p->mu);
-      return NULL;
-    }
-    job_t j = p->q[p->head];
-    p->head = (p->head + 1) % QCAP;
-    p->len--;
-    pthread_mutex_unlock(&p->mu);
-    kmq_wecom_api_err_t err = kmq_wecom_send_text(p->cl, j.user, j.kfid, j.text,
-                                              j.msgid, NULL, 0, NULL, errstr,
-                                              sizeof(errstr));
-    if (err) {
-      atomic_fetch_add(&p->failed, 1);
-      kmq_proc_ctx_set_reason(j.ctx, "%s", errstr);
-    } else {
-      atomic_fetch_add(&p->sent, 1);
-    }
-    /* Busy WeCom or a lost connection: kmq retries this user's message
-     * after its backoff, the user's later messages wait. */
-    kmq_proc_ctx_complete(j.ctx, err ? KMQ_PROC_RETRY : KMQ_PROC_OK);
-  }
-}
 
 static void *run_runtime(void *opaque) {
   kmq_runtime_run(opaque);
@@ -114,11 +40,9 @@ START_TEST(callbacks_to_replies_in_order) {
   kt_wx_init(&f, 2, 6);
   f.req_producer = kt_producer_new();
 
-  pool_t pool = {.cl = f.cl};
-  pthread_mutex_init(&pool.mu, NULL);
-  pthread_cond_init(&pool.cv, NULL);
-  for (int i = 0; i < 2; i++)
-    pthread_create(&pool.th[i], NULL, replier, &pool);
+  kmq_wecom_replier_t *rep =
+      kmq_wecom_replier_new(f.cl, 2, 10, errstr, sizeof(errstr));
+  ck_assert_msg(rep, "%s", errstr);
 
   kmq_conf_t *c = kmq_conf_dup(f.kafka);
   snprintf(group, sizeof(group), "%s-backend", f.group);
@@ -132,7 +56,7 @@ START_TEST(callbacks_to_replies_in_order) {
                                 sizeof(errstr)),
                   "%s", errstr);
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
-  ck_assert_int_eq(kmq_proc_set_default(reg, on_message, &pool), KMQ_OK);
+  ck_assert_int_eq(kmq_proc_set_default(reg, kmq_wecom_replier_on_message, rep), KMQ_OK);
   kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
                                       sizeof(errstr));
   ck_assert_msg(rt, "%s", errstr);
@@ -169,20 +93,16 @@ START_TEST(callbacks_to_replies_in_order) {
   ck_assert_int_eq(ps.produced, 120);
   ck_assert_int_eq(mx.processed, 120);
   ck_assert_int_eq(mx.failed, 0);
-  ck_assert_int_eq(atomic_load(&pool.sent), 120);
-  ck_assert_int_eq(atomic_load(&pool.failed), 0);
+  kmq_wecom_replier_counts_t rc;
+  kmq_wecom_replier_counts(rep, &rc);
+  ck_assert_int_eq(rc.sent, 120);
+  ck_assert_int_eq(rc.failed, 0);
+  ck_assert_int_eq(rc.duplicates, 0);
   kmq_wecom_client_stats_t cs;
   kmq_wecom_client_stats(f.cl, &cs);
   ck_assert_int_eq(cs.retries, 3);
 
-  pthread_mutex_lock(&pool.mu);
-  pool.stop = 1;
-  pthread_cond_broadcast(&pool.cv);
-  pthread_mutex_unlock(&pool.mu);
-  for (int i = 0; i < 2; i++)
-    pthread_join(pool.th[i], NULL);
-  pthread_cond_destroy(&pool.cv);
-  pthread_mutex_destroy(&pool.mu);
+  kmq_wecom_replier_destroy(rep);
   kmq_proc_registry_destroy(reg);
   kmq_conf_destroy(c);
   kt_wx_done(&f);

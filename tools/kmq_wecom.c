@@ -8,6 +8,8 @@
  *       --signature S < body.xml
  *   kmq-wecom serve --receive-id R --sync-topic T [--listen A:P] \
  *       [-X bootstrap.servers=...]
+ *   kmq-wecom gateway ... (serve and the puller in one process:
+ *       tools/kmq_wecom_gateway.c)
  *
  * Exit codes: 0 success, 1 refused by the crypto (code and name on
  * stderr), 2 bad or missing arguments, 3 serve could not start. */
@@ -24,10 +26,9 @@
 #include "kmq/conf.h"
 #include "kmq/wecom.h"
 #include "kmq/wecom_callback.h"
+#include "kmq_wecom_cli.h"
 
-enum { EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_START = 3 };
-
-static const char env_help[] =
+const char kmq__wecom_env_help[] =
     "Environment:\n"
     "  KMQ_WECOM_TOKEN    the callback Token, when --token is not given\n"
     "  KMQ_WECOM_AES_KEY  the EncodingAESKey, when --aes-key is not given\n"
@@ -37,12 +38,6 @@ static const char exit_help[] =
     "Exit codes: 0 success; 1 refused (the WeCom error code and name are "
     "printed\non stderr); 2 bad or missing arguments";
 
-typedef struct {
-  const char *token, *aes_key, *receive_id, *timestamp, *nonce, *echostr,
-      *signature, *sync_topic, *listen, *path;
-  long max_skew, now, max_body, conn_timeout;
-  kmq_conf_t *conf;
-} args_t;
 
 static void usage_verify(FILE *f) {
   fprintf(f,
@@ -63,7 +58,7 @@ static void usage_verify(FILE *f) {
           "  --now SEC          Unix time to measure the skew against "
           "(default: the clock)\n"
           "%s%s\n",
-          KMQ_WECOM_DEFAULT_MAX_SKEW_S, env_help, exit_help);
+          KMQ_WECOM_DEFAULT_MAX_SKEW_S, kmq__wecom_env_help, exit_help);
 }
 
 static void usage_decrypt(FILE *f) {
@@ -74,7 +69,7 @@ static void usage_decrypt(FILE *f) {
           "  --token T, --aes-key K, --receive-id R, --timestamp TS, "
           "--nonce N,\n  --signature S, --max-skew SEC, --now SEC: as for "
           "verify-url\n%s%s\n",
-          KMQ_WECOM_MAX_BODY, env_help, exit_help);
+          KMQ_WECOM_MAX_BODY, kmq__wecom_env_help, exit_help);
 }
 
 static void usage_serve(FILE *f) {
@@ -98,17 +93,18 @@ static void usage_serve(FILE *f) {
           "bootstrap.servers)\n"
           "%sExit codes: 0 stopped by a signal; 2 bad arguments; 3 could not "
           "start\n",
-          KMQ_WECOM_DEFAULT_MAX_SKEW_S, KMQ_WECOM_MAX_BODY, env_help);
+          KMQ_WECOM_DEFAULT_MAX_SKEW_S, KMQ_WECOM_MAX_BODY,
+          kmq__wecom_env_help);
 }
 
-static int usage_error(const char *fmt, const char *what) {
+int kmq__wecom_usage_error(const char *fmt, const char *what) {
   fprintf(stderr, "kmq-wecom: ");
   fprintf(stderr, fmt, what);
   fprintf(stderr, "\n");
   return EXIT_USAGE;
 }
 
-static bool parse_long(const char *s, long min, long max, long *out) {
+bool kmq__wecom_parse_long(const char *s, long min, long max, long *out) {
   char *end;
   long v = strtol(s, &end, 10);
   if (!*s || *end || v < min || v > max)
@@ -117,9 +113,7 @@ static bool parse_long(const char *s, long min, long max, long *out) {
   return true;
 }
 
-/* Parses argv into a (flags allowed for this subcommand in `allowed`);
- * returns 0, or an exit code after printing why. */
-static int parse(int argc, char **argv, args_t *a, const char *allowed,
+int kmq__wecom_parse(int argc, char **argv, args_t *a, const char *allowed,
                  void (*usage)(FILE *)) {
   static const struct option opts[] = {
       {"token", required_argument, NULL, 't'},
@@ -136,6 +130,11 @@ static int parse(int argc, char **argv, args_t *a, const char *allowed,
       {"path", required_argument, NULL, 'p'},
       {"max-body", required_argument, NULL, 'b'},
       {"conn-timeout", required_argument, NULL, 'c'},
+      {"base-url", required_argument, NULL, 'U'},
+      {"group", required_argument, NULL, 'G'},
+      {"out-topic", required_argument, NULL, 'O'},
+      {"config", required_argument, NULL, 'F'},
+      {"profile", required_argument, NULL, 'P'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -143,20 +142,24 @@ static int parse(int argc, char **argv, args_t *a, const char *allowed,
   int c, idx;
   opterr = 0;
   optind = 1;
-  while ((c = getopt_long(argc, argv, ":hX:", opts, &idx)) != -1) {
+  while ((c = getopt_long(argc, argv, ":hX:F:", opts, &idx)) != -1) {
     if (c == 'h') {
       usage(stdout);
       exit(0);
     }
     const char *flag = argv[optind - 1];
     if (c == ':')
-      return usage_error("%s needs a value (see --help)", flag);
+      return kmq__wecom_usage_error("%s needs a value (see --help)", flag);
     if (c == '?')
-      return usage_error("unknown flag %s (see --help)", flag);
+      return kmq__wecom_usage_error("unknown flag %s (see --help)", flag);
     if (!strchr(allowed, c)) {
       char name[32];
-      snprintf(name, sizeof(name), c == 'X' ? "-X" : "--%s", opts[idx].name);
-      return usage_error("%s does not apply here (see --help)", name);
+      if (c == 'X' || c == 'F')
+        snprintf(name, sizeof(name), "-%c", c);
+      else
+        snprintf(name, sizeof(name), "--%s", opts[idx].name);
+      return kmq__wecom_usage_error("%s does not apply here (see --help)",
+                                    name);
     }
     switch (c) {
     case 't': a->token = optarg; break;
@@ -169,30 +172,42 @@ static int parse(int argc, char **argv, args_t *a, const char *allowed,
     case 'T': a->sync_topic = optarg; break;
     case 'l': a->listen = optarg; break;
     case 'p': a->path = optarg; break;
+    case 'U': a->base_url = optarg; break;
+    case 'G': a->group = optarg; break;
+    case 'O': a->out_topic = optarg; break;
+    case 'P': a->profile = optarg; break;
+    case 'F':
+      /* Read where it stands: a later -X overrides a key of the file. */
+      if (kmq_conf_load_file(a->conf, optarg, a->profile, errstr,
+                             sizeof(errstr))) {
+        fprintf(stderr, "kmq-wecom: -F %s: %s\n", optarg, errstr);
+        return EXIT_USAGE;
+      }
+      break;
     case 'm':
-      if (!parse_long(optarg, 0, 86400 * 365, &a->max_skew))
-        return usage_error("--max-skew: \"%s\" is not 0..31536000",
+      if (!kmq__wecom_parse_long(optarg, 0, 86400 * 365, &a->max_skew))
+        return kmq__wecom_usage_error("--max-skew: \"%s\" is not 0..31536000",
                            optarg);
       break;
     case 'w':
-      if (!parse_long(optarg, 0, 1L << 40, &a->now))
-        return usage_error("--now: \"%s\" is not Unix seconds",
+      if (!kmq__wecom_parse_long(optarg, 0, 1L << 40, &a->now))
+        return kmq__wecom_usage_error("--now: \"%s\" is not Unix seconds",
                            optarg);
       break;
     case 'b':
-      if (!parse_long(optarg, 1, KMQ_WECOM_MAX_BODY, &a->max_body))
-        return usage_error("--max-body: \"%s\" is out of range",
+      if (!kmq__wecom_parse_long(optarg, 1, KMQ_WECOM_MAX_BODY, &a->max_body))
+        return kmq__wecom_usage_error("--max-body: \"%s\" is out of range",
                            optarg);
       break;
     case 'c':
-      if (!parse_long(optarg, 1, 3600, &a->conn_timeout))
-        return usage_error("--conn-timeout: \"%s\" is not 1..3600",
+      if (!kmq__wecom_parse_long(optarg, 1, 3600, &a->conn_timeout))
+        return kmq__wecom_usage_error("--conn-timeout: \"%s\" is not 1..3600",
                            optarg);
       break;
     case 'X': {
       char *eq = strchr(optarg, '=');
       if (!eq || eq == optarg)
-        return usage_error("-X %s: expected key=value", optarg);
+        return kmq__wecom_usage_error("-X %s: expected key=value", optarg);
       *eq = '\0';
       if (kmq_conf_set(a->conf, optarg, eq + 1, errstr, sizeof(errstr))) {
         fprintf(stderr, "kmq-wecom: -X %s: %s\n", optarg, errstr);
@@ -203,15 +218,15 @@ static int parse(int argc, char **argv, args_t *a, const char *allowed,
     }
   }
   if (optind < argc)
-    return usage_error("unexpected argument \"%s\"", argv[optind]);
+    return kmq__wecom_usage_error("unexpected argument \"%s\"", argv[optind]);
   if (!a->token)
     a->token = getenv("KMQ_WECOM_TOKEN");
   if (!a->aes_key)
     a->aes_key = getenv("KMQ_WECOM_AES_KEY");
   if (!a->token || !*a->token)
-    return usage_error("%s", "no token: --token or KMQ_WECOM_TOKEN");
+    return kmq__wecom_usage_error("%s", "no token: --token or KMQ_WECOM_TOKEN");
   if (!a->aes_key || !*a->aes_key)
-    return usage_error("%s",
+    return kmq__wecom_usage_error("%s",
                        "no AES key: --aes-key or KMQ_WECOM_AES_KEY");
   static const struct {
     char flag;
@@ -228,7 +243,21 @@ static int parse(int argc, char **argv, args_t *a, const char *allowed,
   for (size_t i = 0; i < sizeof(required) / sizeof(*required); i++)
     if (strchr(allowed, required[i].flag) &&
         !*(const char **)((char *)a + required[i].off))
-      return usage_error("missing %s", required[i].name);
+      return kmq__wecom_usage_error("missing %s", required[i].name);
+  return 0;
+}
+
+int kmq__wecom_listen(const char *listen, char addr[64], long *port) {
+  snprintf(addr, 64, "127.0.0.1");
+  *port = 8080;
+  if (!listen)
+    return 0;
+  const char *colon = strrchr(listen, ':');
+  if (!colon || colon == listen || colon - listen >= 64 ||
+      !kmq__wecom_parse_long(colon + 1, 0, 65535, port))
+    return kmq__wecom_usage_error("--listen \"%s\": expected A.B.C.D:PORT",
+                                  listen);
+  snprintf(addr, 64, "%.*s", (int)(colon - listen), listen);
   return 0;
 }
 
@@ -253,7 +282,7 @@ static int refused(kmq_wecom_err_t err, const char *errstr) {
 }
 
 static int cmd_verify(int argc, char **argv, args_t *a) {
-  int rc = parse(argc, argv, a, "tkrsnegmw", usage_verify);
+  int rc = kmq__wecom_parse(argc, argv, a, "tkrsnegmw", usage_verify);
   if (rc)
     return rc;
   kmq_wecom_crypt_t *c = crypt_from(a, &rc);
@@ -275,7 +304,7 @@ static int cmd_verify(int argc, char **argv, args_t *a) {
 }
 
 static int cmd_decrypt(int argc, char **argv, args_t *a) {
-  int rc = parse(argc, argv, a, "tkrsngmw", usage_decrypt);
+  int rc = kmq__wecom_parse(argc, argv, a, "tkrsngmw", usage_decrypt);
   if (rc)
     return rc;
   /* One byte more than the bound tells "too long" from "exactly full". */
@@ -309,23 +338,16 @@ static int cmd_decrypt(int argc, char **argv, args_t *a) {
 
 static int cmd_serve(int argc, char **argv, args_t *a) {
   a->max_skew = KMQ_WECOM_DEFAULT_MAX_SKEW_S;
-  int rc = parse(argc, argv, a, "tkrTlpmbcX", usage_serve);
+  int rc = kmq__wecom_parse(argc, argv, a, "tkrTlpmbcX", usage_serve);
   if (rc)
     return rc;
   if (a->max_skew == 0)
-    return usage_error("%s",
+    return kmq__wecom_usage_error("%s",
                        "--max-skew must be > 0 (it is the replay window)");
-  char addr[64] = "127.0.0.1";
-  long port = 8080;
-  if (a->listen) {
-    const char *colon = strrchr(a->listen, ':');
-    if (!colon || colon == a->listen ||
-        (size_t)(colon - a->listen) >= sizeof(addr) ||
-        !parse_long(colon + 1, 0, 65535, &port))
-      return usage_error("--listen \"%s\": expected A.B.C.D:PORT",
-                         a->listen);
-    snprintf(addr, sizeof(addr), "%.*s", (int)(colon - a->listen), a->listen);
-  }
+  char addr[64];
+  long port;
+  if ((rc = kmq__wecom_listen(a->listen, addr, &port)))
+    return rc;
   kmq_wecom_callback_opts_t o = {
       .token = a->token,
       .aes_key = a->aes_key,
@@ -374,7 +396,7 @@ static int cmd_serve(int argc, char **argv, args_t *a) {
 }
 
 static void usage_main(FILE *f) {
-  fprintf(f, "Usage: kmq-wecom verify-url|decrypt|serve [flags]\n"
+  fprintf(f, "Usage: kmq-wecom verify-url|decrypt|serve|gateway [flags]\n"
              "       kmq-wecom <command> --help\n");
 }
 
@@ -397,6 +419,8 @@ int main(int argc, char **argv) {
     rc = cmd_decrypt(argc - 1, argv + 1, &a);
   else if (!strcmp(argv[1], "serve"))
     rc = cmd_serve(argc - 1, argv + 1, &a);
+  else if (!strcmp(argv[1], "gateway"))
+    rc = kmq__wecom_gateway(argc - 1, argv + 1, &a);
   else {
     fprintf(stderr, "kmq-wecom: unknown command \"%s\"\n", argv[1]);
     usage_main(stderr);

@@ -18,11 +18,26 @@
  * access tokens expire after token_lifetime_s, or at once on
  * kmq_wecom_sim_revoke_tokens() (then 42001 or 40014 for them).
  *
- * Callback seam: when messages are added, notify_cb (if set) is called once
- * per open_kfid that got some, with a fresh sync token, on the thread that
- * added them, outside the simulator's lock: it stands where WeCom would
- * POST its signed, encrypted callback; the lead wires the real callback
- * there once the crypto branch lands.
+ * Callbacks: when messages are added, each open_kfid that got some is
+ * notified once, with a fresh sync token, on the thread that added them,
+ * outside the simulator's lock, in two ways (either, both or none):
+ *  - notify_cb (if set), in process: tests that want no HTTP;
+ *  - with callback_urls[0] set, as WeCom does it (tools/wecom_sim_callback.c):
+ *    a POST of a signed, encrypted kf_msg_or_event callback (inner XML:
+ *    ToUserName = corp_id, CreateTime, MsgType event, Event
+ *    kf_msg_or_event, Token, OpenKfId), built with kmq_wecom_encrypt_b64 and
+ *    kmq_wecom_envelope from callback_token, callback_aes_key and corp_id.
+ *    A non-200 answer or a transport error is retried, on the next URL of
+ *    the list, up to callback_attempts in all (bounded backoff: 20 ms
+ *    doubling to 320 ms); callbacks go to the URLs in turn (several
+ *    gateways behind one address). kmq_wecom_sim_new() first performs
+ *    WeCom's URL verification on every URL (GET with msg_signature,
+ *    timestamp, nonce and an encrypted echostr; the answer must be the
+ *    plaintext) and fails if one does not pass, unless
+ *    callback_skip_verify. The process must have called
+ *    kmq_wecom_global_init() (libcurl).
+ * A message's latency is measured from when it was added to the first
+ * reply acknowledging it (kmq_wecom_sim_latency()).
  *
  * Threads: every function may be called from any thread; the HTTP thread
  * takes the same lock. Errors: constructors return NULL with errstr.
@@ -35,6 +50,8 @@
 #include <stdint.h>
 
 typedef struct kmq_wecom_sim_s kmq_wecom_sim_t;
+
+#define KMQ_WECOM_SIM_MAX_URLS 4
 
 typedef void(kmq_wecom_sim_notify_cb)(const char *open_kfid,
                                       const char *sync_token, void *opaque);
@@ -50,6 +67,13 @@ typedef struct {
   bool events;               /* seq 0 of each customer is an event */
   kmq_wecom_sim_notify_cb *notify_cb;
   void *notify_opaque;
+  /* Signed callbacks (see the top); strings copied by kmq_wecom_sim_new. */
+  const char *callback_urls[KMQ_WECOM_SIM_MAX_URLS]; /* NULL-terminated */
+  const char *callback_token;   /* the callback Token */
+  const char *callback_aes_key; /* the 43-char EncodingAESKey */
+  int callback_attempts;        /* per callback; 8 */
+  int callback_timeout_ms;      /* per HTTP request; 5000 */
+  bool callback_skip_verify;    /* no URL verification at start */
 } kmq_wecom_sim_conf_t;
 
 typedef enum {
@@ -68,6 +92,11 @@ typedef struct {
   int64_t sync_with_token, sync_without_token;
   int64_t messages;      /* in all logs */
   int64_t replies;       /* recorded send_msg texts */
+  int64_t url_verified;  /* URL verifications answered with the plaintext */
+  int64_t callbacks_ok;  /* callbacks answered 200 */
+  int64_t callback_retries; /* attempts answered otherwise, tried again */
+  int64_t callbacks_failed; /* callbacks given up after callback_attempts */
+  long last_callback_status; /* HTTP status of the last attempt; 0: none */
 } kmq_wecom_sim_stats_t;
 
 void kmq_wecom_sim_conf_init(kmq_wecom_sim_conf_t *conf);
@@ -123,6 +152,11 @@ void kmq_wecom_sim_sync_token(kmq_wecom_sim_t *sim, const char *open_kfid,
                               char *buf, size_t size);
 
 void kmq_wecom_sim_stats(kmq_wecom_sim_t *sim, kmq_wecom_sim_stats_t *out);
+
+/* Latency from a message's addition to its first acknowledging reply, in
+ * ms: the q-quantile (0..1) over every acknowledged message into *ms.
+ * Returns how many messages were measured (0: *ms untouched). */
+int kmq_wecom_sim_latency(kmq_wecom_sim_t *sim, double q, double *ms);
 
 /* Number of messages each customer sent so far, or -1 for an unknown u. */
 int kmq_wecom_sim_sent(kmq_wecom_sim_t *sim, int u);

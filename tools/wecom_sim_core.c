@@ -42,6 +42,8 @@ void kmq_wecom_sim_conf_init(kmq_wecom_sim_conf_t *c) {
   c->sync_token_lifetime_s = 600;
   c->page_max = 1000;
   c->kfids = 1;
+  c->callback_attempts = 8;
+  c->callback_timeout_ms = 5000;
 }
 
 /* ---- model -------------------------------------------------------------- */
@@ -134,11 +136,23 @@ int kmq_wecom_sim_add_messages(kmq_wecom_sim_t *s, int customers, int per) {
         kf->log = nl;
         kf->cap = cap;
       }
+      kmq__sim_user_t *us = &s->users[u];
+      if (us->sent == us->sent_cap) {
+        int cap = us->sent_cap ? us->sent_cap * 2 : 16;
+        int64_t *ns = realloc(us->sent_ms, sizeof(*ns) * (size_t)cap);
+        if (!ns) {
+          ok = 0;
+          break;
+        }
+        us->sent_ms = ns;
+        us->sent_cap = cap;
+      }
       char *item = kmq__sim_item(s, u, s->users[u].sent);
       if (!item) {
         ok = 0;
         break;
       }
+      us->sent_ms[us->sent] = kmq__sim_now();
       kf->log[kf->len++].item = item;
       s->users[u].sent++;
       s->st.messages++;
@@ -150,12 +164,16 @@ int kmq_wecom_sim_add_messages(kmq_wecom_sim_t *s, int customers, int per) {
       kmq__sim_new_sync_token(s, k, tokens[k], 48);
 out:
   pthread_mutex_unlock(&s->mu);
-  /* Outside the lock: the callback may call back into the simulator. */
-  for (int k = 0; k < kfids && s->conf.notify_cb; k++)
+  /* Outside the lock: the callback may call back into the simulator, and
+   * a POST waits for the gateway, which calls sync_msg here. */
+  for (int k = 0; k < kfids; k++)
     if (touched[k]) {
       char kfid[32];
       kmq_wecom_sim_kfid(k, kfid, sizeof(kfid));
-      s->conf.notify_cb(kfid, tokens[k], s->conf.notify_opaque);
+      if (s->conf.notify_cb)
+        s->conf.notify_cb(kfid, tokens[k], s->conf.notify_opaque);
+      if (s->ncb_urls)
+        kmq__sim_callback_post(s, kfid, tokens[k]);
     }
   free(tokens);
   free(touched);
@@ -239,6 +257,40 @@ int kmq_wecom_sim_sent(kmq_wecom_sim_t *s, int u) {
   return n;
 }
 
+/* @locks_required mu */
+void kmq__sim_ack(kmq_wecom_sim_t *s, int u, int seq) {
+  kmq__sim_user_t *us = &s->users[u];
+  if (seq != us->acked || seq >= us->sent)
+    return; /* a repeat, or out of order: verify_replies reports it */
+  if (s->nlat == s->lat_cap) {
+    int cap = s->lat_cap ? s->lat_cap * 2 : 256;
+    int64_t *nl = realloc(s->lat_ms, sizeof(*nl) * (size_t)cap);
+    if (!nl)
+      return; /* a latency sample less, not an error of the model */
+    s->lat_ms = nl;
+    s->lat_cap = cap;
+  }
+  s->lat_ms[s->nlat++] = kmq__sim_now() - us->sent_ms[seq];
+  us->acked++;
+}
+
+static int kmq__sim_cmp64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+int kmq_wecom_sim_latency(kmq_wecom_sim_t *s, double q, double *ms) {
+  pthread_mutex_lock(&s->mu);
+  int n = s->nlat;
+  if (n > 0) {
+    qsort(s->lat_ms, (size_t)n, sizeof(*s->lat_ms), kmq__sim_cmp64);
+    int i = (int)(q * (n - 1) + 0.5);
+    *ms = (double)s->lat_ms[i < 0 ? 0 : i >= n ? n - 1 : i];
+  }
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}
+
 int kmq_wecom_sim_verify_replies(kmq_wecom_sim_t *s, bool allow_repeats,
                                  char *report, size_t size) {
   int bad = 0;
@@ -307,6 +359,11 @@ kmq_wecom_sim_t *kmq_wecom_sim_new(const kmq_wecom_sim_conf_t *conf,
   const union MHD_DaemonInfo *di =
       MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? di->port : conf->port;
+  /* After the server: the gateway being verified may call it back. */
+  if (kmq__sim_callback_setup(s, errstr, errstr_size)) {
+    kmq_wecom_sim_destroy(s);
+    return NULL;
+  }
   return s;
 
 fail_alloc:
@@ -326,13 +383,17 @@ void kmq_wecom_sim_destroy(kmq_wecom_sim_t *s) {
   if (!s)
     return;
   MHD_stop_daemon(s->d);
+  kmq__sim_callback_teardown(s);
   for (int k = 0; k < s->conf.kfids; k++) {
     for (int i = 0; i < s->kf[k].len; i++)
       free(s->kf[k].log[i].item);
     free(s->kf[k].log);
   }
-  for (int u = 0; u < s->nusers; u++)
+  for (int u = 0; u < s->nusers; u++) {
     free(s->users[u].replies);
+    free(s->users[u].sent_ms);
+  }
+  free(s->lat_ms);
   pthread_mutex_destroy(&s->mu);
   free(s->users);
   free(s->kf);

@@ -179,6 +179,7 @@ static json_t *kmq__sim_send(kmq_wecom_sim_t *s, json_t *body) {
   if (!h || sscanf(h, "#%d", &seq) != 1)
     seq = -1;
   us->replies[us->nreplies++] = seq;
+  kmq__sim_ack(s, u, seq);
   snprintf(us->last_msgid, sizeof(us->last_msgid), "%s", id);
   s->st.replies++;
   return json_pack("{s:i, s:s, s:s}", "errcode", 0, "errmsg", "ok", "msgid",

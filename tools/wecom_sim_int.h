@@ -37,6 +37,9 @@ typedef struct {
   int *replies;          /* acknowledged seq per reply, -1: none in it */
   int nreplies, cap;
   char last_msgid[64];   /* send_msg's msgid, for idempotent resends */
+  int64_t *sent_ms;      /* monotonic ms each seq was added */
+  int sent_cap;
+  int acked;             /* seqs 0..acked-1 have their latency recorded */
 } kmq__sim_user_t;
 
 struct kmq_wecom_sim_s {
@@ -56,6 +59,13 @@ struct kmq_wecom_sim_s {
   int latency_ms; /* before each sync_msg answer */
   int no_cursor;  /* pages left to send without next_cursor */
   kmq_wecom_sim_stats_t st;
+  int64_t *lat_ms; /* one per acknowledged message */
+  int nlat, lat_cap;
+  /* Signed callbacks (wecom_sim_callback.c); set before the server starts,
+   * read-only afterwards except cb_next (under mu). */
+  struct kmq_wecom_crypt_s *crypt;
+  char *cb_urls[KMQ_WECOM_SIM_MAX_URLS];
+  int ncb_urls, cb_next;
 };
 
 /* Monotonic ms. */
@@ -66,6 +76,20 @@ int kmq__sim_user_index(const char *user, int nusers);
 /* Issues a sync token for open_kfid k into buf. @locks_required mu */
 void kmq__sim_new_sync_token(kmq_wecom_sim_t *s, int k, char *buf,
                              size_t size);
+
+/* Records that user u's message seq was acknowledged (first time only).
+ * @locks_required mu */
+void kmq__sim_ack(kmq_wecom_sim_t *s, int u, int seq);
+
+/* Signed callbacks (wecom_sim_callback.c). _setup copies the URLs, builds
+ * the crypt and verifies every URL (unless skipped): 0, or -1 with errstr;
+ * _post sends one kf_msg_or_event callback, with its retries, outside mu;
+ * _teardown frees what _setup made (also after a failed _setup). */
+int kmq__sim_callback_setup(kmq_wecom_sim_t *s, char *errstr,
+                            size_t errstr_size);
+void kmq__sim_callback_post(kmq_wecom_sim_t *s, const char *open_kfid,
+                            const char *sync_token);
+void kmq__sim_callback_teardown(kmq_wecom_sim_t *s);
 
 /* libmicrohttpd's access handler and completion callback (cls: the sim). */
 enum MHD_Result kmq__sim_handler(void *cls, struct MHD_Connection *conn,

@@ -50,11 +50,25 @@ expect missing-value 2 '' '--echostr needs a value' -- "${V[@]}" --echostr
 expect unknown-flag 2 '' 'unknown flag --bogus' -- "${V[@]}" --bogus 1
 expect bad-key 2 '' 'ILLEGAL_AES_KEY' -- "${V[@]}" --aes-key short --echostr "$ECHO" --signature "$SIG"
 expect bad-skew 2 '' '--max-skew' -- "${V[@]}" --echostr "$ECHO" --signature "$SIG" --max-skew -1
-for cmd in verify-url decrypt serve; do
+for cmd in verify-url decrypt serve gateway; do
   if "$BIN" "$cmd" --help | grep -q KMQ_WECOM_AES_KEY; then echo "ok   help $cmd"
   else echo "FAIL help $cmd"; fails=$((fails + 1)); fi
 done
 expect no-command 2 '' 'unknown command' -- frobnicate
+
+# gateway: arguments refused before anything starts (no broker needed).
+G=(gateway --receive-id "$RID" --sync-topic s)
+if "$BIN" gateway --help | grep -q KMQ_WECOM_SECRET; then echo "ok   help gateway secret"
+else echo "FAIL help gateway secret"; fails=$((fails + 1)); fi
+expect gw-no-out 2 '' 'no --out-topic' -- "${G[@]}"
+expect gw-no-secret 2 '' 'KMQ_WECOM_SECRET' -- "${G[@]}" --out-topic o
+export KMQ_WECOM_SECRET=gw-cli-secret-value
+expect gw-bad-config 2 '' '-F /nonexistent.yaml' -- "${G[@]}" --out-topic o -F /nonexistent.yaml
+expect gw-bad-listen 2 '' '--listen' -- "${G[@]}" --out-topic o --listen nowhere
+expect gw-no-sync 2 '' 'missing --sync-topic' -- gateway --receive-id "$RID" --out-topic o
+expect gw-verify-flag 2 '' '--echostr does not apply' -- "${G[@]}" --out-topic o --echostr x
+if grep -q "$KMQ_WECOM_SECRET" "$OUT" "$ERR"; then echo "FAIL gateway printed the secret"; fails=$((fails + 1)); fi
+unset KMQ_WECOM_SECRET
 
 # decrypt reads the body on stdin.
 D=(decrypt --receive-id "$RID" --timestamp 1476416373 --nonce 47744683 --max-skew 0)
