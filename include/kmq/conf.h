@@ -15,7 +15,7 @@
  *
  * Secrets: a property whose name contains "password", "secret", "token" or
  * "aes_key" (any case; sasl.password, ssl.key.password,
- * sasl.oauthbearer.client.secret, and kmq keys such as kmq.wecom.token), and
+ * sasl.oauthbearer.client.secret, and any kmq key named that way later), and
  * ssl.key.pem and sasl.oauthbearer.config, holds a secret. Its value never
  * appears in a text kmq makes: kmq_conf_dump(), the errors of kmq_conf_set(),
  * kmq_conf_build_rdkafka() and of every kmq_*_new() that builds a client,

@@ -15,6 +15,13 @@
  * Every message ends in exactly one of those outcomes, counted in
  * kmq_dual_write_stats(); none is dropped silently.
  *
+ * One exception to "never waits": with a fallback store configured
+ * (kmq.fallback.backend), a user whose delivery failed is sticky
+ * (producer.h) and their sends are written to the store on the caller's
+ * thread, a durable database write (an fsync on SQLite, a commit on
+ * MariaDB). Leave the store off for a dual writer whose caller must never
+ * wait on a disk.
+ *
  * Ownership: the conf is copied; the fallback opaque is borrowed and must
  * outlive the writer. Threads: kmq_dual_write() and kmq_dual_write_stats()
  * from any thread; _new and _destroy from the owning thread.

@@ -31,9 +31,11 @@
  *     have been written after all; its stored copy is replayed too (a
  *     duplicate, never a loss);
  *   - with kmq.fallback.compensator=on the producer runs a compensator
- *     (compensator.h) on its own thread; without it a sticky user is released
- *     only by this producer's compensator, so run one (or restart: users are
- *     reloaded from the store).
+ *     (compensator.h) on its own thread. It is off by default, and only this
+ *     producer's own compensator releases a sticky user: with it off, every
+ *     later send of a sticky user goes to the store for good (a restart
+ *     reloads such users from the store as sticky again). Turn it on
+ *     whenever a store is configured.
  * Guarantee for messages sent after their user's first failed delivery: they
  * reach the topic (through the store) in send order, after everything of the
  * user that the store holds. NOT guaranteed: messages that were already
