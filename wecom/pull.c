@@ -9,6 +9,7 @@
 
 #include "kmq/admin.h"
 #include "kmq/message.h"
+#include "lib/log.h"
 #include "lib/util.h"
 #include "wecom/pull_int.h"
 
@@ -31,6 +32,7 @@ struct kmq_wecom_puller_s {
       empty_pages, pulled, produced, unroutable, cursor_writes, errors,
       sync_token_dropped, duplicates_suspected, cursor_loads;
   atomic_int assigned;
+  kmq__log_sink_t log; /* the kafka conf's log hook */
 };
 
 #define KMQ__ADD(p, f, n)                                                      \
@@ -124,7 +126,7 @@ static int kmq__produce_item(kmq_wecom_puller_t *p, json_t *item,
   }
   if (!env) {
     KMQ__ADD(p, unroutable, 1);
-    kmq__log("WARNING", "wecom-puller", "message %s not produced: %s",
+    kmq__log_to(&p->log, "WARN", "wecom-puller", "message %s not produced: %s",
              id ? id : "(no msgid)", why);
     return 0;
   }
@@ -294,7 +296,7 @@ static void kmq__commit(kmq_wecom_puller_t *p, const rd_kafka_message_t *rq) {
   if (!e && l->elems[0].err)
     e = l->elems[0].err;
   if (e)
-    kmq__log("WARNING", "wecom-puller", "commit %s [%d] %lld: %s",
+    kmq__log_to(&p->log, "WARN", "wecom-puller", "commit %s [%d] %lld: %s",
              rd_kafka_topic_name(rq->rkt), (int)rq->partition,
              (long long)rq->offset + 1, rd_kafka_err2str(e));
   rd_kafka_topic_partition_list_destroy(l);
@@ -308,7 +310,7 @@ static void kmq__again(kmq_wecom_puller_t *p, const rd_kafka_message_t *rq) {
       ->offset = rq->offset;
   rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 5000);
   if (e) {
-    kmq__log("WARNING", "wecom-puller", "seek back to %lld: %s",
+    kmq__log_to(&p->log, "WARN", "wecom-puller", "seek back to %lld: %s",
              (long long)rq->offset, rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
   }
@@ -327,7 +329,7 @@ static kmq_wecom_api_err_t kmq__handle(kmq_wecom_puller_t *p,
   kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   if (!kfid || !*kfid || strlen(kfid) > 128) {
     KMQ__ADD(p, bad_requests, 1);
-    kmq__log("WARNING", "wecom-puller",
+    kmq__log_to(&p->log, "WARN", "wecom-puller",
              "sync request at %s [%d] %lld has no open_kfid: skipped",
              rd_kafka_topic_name(rq->rkt), (int)rq->partition,
              (long long)rq->offset);
@@ -359,7 +361,7 @@ fail:
   else
     p->fail_partition = rq->partition, p->fail_offset = rq->offset,
     p->fails = 1;
-  kmq__log("WARNING", "wecom-puller", "sync of %s failed (%d in a row): %s",
+  kmq__log_to(&p->log, "WARN", "wecom-puller", "sync of %s failed (%d in a row): %s",
            kfid, p->fails, errstr);
   char fatal[256];
   if (rd_kafka_fatal_error(p->producer, fatal, sizeof(fatal))) {
@@ -394,7 +396,7 @@ kmq_wecom_api_err_t kmq_wecom_puller_poll(kmq_wecom_puller_t *p, int timeout_ms,
   kmq_wecom_api_err_t err = KMQ_WECOM_API_OK;
   if (m->err) {
     if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-      kmq__log("WARNING", "wecom-puller", "consumer: %s",
+      kmq__log_to(&p->log, "WARN", "wecom-puller", "consumer: %s",
                rd_kafka_message_errstr(m));
   } else {
     errstr[0] = '\0';
@@ -447,6 +449,8 @@ kmq_wecom_puller_t *kmq_wecom_puller_new(const kmq_wecom_puller_conf_t *conf,
     return NULL;
   }
   p->conf = *c;
+  if (c->kafka)
+    p->log = kmq__conf_hooks(c->kafka)->log;
   p->conf.kafka = NULL; /* read here, not kept */
   if (!p->conf.limit)
     p->conf.limit = 1000;
