@@ -19,7 +19,9 @@ target_include_directories(test_rdstats PRIVATE ${PROJECT_SOURCE_DIR})
 kmq_add_test(test_endpoint_broker SOURCES test_endpoint_broker.c
              LIBS kmq_brokerutil PkgConfig::CURL LABELS "broker" TIMEOUT 300)
 target_compile_definitions(test_endpoint_broker PRIVATE
-                           KMQ_PROMTOOL="${KMQ_PROMTOOL}")
+                           KMQ_PROMTOOL="${KMQ_PROMTOOL}"
+                           KMQ_KMQCTL="$<TARGET_FILE:kmqctl>")
+add_dependencies(test_endpoint_broker kmqctl)
 
 # The alert rules: syntax, and every alert fires on its input series.
 set(_rules ${PROJECT_SOURCE_DIR}/ops/prometheus)

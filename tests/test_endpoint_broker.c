@@ -6,6 +6,7 @@
  * topic reaches the error hook. Waits are bounded loops that drive the
  * runtime (kmq_runtime_poll) until a condition holds, never sleeps. */
 #include <check.h>
+#include <sys/wait.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -378,6 +379,24 @@ START_TEST(stalled_partition_in_stuck_and_gauges) {
       json_integer_value(json_object_get(json_array_get(top, 0), "depth")), 3);
   json_decref(root);
   free(js);
+
+  /* The operator's view of the same stall: `kmqctl stuck --endpoint` on
+   * the live endpoint (the HTTP thread serves it while this thread does
+   * not poll). Exit 1: a partition is behind. */
+  char cmd[1024], out[8192];
+  snprintf(cmd, sizeof(cmd),
+           "%s stuck --endpoint http://127.0.0.1:%d --runtime-only 2>&1",
+           KMQ_KMQCTL, port);
+  FILE *f = popen(cmd, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t got = fread(out, 1, sizeof(out) - 1, f);
+  out[got] = 0;
+  int st = pclose(f);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1,
+                "kmqctl stuck exit %d: %s", WEXITSTATUS(st), out);
+  ck_assert_msg(strstr(out, topic) && strstr(out, "u-stall") &&
+                    strstr(out, "running"),
+                "kmqctl stuck does not show the stall: %s", out);
 
   char *text = http_get(port, "/metrics");
   char series[256];

@@ -85,9 +85,9 @@ exit_fix() {
   grep -qF -- "$pat" <<<"$out" || fail "endpoint $dir: lacks \"$pat\": $out"
   echo "$out"
 }
-exit_fix "$FIX" 0 "runtime: 2 blocked partitions"
-exit_fix "$FIX" 0 "wecom-kf                         3         10         10 u1                        12.5        3 running"
-exit_fix "$FIX" 0 "u7                       42"
+exit_fix "$FIX" 1 "runtime: 2 blocked partitions"
+exit_fix "$FIX" 1 "wecom-kf                         3         10         10 u1                        12.5        3 running"
+exit_fix "$FIX" 1 "u7                       42"
 exit_fix "$FIX/.." 3 "Couldn't read a file"
 exit_fix "$FIX/../badfixture" 3 'expected {"partitions":[...]'
 

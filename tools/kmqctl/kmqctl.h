@@ -174,13 +174,14 @@ int kmqctl_dlq(kmqctl_t *ctl, int argc, char **argv);
 int kmqctl_replay(kmqctl_t *ctl, int argc, char **argv);
 
 /* The runtime's /stuck JSON (the --endpoint of `stuck`) printed as a table
- * to out. Returns 0, or -1 with why filled (not JSON, wrong shape). Exposed
- * for the fixture test. */
+ * to out. Returns the number of blocked partitions, or -1 with why filled
+ * (not JSON, wrong shape). Exposed for the fixture test. */
 int kmqctl_stuck_print_endpoint(const char *json, size_t len, FILE *out,
                                 char *why, size_t why_size);
 
 /* GET <url>/stuck (file:// URLs too: the fixture test) and print it.
- * Returns 0, or -1 with the message printed. */
+ * Returns the number of blocked partitions, or -1 with the message
+ * printed. */
 int kmqctl_stuck_endpoint(const kmqctl_t *ctl, const char *url);
 
 #endif

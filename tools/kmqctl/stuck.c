@@ -23,7 +23,8 @@ static const char stuck_help[] =
     "                  blocks each partition now (user, attempts, seconds)\n"
     "  --all           print caught-up partitions too\n"
     "  --runtime-only  only GET URL/stuck (no broker, no --group needed)\n"
-    "Exit: 0 nothing behind; 1 some partition behind (see above); 2 usage;\n"
+    "Exit: 0 nothing behind; 1 some partition behind (see above; with\n"
+    "--runtime-only: the process reports a blocked partition); 2 usage;\n"
     "3 Kafka (or the endpoint) could not be asked.\n";
 
 /* Prints "a-b, c" runs of the offsets finished beyond `committed`, from the
@@ -126,8 +127,11 @@ int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv) {
   int all = o.all, runtime_only = o.runtime_only;
   if (runtime_only && !endpoint)
     return kmqctl_fail(ctl, KMQCTL_USAGE, "--runtime-only needs --endpoint");
-  if (runtime_only)
-    return kmqctl_stuck_endpoint(ctl, endpoint) ? KMQCTL_KAFKA : KMQCTL_OK;
+  if (runtime_only) {
+    /* The process's own view: a blocked partition is "behind" (exit 1). */
+    int blocked = kmqctl_stuck_endpoint(ctl, endpoint);
+    return blocked < 0 ? KMQCTL_KAFKA : blocked ? KMQCTL_NO : KMQCTL_OK;
+  }
   rc = kmqctl_conf_build(ctl);
   if (rc)
     return rc;
@@ -195,7 +199,7 @@ int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv) {
   if (rc)
     return rc;
   printf("%d of %d partitions behind\n", behind, np);
-  if (endpoint && kmqctl_stuck_endpoint(ctl, endpoint))
+  if (endpoint && kmqctl_stuck_endpoint(ctl, endpoint) < 0)
     return KMQCTL_KAFKA;
   return behind ? KMQCTL_NO : KMQCTL_OK;
 }

@@ -72,8 +72,9 @@ int kmqctl_stuck_print_endpoint(const char *json, size_t len, FILE *out,
                 field(p, "depth", b[1], sizeof(b[1])));
     }
   }
+  int blocked = (int)json_array_size(parts);
   json_decref(root);
-  return 0;
+  return blocked;
 }
 
 typedef struct {
@@ -116,12 +117,13 @@ int kmqctl_stuck_endpoint(const kmqctl_t *ctl, const char *url) {
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   CURLcode cc = curl_easy_perform(h);
   curl_easy_cleanup(h);
-  int ret = 0;
+  int ret = -1;
   if (cc != CURLE_OK) {
-    ret = kmqctl_fail(ctl, -1, "GET %s: %s", full, curl_easy_strerror(cc));
-  } else if (kmqctl_stuck_print_endpoint(b.buf ? b.buf : "", b.len, stdout,
-                                         why, sizeof(why))) {
-    ret = kmqctl_fail(ctl, -1, "GET %s: %s", full, why);
+    kmqctl_fail(ctl, -1, "GET %s: %s", full, curl_easy_strerror(cc));
+  } else if ((ret = kmqctl_stuck_print_endpoint(b.buf ? b.buf : "", b.len,
+                                                stdout, why, sizeof(why))) <
+             0) {
+    kmqctl_fail(ctl, -1, "GET %s: %s", full, why);
   }
   free(b.buf);
   return ret;
