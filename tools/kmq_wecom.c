@@ -247,6 +247,31 @@ int kmq__wecom_parse(int argc, char **argv, args_t *a, const char *allowed,
   return 0;
 }
 
+kmq_wecom_callback_opts_t kmq__wecom_endpoint_opts(const args_t *a,
+                                                   const char *addr,
+                                                   long port) {
+  return (kmq_wecom_callback_opts_t){
+      .token = a->token,
+      .aes_key = a->aes_key,
+      .receive_id = a->receive_id,
+      .sync_topic = a->sync_topic,
+      .listen_addr = addr,
+      .port = (uint16_t)port,
+      .path = a->path,
+      .max_skew_s = (int)a->max_skew,
+      .max_body = (size_t)a->max_body,
+      .conn_timeout_s = (unsigned)a->conn_timeout,
+  };
+}
+
+void kmq__wecom_block_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
 int kmq__wecom_listen(const char *listen, char addr[64], long *port) {
   snprintf(addr, 64, "127.0.0.1");
   *port = 8080;
@@ -348,25 +373,9 @@ static int cmd_serve(int argc, char **argv, args_t *a) {
   long port;
   if ((rc = kmq__wecom_listen(a->listen, addr, &port)))
     return rc;
-  kmq_wecom_callback_opts_t o = {
-      .token = a->token,
-      .aes_key = a->aes_key,
-      .receive_id = a->receive_id,
-      .sync_topic = a->sync_topic,
-      .listen_addr = addr,
-      .port = (uint16_t)port,
-      .path = a->path,
-      .max_skew_s = (int)a->max_skew,
-      .max_body = (size_t)a->max_body,
-      .conn_timeout_s = (unsigned)a->conn_timeout,
-  };
-  /* Signals are taken by sigwait below, so every thread blocks them. */
+  kmq_wecom_callback_opts_t o = kmq__wecom_endpoint_opts(a, addr, port);
   sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  kmq__wecom_block_signals(&set);
   char errstr[512];
   kmq_wecom_callback_t *cb =
       kmq_wecom_callback_new(&o, a->conf, errstr, sizeof(errstr));

@@ -7,7 +7,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include <signal.h>
+
 #include "kmq/conf.h"
+#include "kmq/wecom_callback.h"
 
 enum { EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_START = 3 };
 
@@ -39,6 +42,15 @@ int kmq__wecom_usage_error(const char *fmt, const char *what);
 bool kmq__wecom_parse_long(const char *s, long min, long max, long *out);
 /* --listen A:P (NULL: 127.0.0.1:8080) into addr and port; 0 or EXIT_USAGE. */
 int kmq__wecom_listen(const char *listen, char addr[64], long *port);
+
+/* The callback endpoint's options from the flags (serve and gateway);
+ * strings point into a, addr must outlive the options. */
+kmq_wecom_callback_opts_t kmq__wecom_endpoint_opts(const args_t *a,
+                                                   const char *addr,
+                                                   long port);
+/* Blocks SIGINT and SIGTERM in this thread and the ones it starts (they are
+ * taken by sigwait(set)) and ignores SIGPIPE. */
+void kmq__wecom_block_signals(sigset_t *set);
 
 /* kmq-wecom gateway (argv[0] is "gateway"); returns the exit code. */
 int kmq__wecom_gateway(int argc, char **argv, args_t *a);

@@ -144,25 +144,9 @@ int kmq__wecom_gateway(int argc, char **argv, args_t *a) {
     fprintf(stderr, "kmq-wecom: --sync-topic: %s\n", errstr);
     return EXIT_USAGE;
   }
-  kmq_wecom_callback_opts_t o = {
-      .token = a->token,
-      .aes_key = a->aes_key,
-      .receive_id = a->receive_id,
-      .sync_topic = a->sync_topic,
-      .listen_addr = addr,
-      .port = (uint16_t)port,
-      .path = a->path,
-      .max_skew_s = (int)a->max_skew,
-      .max_body = (size_t)a->max_body,
-      .conn_timeout_s = (unsigned)a->conn_timeout,
-  };
-  /* Signals are taken by sigwait below, so every thread blocks them. */
+  kmq_wecom_callback_opts_t o = kmq__wecom_endpoint_opts(a, addr, port);
   sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  kmq__wecom_block_signals(&set);
   rc = EXIT_START;
   gw_pull_t g = {.pc = {.kafka = a->conf,
                         .sync_topic = a->sync_topic,
