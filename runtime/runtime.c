@@ -192,6 +192,10 @@ void kmq__runtime_each_job(kmq_runtime_t *rt, kmq__job_visit_cb *cb,
 
 kmq__obs_t *kmq__runtime_obs(const kmq_runtime_t *rt) { return rt->obs; }
 
+kmq_fallback_t *kmq__runtime_store(const kmq_runtime_t *rt) {
+  return rt->store;
+}
+
 /* Releases the job and acks its message (ok: finished, else left for
  * redelivery), then frees the actor for the user's next message. Inside
  * kmq__enter; drops the job's reference, never the last one (the entered

@@ -3,12 +3,15 @@
  * of its own, a record whose dead letter the DLQ rejects (here: a DLQ topic
  * name the broker refuses) is stored, verbatim, as the dead letter the DLQ
  * would have written, and its offset finishes: the group commits to the end,
- * nothing is counted LOST. */
+ * nothing is counted LOST. The endpoint shows the store (kmq_fallback_*,
+ * store="runtime"), and promtool accepts the exposition. */
 #include <check.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "brokerutil.h"
 #include "fbutil.h"
@@ -32,7 +35,77 @@ static kmq_proc_result_t fail_all(const kmq_chat_msg_t *msg,
 typedef struct {
   kmq_runtime_t *rt;
   kmq_fallback_t *fb;
+  char *text; /* the last scrape */
 } run_t;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *opaque) {
+  char **b = opaque;
+  size_t have = strlen(*b);
+  char *nb = realloc(*b, have + sz * n + 1);
+  ck_assert_ptr_nonnull(nb);
+  memcpy(nb + have, p, sz * n);
+  nb[have + sz * n] = '\0';
+  *b = nb;
+  return sz * n;
+}
+
+/* GET /metrics of rt's endpoint (a 200); the body (free it). */
+static char *scrape(kmq_runtime_t *rt) {
+  char url[128];
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics",
+           kmq_runtime_metrics_port(rt));
+  CURL *c = curl_easy_init();
+  ck_assert_ptr_nonnull(c);
+  char *b = calloc(1, 1);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+  CURLcode rc = curl_easy_perform(c);
+  ck_assert_msg(rc == CURLE_OK, "GET %s: %s", url, curl_easy_strerror(rc));
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  ck_assert_int_eq(status, 200);
+  curl_easy_cleanup(c);
+  return b;
+}
+
+/* The value of the sample line starting with series, -1 when absent. */
+static double sample(const char *text, const char *series) {
+  size_t n = strlen(series);
+  for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : l)
+    if (!strncmp(l, series, n) && l[n] == ' ')
+      return strtod(l + n + 1, NULL);
+  return -1;
+}
+
+/* The endpoint's store series caught up with the table (they are sampled
+ * at most every kmq.metrics.interval.ms). */
+static bool scraped_all(void *opaque) {
+  run_t *r = opaque;
+  ck_assert_int_ge(kmq_runtime_poll(r->rt, 50), 0);
+  free(r->text);
+  r->text = scrape(r->rt);
+  return sample(r->text, "kmq_fallback_stored_total{store=\"runtime\"}") ==
+             USERS * PER &&
+         sample(r->text, "kmq_fallback_pending{store=\"runtime\"}") ==
+             USERS * PER;
+}
+
+/* promtool check metrics < text: its exit status (0: valid, lint clean). */
+static int promtool_check(const char *text) {
+  char path[] = "/tmp/kmq-expo-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  FILE *f = fdopen(fd, "w");
+  fputs(text, f);
+  fclose(f);
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "%s check metrics < %s", KMQ_PROMTOOL, path);
+  int st = system(cmd);
+  unlink(path);
+  return st;
+}
 
 static bool all_stored(void *opaque) {
   run_t *r = opaque;
@@ -57,6 +130,9 @@ START_TEST(rejected_dead_letters_are_stored_and_finished) {
   kmq_conf_set(c, "kmq.sched.workers", "2", errstr, sizeof(errstr));
   ck_assert(!kmq_conf_set(c, "producer.message.timeout.ms", "3000", errstr,
                           sizeof(errstr)));
+  kmq_conf_set(c, "kmq.metrics.listen", "127.0.0.1:0", errstr,
+               sizeof(errstr));
+  kmq_conf_set(c, "kmq.metrics.interval.ms", "100", errstr, sizeof(errstr));
   kt_fb_conf(c, _i, NULL, 0);
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
   ck_assert_int_eq(kmq_proc_set_raw(reg, fail_all, NULL), KMQ_OK);
@@ -65,11 +141,23 @@ START_TEST(rejected_dead_letters_are_stored_and_finished) {
   ck_assert_msg(rt, "%s", errstr);
   kmq_fallback_t *fb = kmq_fallback_new(c, errstr, sizeof(errstr));
   ck_assert_msg(fb, "%s", errstr);
-  run_t r = {rt, fb};
+  run_t r = {rt, fb, NULL};
   ck_assert(kt_wait_until(all_stored, &r, 60000));
   kmq_runtime_metrics_t mx;
   kmq_runtime_metrics(rt, &mx);
   ck_assert_int_eq(mx.dlq_lost, 0);
+  ck_assert_msg(kt_wait_until(scraped_all, &r, 10000),
+                "kmq_fallback_* never showed %d stored and pending rows",
+                USERS * PER);
+  ck_assert(sample(r.text, "kmq_fallback_compensated_total{store=\"runtime\"}")
+            == 0);
+  ck_assert(sample(r.text, "kmq_fallback_failed_total{store=\"runtime\"}") ==
+            0);
+  ck_assert(sample(r.text, "kmq_fallback_oldest_pending_age_seconds{store="
+                           "\"runtime\"}") >= 0);
+  ck_assert(sample(r.text, "kmq_fallback_pending{store=\"producer\"}") < 0);
+  ck_assert_int_eq(promtool_check(r.text), 0);
+  free(r.text);
   kmq_runtime_destroy(rt);
   /* Every offset finished: committed to the end of every partition. */
   kt_assert_committed_at_end(kt_bootstrap(), group, topic);
