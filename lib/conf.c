@@ -95,6 +95,12 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.topic.max.message.bytes", KMQ__T_INT, "1048588", 1024, 1 << 30,
      "Topic config max.message.bytes of both topics (keep it at or above "
      "the producers' message.max.bytes: a dead letter must fit)"},
+    {"kmq.dlq.retry.backoff.ms", KMQ__T_INT, "1000", 1, 600000,
+     "When neither the DLQ nor the fallback store takes a dead letter: wait "
+     "before sending it again (doubles each attempt; its partition stays "
+     "paused meanwhile)"},
+    {"kmq.dlq.retry.backoff.max.ms", KMQ__T_INT, "60000", 1, 3600000,
+     "Longest wait between two such attempts"},
     {"kmq.dlq.retention.ms", KMQ__T_INT, "604800000", -1, INT64_MAX,
      "Topic config retention.ms of the DLQ (longer: letters wait for a "
      "replay)"},

@@ -70,6 +70,13 @@ static void kmq__runtime(kmq__sb_t *sb, kmq__obs_t *o) {
            "Dead letters neither the DLQ nor the fallback took (offset left "
            "unfinished)",
            m.dlq_lost);
+  kmq__one(sb, "kmq_dlq_retries_total", "counter",
+           "Dead letters sent again after neither the DLQ nor the fallback "
+           "took them (kmq.dlq.retry.backoff.ms)",
+           m.dlq_retries);
+  kmq__one(sb, "kmq_dlq_retrying", "gauge",
+           "Records whose dead letter waits for its retry (partition paused)",
+           m.dlq_retrying);
   kmq__one(sb, "kmq_actors_live", "gauge", "Actors (users) with state",
            m.actors_live);
   kmq__one(sb, "kmq_mailbox_depth_max", "gauge",

@@ -45,3 +45,8 @@ kmq_add_test(test_fallback_runtime_broker SOURCES test_fallback_runtime_broker.c
              LABELS "broker;mariadb" TIMEOUT 200)
 target_compile_definitions(test_fallback_runtime_broker PRIVATE
                            KMQ_PROMTOOL="${KMQ_PROMTOOL}")
+# Issue 11: the DLQ and the store both down pause the record's partition;
+# the runtime retries its dead letter and resumes once the store is back.
+kmq_add_test(test_dlq_retry_broker SOURCES test_dlq_retry_broker.c
+             LIBS kmq_brokerutil kmq_fbutil kmq_traffic LABELS "broker"
+             TIMEOUT 60)
