@@ -76,8 +76,11 @@ static const kmq__prop_t kmq__props[] = {
      "Backoff before the first retry (doubles each retry)"},
     {"kmq.proc.backoff.max.ms", KMQ__T_INT, "10000", 0, 3600000,
      "Longest backoff between two retries (the doubling stops here)"},
-    {"kmq.msg.max.bytes", KMQ__T_INT, "1048576", 64, 1 << 30,
-     "Largest accepted message value; larger ones go to the DLQ"},
+    {"kmq.msg.max.bytes", KMQ__T_INT, "983040", 64, 1 << 30,
+     "Largest accepted message value (960 KiB); larger ones go to the DLQ. "
+     "With 16384 bytes for key and headers it must fit the producers' "
+     "message.max.bytes (librdkafka's 1000000 by default), checked at "
+     "start"},
     /* Topic settings: read by `kmqctl topics bootstrap` (create and drift
      * check), set by a profile (kmq_conf_set_profile, config/kafka.yaml).
      * The defaults are the development profile's. */

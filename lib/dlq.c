@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/redact.h"
 #include "lib/util.h"
@@ -363,4 +364,24 @@ void kmq_dlq_stats(const kmq_dlq_t *dlq, kmq_dlq_stats_t *out) {
   out->written = atomic_load_explicit(&dlq->written, memory_order_relaxed);
   out->fallback = atomic_load_explicit(&dlq->fallbacks, memory_order_relaxed);
   out->lost = atomic_load_explicit(&dlq->lost, memory_order_relaxed);
+}
+
+size_t kmq__dlq_max_bytes(const kmq_dlq_t *dlq) { return dlq->max_bytes; }
+
+int kmq__limits_check(size_t msg_max, size_t producer_max, char *errstr,
+                      size_t errstr_size) {
+  if (msg_max <= producer_max && producer_max - msg_max >= KMQ_MSG_ROOM_BYTES)
+    return 0;
+  snprintf(errstr, errstr_size,
+           "kmq.msg.max.bytes=%zu does not fit the producers' "
+           "message.max.bytes=%zu: a record kmq accepts must be producible "
+           "again (compensator, replay) with its key and headers, so "
+           "kmq.msg.max.bytes + %d must not exceed message.max.bytes; lower "
+           "kmq.msg.max.bytes to at most %zu or raise "
+           "producer.message.max.bytes (and the topics' max.message.bytes, "
+           "kmq.topic.max.message.bytes)",
+           msg_max, producer_max, KMQ_MSG_ROOM_BYTES,
+           producer_max > KMQ_MSG_ROOM_BYTES ? producer_max - KMQ_MSG_ROOM_BYTES
+                                             : 0);
+  return -1;
 }

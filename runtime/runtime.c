@@ -14,6 +14,7 @@
 #include "kmq/hist.h"
 #include "kmq/message.h"
 #include "kmq/sched.h"
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/mpsc.h"
 #include "lib/util.h"
@@ -696,6 +697,10 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
         kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
     if (!rt->dlq)
       goto fail_dlq;
+    /* A shadow produces nothing: no limit to agree with. */
+    if (kmq__limits_check(rt->max_bytes, kmq__dlq_max_bytes(rt->dlq), errstr,
+                          errstr_size))
+      goto fail_obs;
   }
   rt->obs = kmq__obs_new(conf);
   if (!rt->obs) {
