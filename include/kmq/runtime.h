@@ -163,7 +163,9 @@ typedef struct {
   char user[KMQ_USER_MAX]; /* its record key (cut), NUL-terminated */
   double blocked_seconds;  /* since a sample first saw it blocking (the
                               resolution is kmq.metrics.interval.ms) */
-  int attempts;            /* processor attempts begun */
+  int attempts;            /* processor attempts begun; in state
+                              KMQ_STALL_DLQ after a dead letter neither the
+                              DLQ nor the store took: its failed attempts */
   kmq_stall_state_t state;
 } kmq_runtime_partition_t;
 
