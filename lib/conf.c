@@ -76,8 +76,11 @@ static const kmq__prop_t kmq__props[] = {
      "Backoff before the first retry (doubles each retry)"},
     {"kmq.proc.backoff.max.ms", KMQ__T_INT, "10000", 0, 3600000,
      "Longest backoff between two retries (the doubling stops here)"},
-    {"kmq.msg.max.bytes", KMQ__T_INT, "1048576", 64, 1 << 30,
-     "Largest accepted message value; larger ones go to the DLQ"},
+    {"kmq.msg.max.bytes", KMQ__T_INT, "983040", 64, 1 << 30,
+     "Largest accepted message value (960 KiB); larger ones go to the DLQ. "
+     "With 16384 bytes for key and headers it must fit the producers' "
+     "message.max.bytes (librdkafka's 1000000 by default), checked at "
+     "start"},
     /* Topic settings: read by `kmqctl topics bootstrap` (create and drift
      * check), set by a profile (kmq_conf_set_profile, config/kafka.yaml).
      * The defaults are the development profile's. */
@@ -95,6 +98,12 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.topic.max.message.bytes", KMQ__T_INT, "1048588", 1024, 1 << 30,
      "Topic config max.message.bytes of both topics (keep it at or above "
      "the producers' message.max.bytes: a dead letter must fit)"},
+    {"kmq.dlq.retry.backoff.ms", KMQ__T_INT, "1000", 1, 600000,
+     "When neither the DLQ nor the fallback store takes a dead letter: wait "
+     "before sending it again (doubles each attempt; its partition stays "
+     "paused meanwhile)"},
+    {"kmq.dlq.retry.backoff.max.ms", KMQ__T_INT, "60000", 1, 3600000,
+     "Longest wait between two such attempts"},
     {"kmq.dlq.retention.ms", KMQ__T_INT, "604800000", -1, INT64_MAX,
      "Topic config retention.ms of the DLQ (longer: letters wait for a "
      "replay)"},

@@ -157,6 +157,7 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
   if (c->closed)
     return KMQ_ERR_STATE;
   kmq__drain(c);
+  kmq__apply_stuck(c);
   kmq__retry_held(c);
   int64_t before = atomic_load_explicit(&c->st.dispatched,
                                         memory_order_relaxed);

@@ -81,8 +81,33 @@ void kmq_ack(kmq_ack_t ack, int ok) {
      * failed CAS (the poll thread set REVOKED meanwhile) reloads. */
   } while (!atomic_compare_exchange_weak_explicit(
       &s->word, &expect, want, memory_order_acq_rel, memory_order_relaxed));
+  /* Release: after the CAS above (the slot no longer PENDING), so the
+   * recount resumes the partition. */
+  if (expect & KMQ__SLOT_STUCK)
+    atomic_store_explicit(&c->stuck_dirty, 1, memory_order_release);
   /* One node per slot, and a slot is pushed once per use. */
   kmq__mpsc_push(&c->acked, ack.slot);
+}
+
+void kmq_ack_stuck(kmq_ack_t ack, int stuck) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || ack.slot >= c->nslots)
+    return;
+  kmq__slot_t *s = &c->slots[ack.slot];
+  uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+  uint64_t want;
+  do {
+    /* A CAS on (generation, PENDING), not a fetch_or: the slot may have
+     * been acked and reused meanwhile. */
+    if ((w >> 32) != ack.gen || (w & KMQ__SLOT_STATE) != KMQ__SLOT_PENDING)
+      return;
+    want = stuck ? w | KMQ__SLOT_STUCK : w & ~(uint64_t)KMQ__SLOT_STUCK;
+    if (want == w)
+      return;
+    /* Relaxed: the dirty flag's release store below publishes it. */
+  } while (!atomic_compare_exchange_weak_explicit(
+      &s->word, &w, want, memory_order_relaxed, memory_order_relaxed));
+  atomic_store_explicit(&c->stuck_dirty, 1, memory_order_release);
 }
 
 bool kmq_ack_revoked(kmq_ack_t ack) {

@@ -178,8 +178,40 @@ void kmq__retry_held(kmq_consumer_t *c) {
               (size_t)(p->held_cnt - i) * sizeof(*p->held));
       p->held_cnt -= i;
     }
-    if (!p->held_cnt)
+    if (!p->held_cnt && !p->stuck)
       kmq__set_paused(c, p, 0);
+  }
+}
+
+void kmq__apply_stuck(kmq_consumer_t *c) {
+  /* Acquire pairs with the release store of whoever set it: the flag
+   * (or the ack that cleared it) is visible in the slot words below. Only
+   * when something changed: a scan of every slot is cheap next to the DLQ
+   * round trips that cause it, but not something to do per poll. */
+  if (!atomic_exchange_explicit(&c->stuck_dirty, 0, memory_order_acquire))
+    return;
+  for (kmq__part_t *p = c->parts; p; p = p->next)
+    p->stuck = 0;
+  for (uint32_t i = 0; i < c->nslots; i++) {
+    uint64_t w = atomic_load_explicit(&c->slots[i].word, memory_order_relaxed);
+    if (c->slots[i].part && (w & KMQ__SLOT_STUCK) &&
+        (w & KMQ__SLOT_STATE) == KMQ__SLOT_PENDING)
+      c->slots[i].part->stuck++;
+  }
+  for (kmq__part_t *p = c->parts; p; p = p->next) {
+    if (p->revoking)
+      continue; /* kmq__part_drop resumes it */
+    if (p->stuck && !p->paused) {
+      kmq__set_paused(c, p, 1);
+      kmq__log_to(&c->log, "WARN", "consumer",
+                  "%s [%d] paused: a message of it cannot finish for now",
+                  p->topic, p->partition);
+    } else if (!p->stuck && p->paused && !p->held_cnt) {
+      kmq__set_paused(c, p, 0);
+      kmq__log_to(&c->log, "INFO", "consumer",
+                  "%s [%d] resumed: its stuck message finished", p->topic,
+                  p->partition);
+    }
   }
 }
 

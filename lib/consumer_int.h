@@ -40,6 +40,9 @@ enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
 /* The message waits in a queue and has not started (kmq_ack_defer until
  * kmq_ack_begin): a revoke does not wait for it. */
 #define KMQ__SLOT_QUEUED 8u
+/* The message cannot finish for now (kmq_ack_stuck): its partition stays
+ * paused while a PENDING slot of it carries this flag. */
+#define KMQ__SLOT_STUCK 16u
 
 /* An ack slot: one message awaiting its ack. `word` packs the generation
  * (high 32 bits) with the state and the REVOKED flag so that kmq_ack() from
@@ -80,6 +83,9 @@ struct kmq_consumer_s {
   uint32_t free_top;
   kmq__mpsc_t acked; /* ackers -> poll thread: slot indices */
   uint32_t *acked_next;
+  /* Set (release) by kmq_ack_stuck and by an ack of a stuck slot; the poll
+   * thread exchanges it (acquire) and recounts the stuck slots. */
+  atomic_int stuck_dirty;
 
   /* The handler of the current poll call, to re-offer held messages. */
   kmq_handler_cb *h;
@@ -112,6 +118,9 @@ void kmq__retry_held(kmq_consumer_t *c);
 /* Routes one consumed message: drop a re-fetch, hold, or offer. */
 void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m);
 void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p, int resume);
+/* After kmq_ack_stuck or the ack of a stuck slot: pauses the partitions with
+ * a stuck message, resumes those that have none left (nor held ones). */
+void kmq__apply_stuck(kmq_consumer_t *c);
 
 /* ---- consumer_ack.c ---- */
 /* p's gate finished offset: advance and tell the committer. */

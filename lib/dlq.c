@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/redact.h"
 #include "lib/util.h"
@@ -46,6 +47,10 @@ typedef struct kmq__dlq_ctx_s {
   kmq_dlq_t *dlq;
   kmq_dlq_done_cb *done;
   void *opaque;
+  /* The whole record is already in the fallback store and this is its
+   * referencing truncated letter: if the DLQ refuses the letter, the
+   * outcome is FALLBACK (kept), not a second hook call. */
+  int stored;
   struct kmq__dlq_ctx_s *prev, *next; /* in dlq->inflight while queued */
 } kmq__dlq_ctx_t;
 
@@ -115,10 +120,17 @@ static void kmq__dlq_fallback(kmq_dlq_t *dlq, kmq__dlq_ctx_t *ctx,
 /* rec's full envelope does not fit the DLQ: offers it, whole key and
  * headers included, to the fallback hook, which may keep what the DLQ
  * cannot. Returns the hook's result (KMQ_ERR_NO_FALLBACK without one).
- * @locality the sending thread */
+ * The offered record carries a "msg_id" header, the id kmq's store keys
+ * its row by (kmq_fallback_hook): the original's own, else
+ * "kmq-dlq:<topic>:<partition>:<offset>" (the same on every retry of the
+ * record); it goes into ref (may be empty: no original coordinates) for
+ * the truncated letter's fallback_message_id. @locality the sending
+ * thread */
 static kmq_err_t kmq__dlq_offer_full(kmq_dlq_t *dlq,
                                      const kmq_dlq_record_t *rec,
-                                     int64_t now_ms) {
+                                     int64_t now_ms, char *ref,
+                                     size_t ref_size) {
+  ref[0] = '\0';
   if (!dlq->fallback)
     return KMQ_ERR_NO_FALLBACK;
   char errstr[256];
@@ -127,6 +139,17 @@ static kmq_err_t kmq__dlq_offer_full(kmq_dlq_t *dlq,
                                        sizeof(errstr));
   if (err)
     return err;
+  const void *v;
+  size_t n;
+  if (full.headers &&
+      !rd_kafka_header_get_last(full.headers, "msg_id", &v, &n) && v) {
+    snprintf(ref, ref_size, "%.*s", (int)n, (const char *)v);
+  } else if (full.headers && rec->original_offset >= 0) {
+    snprintf(ref, ref_size, "kmq-dlq:%s:%d:%lld",
+             rec->original_topic ? rec->original_topic : "",
+             (int)rec->original_partition, (long long)rec->original_offset);
+    rd_kafka_header_add(full.headers, "msg_id", -1, ref, -1);
+  }
   kmq_fallback_record_t fr = {dlq->topic,     full.key,
                               full.key_len,   full.value,
                               full.value_len, full.headers,
@@ -146,6 +169,10 @@ static void kmq__dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m,
     kmq__dlq_unlink(dlq, ctx);
   if (!m->err) {
     kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_DLQ, KMQ_OK);
+    return;
+  }
+  if (ctx && ctx->stored) { /* the whole record is in the store */
+    kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_FALLBACK, KMQ_OK);
     return;
   }
   rd_kafka_headers_t *hdrs = NULL;
@@ -246,7 +273,7 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
     kmq_dlq_letter_clear(&l);
     return KMQ_ERR_NOMEM;
   }
-  *ctx = (kmq__dlq_ctx_t){dlq, done, opaque, NULL, NULL};
+  *ctx = (kmq__dlq_ctx_t){dlq, done, opaque, 0, NULL, NULL};
   atomic_fetch_add_explicit(&dlq->sent, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&dlq->outstanding, 1, memory_order_relaxed);
 
@@ -254,11 +281,20 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
     /* The full envelope does not fit the DLQ: a fallback store can keep the
      * whole record; without one (or if it fails) the truncated letter goes
      * to the DLQ, so that the record's offset still finishes. */
-    kmq_err_t ferr = kmq__dlq_offer_full(dlq, rec, now);
-    if (ferr == KMQ_OK) {
+    char ref[192];
+    kmq_err_t ferr = kmq__dlq_offer_full(dlq, rec, now, ref, sizeof(ref));
+    if (ferr == KMQ_OK && (lerr || !l.headers || !ref[0])) {
       kmq_dlq_letter_clear(&l);
       kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_FALLBACK, KMQ_OK);
       return KMQ_OK;
+    }
+    if (ferr == KMQ_OK) {
+      /* Stored whole; the DLQ still gets the truncated letter, pointing at
+       * the row, so that an operator reading the DLQ finds the record. */
+      /* At most ~220 bytes with its framing: within what
+       * KMQ_DLQ_RECORD_OVERHEAD keeps spare beyond librdkafka's framing. */
+      rd_kafka_header_add(l.headers, "fallback_message_id", -1, ref, -1);
+      ctx->stored = 1;
     }
     if (lerr) {
       kmq__log_to(&dlq->log, "ERROR", "dlq",
@@ -271,7 +307,7 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
                       ferr == KMQ_ERR_NO_FALLBACK ? lerr : ferr);
       return KMQ_OK;
     }
-    if (ferr != KMQ_ERR_NO_FALLBACK)
+    if (ferr != KMQ_OK && ferr != KMQ_ERR_NO_FALLBACK)
       kmq__log_to(&dlq->log, "WARN", "dlq",
                   "fallback failed (%s): the DLQ gets a truncated dead letter "
                   "of %zu bytes",
@@ -296,6 +332,11 @@ kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
     return KMQ_OK; /* librdkafka owns value and headers now */
   kmq__dlq_unlink(dlq, ctx);
 
+  if (ctx->stored) { /* not queued, but the whole record is stored */
+    kmq_dlq_letter_clear(&l);
+    kmq__dlq_finish(dlq, ctx, KMQ_DLQ_OUTCOME_FALLBACK, KMQ_OK);
+    return KMQ_OK;
+  }
   /* Not even queued: the fallback hook gets it now, on this thread. */
   kmq_fallback_record_t fr = {dlq->topic, l.key,     l.key_len, l.value,
                               l.value_len, l.headers, err};
@@ -363,4 +404,24 @@ void kmq_dlq_stats(const kmq_dlq_t *dlq, kmq_dlq_stats_t *out) {
   out->written = atomic_load_explicit(&dlq->written, memory_order_relaxed);
   out->fallback = atomic_load_explicit(&dlq->fallbacks, memory_order_relaxed);
   out->lost = atomic_load_explicit(&dlq->lost, memory_order_relaxed);
+}
+
+size_t kmq__dlq_max_bytes(const kmq_dlq_t *dlq) { return dlq->max_bytes; }
+
+int kmq__limits_check(size_t msg_max, size_t producer_max, char *errstr,
+                      size_t errstr_size) {
+  if (msg_max <= producer_max && producer_max - msg_max >= KMQ_MSG_ROOM_BYTES)
+    return 0;
+  snprintf(errstr, errstr_size,
+           "kmq.msg.max.bytes=%zu does not fit the producers' "
+           "message.max.bytes=%zu: a record kmq accepts must be producible "
+           "again (compensator, replay) with its key and headers, so "
+           "kmq.msg.max.bytes + %d must not exceed message.max.bytes; lower "
+           "kmq.msg.max.bytes to at most %zu or raise "
+           "producer.message.max.bytes (and the topics' max.message.bytes, "
+           "kmq.topic.max.message.bytes)",
+           msg_max, producer_max, KMQ_MSG_ROOM_BYTES,
+           producer_max > KMQ_MSG_ROOM_BYTES ? producer_max - KMQ_MSG_ROOM_BYTES
+                                             : 0);
+  return -1;
 }

@@ -288,6 +288,120 @@ void kmq_fallback_stats(kmq_fallback_t *fb, kmq_fallback_stats_t *out) {
   out->oldest_pending_age_seconds = age > 0 ? age : 0;
 }
 
+/* kmq_fallback_counts: one row per status. */
+static void kmq__counts_row(const char *const *v, const size_t *len, int n,
+                            void *opaque) {
+  (void)len;
+  kmq_fallback_counts_t *out = opaque;
+  if (n < 3 || !v[0])
+    return;
+  for (int s = KMQ_FALLBACK_PENDING; s <= KMQ_FALLBACK_FAILED; s++)
+    if (!strcmp(v[0], kmq__fb_status_name((kmq_fallback_status_t)s))) {
+      out->count[s] = v[1] ? strtoll(v[1], NULL, 10) : 0;
+      int64_t oldest = v[2] ? strtoll(v[2], NULL, 10) : 0;
+      if (s <= KMQ_FALLBACK_RETRYING && oldest &&
+          (!out->oldest_live_created_at ||
+           oldest < out->oldest_live_created_at))
+        out->oldest_live_created_at = oldest;
+    }
+}
+
+kmq_err_t kmq_fallback_counts(kmq_fallback_t *fb, const char *user_id,
+                              kmq_fallback_counts_t *out, char *errstr,
+                              size_t errstr_size) {
+  memset(out, 0, sizeof(*out));
+  pthread_mutex_lock(&fb->lock);
+  kmq_err_t err = fb->ops->select(
+      fb->db,
+      "SELECT status, COUNT(*), MIN(created_at) FROM kafka_fallback_messages "
+      "WHERE %s GROUP BY status",
+      user_id, kmq__counts_row, out, errstr, errstr_size);
+  pthread_mutex_unlock(&fb->lock);
+  return err;
+}
+
+typedef struct {
+  void (*cb)(const kmq_fallback_view_t *, void *);
+  void *opaque;
+} kmq__list_t;
+
+static char *kmq__cstr(const char *v, size_t n) {
+  return v ? kmq__fb_memdup(v, n) : NULL;
+}
+
+static void kmq__list_row(const char *const *v, const size_t *len, int n,
+                          void *opaque) {
+  kmq__list_t *l = opaque;
+  if (n < 16)
+    return;
+#define KMQ__I(i) (v[i] ? strtoll(v[i], NULL, 10) : 0)
+  /* Text columns may come as blobs (MariaDB VARBINARY): NUL-terminated
+   * copies. */
+  char *mid = kmq__cstr(v[1], len[1]), *uid = kmq__cstr(v[2], len[2]),
+       *topic = kmq__cstr(v[3], len[3]), *src = kmq__cstr(v[4], len[4]),
+       *st = kmq__cstr(v[5], len[5]), *er = kmq__cstr(v[6], len[6]);
+  kmq_fallback_view_t r = {
+      .id = KMQ__I(0),
+      .message_id = mid ? mid : "",
+      .user_id = uid ? uid : "",
+      .topic = topic ? topic : "",
+      .source = src ? src : "",
+      .status = st ? st : "",
+      .error = er,
+      .key = v[7],
+      .key_len = len[7],
+      .value = v[8],
+      .value_len = len[8],
+      .partition = (int32_t)KMQ__I(9),
+      .offset = KMQ__I(10),
+      .retry_count = (int)KMQ__I(11),
+      .max_retries = (int)KMQ__I(12),
+      .created_at = KMQ__I(13),
+      .updated_at = KMQ__I(14),
+      .next_retry_at = KMQ__I(15),
+  };
+#undef KMQ__I
+  l->cb(&r, l->opaque);
+  free(mid);
+  free(uid);
+  free(topic);
+  free(src);
+  free(st);
+  free(er);
+}
+
+kmq_err_t kmq_fallback_list(kmq_fallback_t *fb, int status,
+                            const char *user_id, size_t max,
+                            void (*cb)(const kmq_fallback_view_t *row,
+                                       void *opaque),
+                            void *opaque, char *errstr, size_t errstr_size) {
+  if (status < -1 || status > KMQ_FALLBACK_FAILED) {
+    snprintf(errstr, errstr_size, "no such status %d", status);
+    return KMQ_ERR_INVALID_ARG;
+  }
+  /* The status is one of four fixed names, the limit a number: only the
+   * user needs quoting, which the backend does (%s -> its condition). */
+  char fmt[768];
+  snprintf(fmt, sizeof(fmt),
+           "SELECT id, message_id, user_id, topic, source, status, "
+           "error_message, msg_key, content, orig_partition, orig_offset, "
+           "retry_count, max_retries, created_at, updated_at, next_retry_at "
+           "FROM kafka_fallback_messages WHERE %%s%s%s%s ORDER BY "
+           "created_at, id LIMIT %llu",
+           status >= 0 ? " AND status = '" : "",
+           status >= 0 ? kmq__fb_status_name((kmq_fallback_status_t)status)
+                       : "",
+           status >= 0 ? "'" : "",
+           (unsigned long long)(max > (size_t)INT64_MAX ? INT64_MAX : max));
+  kmq__list_t l = {cb, opaque};
+  pthread_mutex_lock(&fb->lock);
+  kmq_err_t err =
+      fb->ops->select(fb->db, fmt, user_id, kmq__list_row, &l, errstr,
+                      errstr_size);
+  pthread_mutex_unlock(&fb->lock);
+  return err;
+}
+
 /* Value of header name as a NUL-terminated copy in buf, or NULL. */
 static const char *kmq__hdr(const rd_kafka_headers_t *h, const char *name,
                             char *buf, size_t size) {

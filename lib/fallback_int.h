@@ -42,6 +42,14 @@ typedef struct {
    * none). */
   kmq_err_t (*pending_stats)(void *db, int64_t *pending, int64_t *oldest,
                              char *errstr, size_t errstr_size);
+  /* Read-only query for tools (kmq_fallback_counts / _list): fmt holds one
+   * %s, replaced by "user_id = <user as a literal>" or, when user is NULL,
+   * by "1 = 1"; cb gets each row's columns as bytes (NULL for SQL NULL;
+   * integers as decimal text). */
+  kmq_err_t (*select)(void *db, const char *fmt, const char *user,
+                      void (*cb)(const char *const *v, const size_t *len,
+                                 int n, void *opaque),
+                      void *opaque, char *errstr, size_t errstr_size);
   void (*close)(void *db);
 } kmq__fb_ops_t;
 

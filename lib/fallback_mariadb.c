@@ -516,8 +516,50 @@ static kmq_err_t kmq__my_pending_stats(void *vd, int64_t *pending,
                       pending, oldest, errstr, errstr_size);
 }
 
+static kmq_err_t kmq__my_select(void *vd, const char *fmt, const char *user,
+                                void (*cb)(const char *const *, const size_t *,
+                                           int, void *),
+                                void *opaque, char *errstr,
+                                size_t errstr_size) {
+  kmq__my_t *d = vd;
+  char *u = user ? kmq__my_hex(user, strlen(user)) : NULL;
+  char *cond = NULL, *sql = NULL;
+  if ((user && !u) ||
+      asprintf(&cond, "%s%s", u ? "user_id = " : "1 = 1", u ? u : "") < 0) {
+    free(u);
+    return KMQ__MY_NOMEM(errstr, errstr_size);
+  }
+  free(u);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+  int r = asprintf(&sql, fmt, cond); /* fmt: fallback.c's, one %s */
+#pragma GCC diagnostic pop
+  free(cond);
+  if (r < 0)
+    return KMQ__MY_NOMEM(errstr, errstr_size);
+  kmq_err_t err = kmq__my_query(d, sql, errstr, errstr_size);
+  free(sql);
+  if (err)
+    return err;
+  MYSQL_RES *res = mysql_store_result(d->m);
+  if (!res)
+    return kmq__my_err(d, "result", errstr, errstr_size);
+  int n = (int)mysql_num_fields(res);
+  size_t len[32];
+  n = n < 32 ? n : 32;
+  MYSQL_ROW row;
+  while ((row = mysql_fetch_row(res))) {
+    unsigned long *l = mysql_fetch_lengths(res);
+    for (int i = 0; i < n; i++)
+      len[i] = l[i];
+    cb((const char *const *)row, len, n, opaque);
+  }
+  mysql_free_result(res);
+  return KMQ_OK;
+}
+
 const kmq__fb_ops_t kmq__fb_mariadb_ops = {
     kmq__my_put,           kmq__my_claim,         kmq__my_done,
     kmq__my_retry,         kmq__my_user_pending,  kmq__my_pending_users,
-    kmq__my_pending_stats, kmq__my_close,
+    kmq__my_pending_stats, kmq__my_select,        kmq__my_close,
 };

@@ -368,8 +368,53 @@ static kmq_err_t kmq__sq_pending_stats(void *vdb, int64_t *pending,
                           : kmq__sq_err(db, "stats", errstr, errstr_size);
 }
 
+#define KMQ__SQ_MAXCOLS 32
+
+static kmq_err_t kmq__sq_select(void *vdb, const char *fmt, const char *user,
+                                void (*cb)(const char *const *, const size_t *,
+                                           int, void *),
+                                void *opaque, char *errstr,
+                                size_t errstr_size) {
+  sqlite3 *db = vdb;
+  /* %Q: quoted with '' doubled, SQLite's own literal. */
+  char *cond = user ? sqlite3_mprintf("user_id = %Q", user)
+                    : sqlite3_mprintf("1 = 1");
+  char *sql = cond ? sqlite3_mprintf(fmt, cond) : NULL;
+  sqlite3_free(cond);
+  if (!sql) {
+    snprintf(errstr, errstr_size, "out of memory");
+    return KMQ_ERR_NOMEM;
+  }
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  sqlite3_free(sql);
+  if (rc != SQLITE_OK)
+    return kmq__sq_err(db, "prepare select", errstr, errstr_size);
+  const char *v[KMQ__SQ_MAXCOLS];
+  size_t len[KMQ__SQ_MAXCOLS];
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int n = sqlite3_column_count(st);
+    n = n < KMQ__SQ_MAXCOLS ? n : KMQ__SQ_MAXCOLS;
+    for (int i = 0; i < n; i++) {
+      int t = sqlite3_column_type(st, i);
+      /* blob for BLOB columns, else text (integers as decimal) */
+      v[i] = t == SQLITE_NULL ? NULL
+             : t == SQLITE_BLOB
+                 ? (const char *)sqlite3_column_blob(st, i)
+                 : (const char *)sqlite3_column_text(st, i);
+      len[i] = v[i] ? (size_t)sqlite3_column_bytes(st, i) : 0;
+      if (t == SQLITE_BLOB && !v[i])
+        v[i] = ""; /* an empty blob */
+    }
+    cb(v, len, n, opaque);
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? KMQ_OK
+                           : kmq__sq_err(db, "select", errstr, errstr_size);
+}
+
 const kmq__fb_ops_t kmq__fb_sqlite_ops = {
     kmq__sq_put,           kmq__sq_claim,         kmq__sq_done,
     kmq__sq_retry,         kmq__sq_user_pending,  kmq__sq_pending_users,
-    kmq__sq_pending_stats, kmq__sq_close,
+    kmq__sq_pending_stats, kmq__sq_select,        kmq__sq_close,
 };

@@ -18,6 +18,7 @@ typedef struct kmq__part_s {
   int64_t committed;  /* last offset confirmed committed, -1 */
   int dirty;          /* committable advanced past `stored` */
   int paused;
+  int stuck; /* PENDING slots flagged KMQ__SLOT_STUCK (kmq__apply_stuck) */
   int revoking;
   /* Messages taken from librdkafka but not yet accepted (backpressure), in
    * offset order; past KMQ__HOLD_BEFORE_PAUSE the partition is paused, which

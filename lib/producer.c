@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "kmq/hist.h"
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/redact.h"
 #include "lib/producer_store.h"
@@ -240,6 +241,17 @@ kmq_producer_t *kmq_producer_new(const kmq_conf_t *conf, kmq_delivery_cb *dr_cb,
   p->rk = kmq__new_rk(p, errstr, errstr_size);
   if (!p->rk)
     goto fail_rk;
+  /* Both clients read producer.*; the smaller limit is the one that
+   * binds (lib/limits.h). */
+  char mmb[32];
+  size_t mmb_size = sizeof(mmb), pmax = kmq__dlq_max_bytes(p->dlq);
+  if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", mmb,
+                        &mmb_size) == RD_KAFKA_CONF_OK &&
+      strtoull(mmb, NULL, 10) < pmax)
+    pmax = strtoull(mmb, NULL, 10);
+  if (kmq__limits_check((size_t)kmq_conf_get_int(conf, "kmq.msg.max.bytes"),
+                        pmax, errstr, errstr_size))
+    goto fail_thread;
   if (kmq__poller_start(&p->poller, p->rk)) {
     snprintf(errstr, errstr_size, "cannot start the producer poll thread");
     goto fail_thread;

@@ -41,6 +41,7 @@ kmq__obs_t *kmq__obs_new(const kmq_conf_t *conf) {
   o->interval_ms = kmq_conf_get_int(conf, "kmq.metrics.interval.ms");
   kmq__snap_init(&o->snap);
   pthread_mutex_init(&o->prod_lock, NULL);
+  pthread_mutex_init(&o->store_lock, NULL);
   return o;
 }
 
@@ -80,6 +81,7 @@ void kmq__obs_destroy(kmq__obs_t *o) {
   kmq__obs_stop(o);
   kmq__snap_free(&o->snap);
   pthread_mutex_destroy(&o->prod_lock);
+  pthread_mutex_destroy(&o->store_lock);
   free(o->listen);
   free(o);
 }
@@ -179,7 +181,10 @@ int kmq_runtime_metrics_port(const kmq_runtime_t *rt) {
 
 void kmq_runtime_set_producer(kmq_runtime_t *rt, kmq_producer_t *p) {
   kmq__obs_t *o = kmq__runtime_obs(rt);
+  pthread_mutex_lock(&o->store_lock);
   pthread_mutex_lock(&o->prod_lock);
   o->producer = p;
+  o->store_at_ms = 0; /* no cached stats of a store that changed */
   pthread_mutex_unlock(&o->prod_lock);
+  pthread_mutex_unlock(&o->store_lock);
 }

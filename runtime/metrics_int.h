@@ -97,6 +97,15 @@ typedef struct kmq__obs_s {
    * render that reads it, so the application may destroy it afterwards. */
   pthread_mutex_t prod_lock;
   kmq_producer_t *producer; /* @locks_required prod_lock */
+  /* The fallback stores' stats (the runtime's and the attached producer's):
+   * a store query is a disk read or a MariaDB round trip, so a render asks
+   * at most every interval_ms and serves the cached values in between;
+   * never per message, never on the poll thread. Lock order: store_lock,
+   * then prod_lock. */
+  pthread_mutex_t store_lock;
+  int64_t store_at_ms; /* @locks_required store_lock; 0: query next time */
+  int store_has[2];    /* runtime, producer */
+  kmq_fallback_stats_t store_stats[2];
   /* Set by kmq__obs_start; immutable afterwards. */
   kmq_runtime_t *rt;
   kmq_consumer_t *consumer;
@@ -130,6 +139,9 @@ kmq_err_t kmq__obs_fatal(const kmq__obs_t *o);
 void kmq__obs_fill(const kmq__obs_t *o, kmq_runtime_metrics_t *out);
 /* The runtime's obs (runtime.c). */
 kmq__obs_t *kmq__runtime_obs(const kmq_runtime_t *rt);
+/* The runtime's own fallback store, NULL when none (runtime.c). Valid
+ * while the endpoint runs: destroy stops the endpoint first. */
+kmq_fallback_t *kmq__runtime_store(const kmq_runtime_t *rt);
 
 /* ---- rendering (metrics_render.c), on the HTTP thread ---- */
 void kmq__render_metrics(kmq__sb_t *sb, void *obs);

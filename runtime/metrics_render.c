@@ -9,6 +9,7 @@
 #include "kmq/consumer.h"
 #include "kmq/producer.h"
 #include "lib/rdstats.h"
+#include "lib/util.h"
 #include "runtime/metrics_int.h"
 
 /* Histogram bounds, seconds: processing from 0.5 ms, delivery from 1 ms
@@ -69,6 +70,13 @@ static void kmq__runtime(kmq__sb_t *sb, kmq__obs_t *o) {
            "Dead letters neither the DLQ nor the fallback took (offset left "
            "unfinished)",
            m.dlq_lost);
+  kmq__one(sb, "kmq_dlq_retries_total", "counter",
+           "Dead letters sent again after neither the DLQ nor the fallback "
+           "took them (kmq.dlq.retry.backoff.ms)",
+           m.dlq_retries);
+  kmq__one(sb, "kmq_dlq_retrying", "gauge",
+           "Records whose dead letter waits for its retry (partition paused)",
+           m.dlq_retrying);
   kmq__one(sb, "kmq_actors_live", "gauge", "Actors (users) with state",
            m.actors_live);
   kmq__one(sb, "kmq_mailbox_depth_max", "gauge",
@@ -254,12 +262,72 @@ static void kmq__producer(kmq__sb_t *sb, kmq__obs_t *o) {
   pthread_mutex_unlock(&o->prod_lock);
 }
 
+/* The fallback stores (fallback.h), labelled store="runtime" (the DLQ's
+ * third level) and store="producer" (kmq_runtime_set_producer's). Counters
+ * are the handle's own; pending and the oldest age are read from the table
+ * (both handles usually share it: alert on max, not sum). Queried at most
+ * every kmq.metrics.interval.ms (metrics_int.h); a failed table read drops
+ * those two series until the next query. No series without a store. */
+static void kmq__stores(kmq__sb_t *sb, kmq__obs_t *o) {
+  static const char *const who[2] = {"runtime", "producer"};
+  pthread_mutex_lock(&o->store_lock);
+  int64_t now = kmq__mono_ms();
+  if (!o->store_at_ms || now - o->store_at_ms >= o->interval_ms) {
+    kmq_fallback_t *rs = kmq__runtime_store(o->rt);
+    if ((o->store_has[0] = rs != NULL))
+      kmq_fallback_stats(rs, &o->store_stats[0]);
+    pthread_mutex_lock(&o->prod_lock);
+    kmq_fallback_t *ps =
+        o->producer ? kmq_producer_fallback(o->producer) : NULL;
+    if ((o->store_has[1] = ps != NULL))
+      kmq_fallback_stats(ps, &o->store_stats[1]);
+    pthread_mutex_unlock(&o->prod_lock);
+    o->store_at_ms = now ? now : 1;
+  }
+  int has[2] = {o->store_has[0], o->store_has[1]};
+  kmq_fallback_stats_t st[2] = {o->store_stats[0], o->store_stats[1]};
+  pthread_mutex_unlock(&o->store_lock);
+  if (!has[0] && !has[1])
+    return;
+  static const struct {
+    const char *name, *type, *help;
+    size_t off;
+  } f[] = {
+#define KMQ__F(x) offsetof(kmq_fallback_stats_t, x)
+      {"kmq_fallback_stored_total", "counter",
+       "Rows this process stored in the fallback store", KMQ__F(stored)},
+      {"kmq_fallback_compensated_total", "counter",
+       "Stored rows this process replayed to Kafka", KMQ__F(compensated)},
+      {"kmq_fallback_failed_total", "counter",
+       "Stored rows this process gave up on after max_retries (status "
+       "failed: for a person)", KMQ__F(failed)},
+      {"kmq_fallback_pending", "gauge",
+       "Rows pending or retrying in the store's table", KMQ__F(pending)},
+      {"kmq_fallback_oldest_pending_age_seconds", "gauge",
+       "Age of the oldest pending or retrying row (0: none)",
+       KMQ__F(oldest_pending_age_seconds)},
+#undef KMQ__F
+  };
+  for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++) {
+    kmq__expo_family(sb, f[k].name, f[k].type, f[k].help);
+    for (int i = 0; i < 2; i++) {
+      int64_t v;
+      memcpy(&v, (const char *)&st[i] + f[k].off, sizeof(v));
+      if (!has[i] || v < 0)
+        continue;
+      kmq__label_t l[] = {{"store", who[i]}, {NULL, NULL}};
+      kmq__expo_int(sb, f[k].name, l, v);
+    }
+  }
+}
+
 void kmq__render_metrics(kmq__sb_t *sb, void *opaque) {
   kmq__obs_t *o = opaque;
   kmq__runtime(sb, o);
   kmq__partitions(sb, o);
   kmq__rdkafka(sb, o);
   kmq__producer(sb, o);
+  kmq__stores(sb, o);
 }
 
 const char *kmq__stall_name(kmq_stall_state_t st) {

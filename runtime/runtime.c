@@ -14,6 +14,7 @@
 #include "kmq/hist.h"
 #include "kmq/message.h"
 #include "kmq/sched.h"
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/mpsc.h"
 #include "lib/util.h"
@@ -36,6 +37,14 @@ typedef struct kmq__job_s {
    * kmq_sched_retry_after (begun and decoded already). */
   int attempt;
   int64_t t0_us;
+  /* Its dead letter, kept for a retry when neither the DLQ nor the store
+   * took it (kmq__dlq_retry): the arguments of kmq__dlq (static strings,
+   * job->err or the ctx's reason, all stable until the job ends) and the
+   * attempts so far. dlq_retry: kmq__run gets the job back for the DLQ,
+   * not for its processor. */
+  const char *dlq_reason, *dlq_error, *dlq_source;
+  int dlq_tries;
+  int dlq_retry;
   /* Stall diagnostics (runtime/metrics_int.h): state and attempts, a
    * relaxed store per transition, sampled by the poll thread. */
   atomic_int diag;
@@ -66,6 +75,7 @@ struct kmq_runtime_s {
 
   int max_attempts;
   int64_t backoff_ms, backoff_max_ms, close_ms, flush_ms;
+  int64_t dlq_backoff_ms, dlq_backoff_max_ms; /* kmq.dlq.retry.backoff* */
   size_t max_bytes;
   int subscribed;
   /* kmq.mode=shadow: consumes in its own group (never the live one) and
@@ -96,7 +106,9 @@ struct kmq_runtime_s {
 
   /* Relaxed counters: metrics only. */
   atomic_llong dispatched, processed, failed, retried, dlq_lost, cancelled,
-      gate_backlog, commit_lag;
+      gate_backlog, commit_lag, dlq_retries;
+  /* Jobs whose dead letter waits for a retry now (a gauge). */
+  atomic_llong dlq_retrying;
 };
 
 #define KMQ__INC(rt, f) atomic_fetch_add_explicit(&(rt)->f, 1, memory_order_relaxed)
@@ -167,6 +179,8 @@ static void kmq__leave(kmq_runtime_t *rt) {
  * scheduler, which frees itself after the last one. Ends with the job's
  * reference: nothing of rt may be touched after it. */
 static void kmq__late(kmq_runtime_t *rt, kmq__job_t *job) {
+  if (job->dlq_tries)
+    atomic_fetch_sub_explicit(&rt->dlq_retrying, 1, memory_order_relaxed);
   if (job->decoded) {
     kmq_chat_msg_clear(&job->msg);
     job->decoded = 0;
@@ -192,12 +206,25 @@ void kmq__runtime_each_job(kmq_runtime_t *rt, kmq__job_visit_cb *cb,
 
 kmq__obs_t *kmq__runtime_obs(const kmq_runtime_t *rt) { return rt->obs; }
 
+kmq_fallback_t *kmq__runtime_store(const kmq_runtime_t *rt) {
+  return rt->store;
+}
+
 /* Releases the job and acks its message (ok: finished, else left for
  * redelivery), then frees the actor for the user's next message. Inside
  * kmq__enter; drops the job's reference, never the last one (the entered
  * thread holds one). */
 static void kmq__complete(kmq__job_t *job, int ok) {
   kmq_runtime_t *rt = job->rt;
+  if (job->dlq_tries) {
+    atomic_fetch_sub_explicit(&rt->dlq_retrying, 1, memory_order_relaxed);
+    if (ok)
+      kmq__log_to(&rt->log, "WARN", "runtime",
+                  "%s [%d] @%lld: dead letter taken after %d failed "
+                  "attempts; the offset finishes, the partition resumes",
+                  rd_kafka_topic_name(job->m->rkt), job->m->partition,
+                  (long long)job->m->offset, job->dlq_tries);
+  }
   if (job->decoded) {
     kmq_chat_msg_clear(&job->msg);
     job->decoded = 0;
@@ -235,22 +262,59 @@ static int64_t kmq__backoff_ms(int64_t base, int64_t max, int attempt) {
   return ms;
 }
 
+/* Neither the DLQ nor the fallback took the job's dead letter: instead of
+ * leaving its offset unfinished until a restart (which would hit the same
+ * wall), keep it unfinished, pause its partition (kmq_ack_stuck: nothing
+ * more is fetched behind it), say so, and send the dead letter again after
+ * a capped exponential backoff on the scheduler's timer: the actor holds
+ * the user's order meanwhile, other users run. Deferred while it waits,
+ * like a processor retry: a revoke drops it for the next owner (kmq__run),
+ * a shutdown cancels it (kmq__cancel). Returns false (nothing done) for a
+ * job without an actor (dead-lettered at dispatch: no user, no timer) or
+ * on a partition already going: then the caller leaves it unfinished.
+ * Inside kmq__enter. */
+static bool kmq__dlq_retry(kmq__job_t *job, kmq_err_t err) {
+  kmq_runtime_t *rt = job->rt;
+  if (!job->actor || kmq_ack_revoked(job->ack))
+    return false;
+  int64_t ms = kmq__backoff_ms(rt->dlq_backoff_ms, rt->dlq_backoff_max_ms,
+                               job->dlq_tries + 1);
+  if (!job->dlq_tries++)
+    atomic_fetch_add_explicit(&rt->dlq_retrying, 1, memory_order_relaxed);
+  KMQ__INC(rt, dlq_retries);
+  const rd_kafka_message_t *m = job->m;
+  kmq__log_to(&rt->log, "ERROR", "runtime",
+              "%s [%d] @%lld (user %.*s): neither the DLQ nor the fallback "
+              "store took its dead letter (%s, attempt %d): offset left "
+              "unfinished, partition paused, retrying in %lld ms",
+              rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
+              (int)(m->key_len > 64 ? 64 : m->key_len), (const char *)m->key,
+              kmq_err2str(err), job->dlq_tries, (long long)ms);
+  KMQ__DIAG_SET(job, KMQ_STALL_DLQ, job->dlq_tries);
+  kmq_ack_stuck(job->ack, 1);
+  job->dlq_retry = 1;
+  kmq_ack_defer(job->ack);
+  if (kmq_sched_retry_after(rt->sched, job->actor, job, ms) != KMQ_OK)
+    kmq__drop(job); /* SHUTDOWN: left unfinished for redelivery */
+  return true;
+}
+
 /* @locality the DLQ's delivery thread, or the sender when the DLQ
  * decides at once */
 static void kmq__dlq_done(kmq_dlq_outcome_t outcome, kmq_err_t err,
                           void *opaque) {
   kmq__job_t *job = opaque;
   kmq_runtime_t *rt = job->rt;
-  (void)err;
   if (!kmq__enter(rt)) {
     kmq__late(rt, job);
     return;
   }
   if (outcome == KMQ_DLQ_OUTCOME_LOST) {
-    /* Neither the DLQ nor the fallback took it: keep the offset unfinished
-     * so the message is delivered again after a restart. */
+    /* Neither the DLQ nor the fallback took it: retried (kmq__dlq_retry),
+     * or else left unfinished, delivered again after a restart. */
     KMQ__INC(rt, dlq_lost);
-    kmq__finish(job, 0);
+    if (!kmq__dlq_retry(job, err))
+      kmq__finish(job, 0);
   } else {
     KMQ__INC(rt, failed);
     kmq__finish(job, 1);
@@ -270,8 +334,13 @@ static void kmq__dlq(kmq__job_t *job, const char *reason, const char *error,
     kmq__finish(job, 1);
     return;
   }
-  KMQ__DIAG_SET(job, KMQ_STALL_DLQ, job->attempt - (job->entry == NULL));
-  kmq__obs_dlq(job->rt->obs, reason);
+  job->dlq_reason = reason;
+  job->dlq_error = error;
+  job->dlq_source = source;
+  if (!job->dlq_tries) { /* a retry keeps the state kmq__dlq_retry set */
+    KMQ__DIAG_SET(job, KMQ_STALL_DLQ, job->attempt - (job->entry == NULL));
+    kmq__obs_dlq(job->rt->obs, reason);
+  }
   rd_kafka_headers_t *hdrs = NULL;
   rd_kafka_message_headers(m, &hdrs);
   kmq_dlq_record_t rec = {
@@ -287,9 +356,11 @@ static void kmq__dlq(kmq__job_t *job, const char *reason, const char *error,
       .error = error,
       .source = source,
   };
-  if (kmq_dlq_send(job->rt->dlq, &rec, kmq__dlq_done, job) != KMQ_OK) {
+  kmq_err_t err = kmq_dlq_send(job->rt->dlq, &rec, kmq__dlq_done, job);
+  if (err != KMQ_OK) {
     KMQ__INC(job->rt, dlq_lost);
-    kmq__finish(job, 0);
+    if (!kmq__dlq_retry(job, err))
+      kmq__finish(job, 0);
   }
 }
 
@@ -375,6 +446,16 @@ static void kmq__proc_done(kmq_proc_ctx_t *ctx, kmq_proc_result_t result,
  * dropped). Inside kmq__enter. */
 static bool kmq__prepare(kmq_runtime_t *rt, kmq__job_t *job) {
   const rd_kafka_message_t *m = job->m;
+  if (job->dlq_retry) {
+    /* Back from a dead-letter retry's backoff: the DLQ again, not the
+     * processor. A revoke meanwhile: the next owner has it. */
+    if (!kmq_ack_begin(job->ack)) {
+      kmq__drop(job);
+      return false;
+    }
+    kmq__dlq(job, job->dlq_reason, job->dlq_error, job->dlq_source);
+    return false;
+  }
   if (job->attempt > 1) {
     /* Back from its backoff (kmq_sched_retry_after): decoded and routed on
      * its first run, deferred while it waited. A revoke that came meanwhile
@@ -462,6 +543,8 @@ static void kmq__cancel(void *opaque, void *item) {
     return;
   }
   KMQ__INC(rt, cancelled);
+  if (job->dlq_tries)
+    atomic_fetch_sub_explicit(&rt->dlq_retrying, 1, memory_order_relaxed);
   if (job->decoded) { /* a retry was decoded on its first run */
     kmq_chat_msg_clear(&job->msg);
     job->decoded = 0;
@@ -490,6 +573,8 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   job->entry = NULL;
   job->decoded = 0;
   job->attempt = 1;
+  job->dlq_tries = 0;
+  job->dlq_retry = 0;
   job->t0_us = kmq__now_us();
   /* A record without a key has no user to order by (and no user order to
    * keep): dead-lettered here, before routing, and finished once the DLQ
@@ -554,6 +639,9 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->max_attempts = 1 + (int)kmq_conf_get_int(conf, "kmq.proc.retries");
   rt->backoff_ms = kmq_conf_get_int(conf, "kmq.proc.backoff.ms");
   rt->backoff_max_ms = kmq_conf_get_int(conf, "kmq.proc.backoff.max.ms");
+  rt->dlq_backoff_ms = kmq_conf_get_int(conf, "kmq.dlq.retry.backoff.ms");
+  rt->dlq_backoff_max_ms =
+      kmq_conf_get_int(conf, "kmq.dlq.retry.backoff.max.ms");
   rt->max_bytes = (size_t)kmq_conf_get_int(conf, "kmq.msg.max.bytes");
   rt->close_ms = kmq_conf_get_int(conf, "kmq.close.timeout.ms");
   rt->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
@@ -609,6 +697,10 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
         kmq_dlq_new(conf, fallback, fallback_opaque, errstr, errstr_size);
     if (!rt->dlq)
       goto fail_dlq;
+    /* A shadow produces nothing: no limit to agree with. */
+    if (kmq__limits_check(rt->max_bytes, kmq__dlq_max_bytes(rt->dlq), errstr,
+                          errstr_size))
+      goto fail_obs;
   }
   rt->obs = kmq__obs_new(conf);
   if (!rt->obs) {
@@ -821,6 +913,8 @@ void kmq_runtime_metrics(const kmq_runtime_t *rt, kmq_runtime_metrics_t *out) {
   out->failed = KMQ__LD(failed);
   out->retried = KMQ__LD(retried);
   out->dlq_lost = KMQ__LD(dlq_lost);
+  out->dlq_retries = KMQ__LD(dlq_retries);
+  out->dlq_retrying = KMQ__LD(dlq_retrying);
   out->cancelled = KMQ__LD(cancelled);
   out->gate_backlog = KMQ__LD(gate_backlog);
   out->commit_lag = KMQ__LD(commit_lag);

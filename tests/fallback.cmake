@@ -37,7 +37,16 @@ add_test(NAME test_fallback_store_down
          COMMAND test_fallback_accept_broker mysql store-down)
 set_tests_properties(test_fallback_store_down PROPERTIES LABELS "unit;mariadb"
   TIMEOUT 120 ENVIRONMENT "CK_DEFAULT_TIMEOUT=120")
-# The runtime installs the store as its DLQ hook (both backends).
+find_program(KMQ_PROMTOOL promtool PATHS /usr/bin REQUIRED)
+# The runtime installs the store as its DLQ hook (both backends); its
+# kmq_fallback_* series on the endpoint (promtool check metrics).
 kmq_add_test(test_fallback_runtime_broker SOURCES test_fallback_runtime_broker.c
-             LIBS kmq_brokerutil kmq_fbutil LABELS "broker;mariadb"
-             TIMEOUT 200)
+             LIBS kmq_brokerutil kmq_fbutil PkgConfig::CURL
+             LABELS "broker;mariadb" TIMEOUT 200)
+target_compile_definitions(test_fallback_runtime_broker PRIVATE
+                           KMQ_PROMTOOL="${KMQ_PROMTOOL}")
+# Issue 11: the DLQ and the store both down pause the record's partition;
+# the runtime retries its dead letter and resumes once the store is back.
+kmq_add_test(test_dlq_retry_broker SOURCES test_dlq_retry_broker.c
+             LIBS kmq_brokerutil kmq_fbutil kmq_traffic LABELS "broker"
+             TIMEOUT 60)

@@ -1,8 +1,8 @@
 /* A poison record of any size never stalls its partition (issue 9, item 4),
- * on a real broker with kmq's defaults (kmq.msg.max.bytes 1 MiB, the DLQ
+ * on a real broker with kmq's defaults (kmq.msg.max.bytes 960 KiB, the DLQ
  * producer's message.max.bytes 1000000) and no fallback hook: records of
  * 1 MiB + 1 and 10 MB (too_large) and one just under kmq.msg.max.bytes
- * whose processor fails and whose escaped envelope is ~4 MB all end in the
+ * whose processor fails and whose escaped envelope is ~3.6 MB all end in the
  * DLQ as truncated letters with their size and SHA-256, nothing is LOST,
  * the user's other messages are processed and the committed offset reaches
  * the end of every partition. */
@@ -24,7 +24,7 @@
 #define PER_USER 20
 #define BIG1 (1024 * 1024 + 1)   /* just over kmq.msg.max.bytes */
 #define BIG2 (10 * 1000 * 1000)  /* far over */
-#define POISON (1000 * 1000)     /* under kmq.msg.max.bytes, escapes to 4 MB */
+#define POISON (900 * 1000)      /* under kmq.msg.max.bytes, escapes to 3.6 MB */
 #define NPOISON 3
 #define DLQ_MAX_BYTES 1000000    /* librdkafka's default message.max.bytes */
 

@@ -1,8 +1,10 @@
 /* kmq_dlq_send with a record whose full envelope exceeds the DLQ producer's
  * message.max.bytes, on librdkafka's mock cluster: without a fallback hook
  * the truncated letter is written (outcome DLQ, never LOST); a hook is
- * offered the full envelope first (outcome FALLBACK), and when it fails the
- * truncated letter still reaches the DLQ. */
+ * offered the full envelope first, with a msg_id header, and when it keeps
+ * it the truncated letter still goes to the DLQ with fallback_message_id
+ * naming that id (outcome DLQ); when the hook fails the truncated letter
+ * still reaches the DLQ. */
 #include <check.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -53,6 +55,7 @@ typedef struct {
   kmq_err_t hook_result;
   size_t hook_value_len;
   rd_kafka_resp_err_t hook_err;
+  char hook_msg_id[128];
 } track_t;
 
 static void done_cb(kmq_dlq_outcome_t outcome, kmq_err_t err, void *opaque) {
@@ -65,6 +68,11 @@ static void done_cb(kmq_dlq_outcome_t outcome, kmq_err_t err, void *opaque) {
 static kmq_err_t hook(const kmq_fallback_record_t *r, void *opaque) {
   track_t *t = opaque;
   atomic_fetch_add(&t->hook_calls, 1);
+  const void *v;
+  size_t n;
+  if (r->headers && !rd_kafka_header_get_last(r->headers, "msg_id", &v, &n))
+    snprintf(t->hook_msg_id, sizeof(t->hook_msg_id), "%.*s", (int)n,
+             (const char *)v);
   t->hook_value_len = r->value_len;
   t->hook_err = r->kafka_err;
   return t->hook_result;
@@ -125,14 +133,28 @@ START_TEST(without_hook_the_truncated_letter_is_written) {
 }
 END_TEST
 
+static void on_ref_letter(const rd_kafka_message_t *m, void *opaque) {
+  on_letter(m, NULL);
+  char ref[128];
+  kt_header(m, "fallback_message_id", ref, sizeof(ref));
+  ck_assert_str_eq(ref, opaque);
+}
+
 START_TEST(a_hook_is_offered_the_full_envelope_first) {
   mock_t m;
   mock_up(&m);
   track_t t = {.hook_result = KMQ_OK};
-  ck_assert_int_eq(send_big(&m, &t, 1), KMQ_DLQ_OUTCOME_FALLBACK + 1);
+  ck_assert_int_eq(send_big(&m, &t, 1), KMQ_DLQ_OUTCOME_DLQ + 1);
   ck_assert_int_eq(atomic_load(&t.hook_calls), 1);
   ck_assert_int_eq(t.hook_err, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
   ck_assert_uint_gt(t.hook_value_len, BIG); /* whole payload, in base64 */
+  /* No msg_id of its own: the original's coordinates. */
+  char want[128];
+  snprintf(want, sizeof(want), "kmq-dlq:%s:0:7", m.topic);
+  ck_assert_str_eq(t.hook_msg_id, want);
+  ck_assert_int_eq(kt_read_topic(rd_kafka_mock_cluster_bootstraps(m.mc),
+                                 m.dlq, 1, 10000, on_ref_letter, want),
+                   1);
   mock_down(&m);
 }
 END_TEST

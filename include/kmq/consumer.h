@@ -204,6 +204,15 @@ void kmq_ack_defer(kmq_ack_t ack);
 bool kmq_ack_begin(kmq_ack_t ack);
 bool kmq_ack_revoked(kmq_ack_t ack);
 
+/* The message of ack cannot finish for now and will not for a while (the
+ * runtime retries a dead letter that neither the DLQ nor the fallback store
+ * took): stuck != 0 pauses its partition on the next poll, so that nothing
+ * more is fetched behind the unfinished offset, until kmq_ack_stuck(ack, 0)
+ * or the message's ack; a revoke drops the partition (and its pause) as
+ * usual. Other partitions keep flowing. No-op on a stale ack. Any thread;
+ * never blocks. */
+void kmq_ack_stuck(kmq_ack_t ack, int stuck);
+
 /* Graceful shutdown: stops taking messages, flags every in-flight message
  * as revoked (those not started will not start), waits up to timeout_ms for
  * the running ones while serving acks and the group, commits the contiguous

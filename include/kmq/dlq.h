@@ -39,8 +39,13 @@
  * An envelope that fits is byte for byte the full one, without these fields.
  * A truncated letter cannot be replayed (kmqctl replay skips it). With a
  * fallback hook, the full envelope is first offered to the hook (kafka_err
- * MSG_SIZE_TOO_LARGE); only if the hook fails does the DLQ get the truncated
- * letter. So a poison record of any size ends as a dead letter, and its
+ * MSG_SIZE_TOO_LARGE) with a "msg_id" header (the original's, else
+ * "kmq-dlq:<topic>:<partition>:<offset>", which kmq_fallback_hook keys its
+ * row by); the DLQ gets the truncated letter either way, and when the hook
+ * kept the whole record the letter carries the header
+ * "fallback_message_id" = that msg_id, so that whoever reads the DLQ finds
+ * the stored row (outcome DLQ, or FALLBACK when the DLQ then refuses the
+ * letter: the record is kept all the same). So a poison record of any size ends as a dead letter, and its
  * offset finishes, as long as the DLQ topic's max.message.bytes is at least
  * the producer's message.max.bytes (Kafka's default, 1048588, is above
  * librdkafka's 1000000) and message.max.bytes leaves room for an envelope

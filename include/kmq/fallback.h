@@ -182,6 +182,44 @@ kmq_err_t kmq_fallback_pending_users(kmq_fallback_t *fb,
  * (so a query; a failed query leaves those two at -1). Any thread. */
 void kmq_fallback_stats(kmq_fallback_t *fb, kmq_fallback_stats_t *out);
 
+/* Rows in the table by status (index: kmq_fallback_status_t), for one user
+ * (user_id) or all (NULL), and the created_at of the oldest pending or
+ * retrying one (0: none). A query for tools (kmqctl fallback stats), not
+ * for a hot path. Errors: KMQ_ERR_FALLBACK, KMQ_ERR_NOMEM. Any thread. */
+typedef struct {
+  int64_t count[4];
+  int64_t oldest_live_created_at;
+} kmq_fallback_counts_t;
+kmq_err_t kmq_fallback_counts(kmq_fallback_t *fb, const char *user_id,
+                              kmq_fallback_counts_t *out, char *errstr,
+                              size_t errstr_size);
+
+/* One row as kmq_fallback_list() shows it; every pointer is valid during
+ * the callback only (bytes, not NUL-terminated: key, value; the strings
+ * are NUL-terminated, error may be NULL). */
+typedef struct {
+  int64_t id;
+  const char *message_id, *user_id, *topic, *source, *status, *error;
+  const void *key;
+  size_t key_len;
+  const void *value;
+  size_t value_len;
+  int32_t partition;
+  int64_t offset;
+  int retry_count, max_retries;
+  int64_t created_at, updated_at, next_retry_at;
+} kmq_fallback_view_t;
+
+/* Calls cb for up to max rows in created order (created_at, id), only
+ * those with status (-1: any) and of user_id (NULL: any). Read-only: no
+ * claim, no change. Errors: KMQ_ERR_FALLBACK, KMQ_ERR_NOMEM (cb may have
+ * been called for some rows). Any thread; cb must not call back into fb. */
+kmq_err_t kmq_fallback_list(kmq_fallback_t *fb, int status,
+                            const char *user_id, size_t max,
+                            void (*cb)(const kmq_fallback_view_t *row,
+                                       void *opaque),
+                            void *opaque, char *errstr, size_t errstr_size);
+
 /* The store as a DLQ fallback hook (kmq_fallback_cb; opaque = the
  * kmq_fallback_t): stores the dead letter the DLQ could not take, verbatim
  * (topic = the DLQ topic, source "dlq"), with message_id = its "msg_id"

@@ -14,8 +14,17 @@
  * kmq.sched.workers threads; an offset is committed only when it and every
  * offset before it in its partition are finished. Bad input and failing
  * processors end in the DLQ (then the offset is finished); if the DLQ and
- * the fallback hook both fail, the offset stays unfinished and is delivered
- * again after a restart: nothing is lost silently.
+ * the fallback hook both fail, the offset stays unfinished, its partition is
+ * paused (nothing more is fetched behind it), an ERROR line goes to the log
+ * hook (counted: dlq_retries, dlq_retrying; /stuck shows state dlq) and the
+ * dead letter is sent again after kmq.dlq.retry.backoff.ms, doubling up to
+ * kmq.dlq.retry.backoff.max.ms, holding its user's order (other users
+ * run); once the DLQ or the hook takes it the offset finishes and the
+ * partition resumes. A revoke meanwhile leaves it to the next owner, a
+ * shutdown to the next start. Exception: a record without a key
+ * (missing_user, dead-lettered at dispatch, no user to hold) is not
+ * retried: its offset stays unfinished until a restart. Nothing is lost
+ * silently.
  *
  * Across members: a partition is released (revoke, shutdown) only once none
  * of its messages runs here; its queued messages never start once the
@@ -95,7 +104,12 @@ typedef struct {
   int64_t failed;       /* ended in the DLQ (bad input or processor) */
   int64_t retried;      /* processor attempts that returned RETRY */
   int64_t dlq;          /* records written to the DLQ */
-  int64_t dlq_lost;     /* DLQ and fallback failed (offset left unfinished) */
+  int64_t dlq_lost;     /* DLQ and fallback failed (offset left unfinished),
+                         * once per failed attempt */
+  int64_t dlq_retries;  /* dead-letter attempts retried after such a
+                         * failure (kmq.dlq.retry.backoff.ms) */
+  int64_t dlq_retrying; /* records waiting for that retry now (their
+                         * partitions paused) */
   int64_t cancelled;    /* queued messages dropped on revoke/shutdown (and
                            retries stopped by a revoke): redelivered */
   int64_t actors_live;
@@ -149,7 +163,9 @@ typedef struct {
   char user[KMQ_USER_MAX]; /* its record key (cut), NUL-terminated */
   double blocked_seconds;  /* since a sample first saw it blocking (the
                               resolution is kmq.metrics.interval.ms) */
-  int attempts;            /* processor attempts begun */
+  int attempts;            /* processor attempts begun; in state
+                              KMQ_STALL_DLQ after a dead letter neither the
+                              DLQ nor the store took: its failed attempts */
   kmq_stall_state_t state;
 } kmq_runtime_partition_t;
 

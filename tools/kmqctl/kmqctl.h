@@ -172,6 +172,7 @@ int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv);
 int kmqctl_skip(kmqctl_t *ctl, int argc, char **argv);
 int kmqctl_dlq(kmqctl_t *ctl, int argc, char **argv);
 int kmqctl_replay(kmqctl_t *ctl, int argc, char **argv);
+int kmqctl_fallback(kmqctl_t *ctl, int argc, char **argv);
 
 /* The runtime's /stuck JSON (the --endpoint of `stuck`) printed as a table
  * to out. Returns the number of blocked partitions, or -1 with why filled

@@ -25,6 +25,8 @@ static const struct {
     {"dlq", kmqctl_dlq, "dlq inspect: counts by reason and user, --json"},
     {"replay", kmqctl_replay,
      "re-produce dead letters (filters: user, time, reason)"},
+    {"fallback", kmqctl_fallback,
+     "fallback store: stats, list rows, replay them to Kafka"},
 };
 #define KMQCTL_NCMDS (sizeof(kmqctl_cmds) / sizeof(kmqctl_cmds[0]))
 
