@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/log.h"
 #include "lib/util.h"
 
 /* Outcome of one row of the round in progress. */
@@ -18,6 +19,7 @@ typedef struct {
 } kmq__comp_slot_t;
 
 struct kmq_compensator_s {
+  kmq__log_sink_t log; /* the conf's log hook */
   kmq_fallback_t *fb;
   rd_kafka_t *rk;
   kmq_compensator_row_cb *cb;
@@ -58,6 +60,7 @@ kmq_compensator_t *kmq_compensator_new(const kmq_conf_t *conf,
     snprintf(errstr, errstr_size, "out of memory");
     return NULL;
   }
+  c->log = kmq__conf_hooks(conf)->log;
   c->fb = fb;
   c->cb = cb;
   c->opaque = opaque;
@@ -123,7 +126,7 @@ static void kmq__comp_retry(kmq_compensator_t *c,
     atomic_fetch_add_explicit(&c->retried, 1, memory_order_relaxed);
     if (gave_up) {
       atomic_fetch_add_explicit(&c->failed, 1, memory_order_relaxed);
-      kmq__log("ERROR", "compensator",
+      kmq__log_to(&c->log, "ERROR", "compensator",
                "message %s of user %s failed after %d attempts (%s): kept in "
                "the store as failed",
                e->message_id, e->user_id, e->retry_count + 1,
@@ -133,7 +136,7 @@ static void kmq__comp_retry(kmq_compensator_t *c,
     atomic_fetch_add_explicit(&c->lost_claims, 1, memory_order_relaxed);
   } else {
     /* The lease will end and the row be tried again. */
-    kmq__log("ERROR", "compensator", "cannot mark row %lld: %s",
+    kmq__log_to(&c->log, "ERROR", "compensator", "cannot mark row %lld: %s",
              (long long)e->id, errstr);
   }
 }
@@ -151,7 +154,7 @@ static void kmq__comp_done(kmq_compensator_t *c, kmq_fallback_entry_t *e,
   if (err) {
     /* Delivered but not marked: replayed again after the lease (at least
      * once). */
-    kmq__log("ERROR", "compensator", "cannot mark %zu delivered rows: %s",
+    kmq__log_to(&c->log, "ERROR", "compensator", "cannot mark %zu delivered rows: %s",
              nok, errstr);
     return;
   }
@@ -160,7 +163,7 @@ static void kmq__comp_done(kmq_compensator_t *c, kmq_fallback_entry_t *e,
   if (marked < nok) {
     atomic_fetch_add_explicit(&c->lost_claims, (long long)(nok - marked),
                               memory_order_relaxed);
-    kmq__log("WARN", "compensator", "%zu leases ended before their mark: "
+    kmq__log_to(&c->log, "WARN", "compensator", "%zu leases ended before their mark: "
              "another compensator replays those rows", nok - marked);
   }
   /* The callback re-checks the store itself, so calling it for a row whose
@@ -184,7 +187,7 @@ static kmq_err_t kmq__comp_round(kmq_compensator_t *c, size_t *claimed) {
       kmq_fallback_claim(c->fb, c->batch, c->lease_ms, &e, &n, errstr,
                          sizeof(errstr));
   if (err) {
-    kmq__log("ERROR", "compensator", "claim failed: %s", errstr);
+    kmq__log_to(&c->log, "ERROR", "compensator", "claim failed: %s", errstr);
     return err;
   }
   if (!n)
@@ -226,7 +229,7 @@ static kmq_err_t kmq__comp_round(kmq_compensator_t *c, size_t *claimed) {
   if (rd_kafka_outq_len(c->rk) > 0) {
     /* Reports still owed even after the purge: the slots must outlive them.
      * Leaked (never expected; logged), the rows replayed after their lease. */
-    kmq__log("ERROR", "compensator", "%d reports still outstanding after the "
+    kmq__log_to(&c->log, "ERROR", "compensator", "%d reports still outstanding after the "
              "purge: %zu rows left to their lease", rd_kafka_outq_len(c->rk),
              n);
     kmq_fallback_entries_free(e, n);

@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "lib/fallback_int.h"
+#include "lib/log.h"
 #include "lib/util.h"
 
 struct kmq_fallback_s {
+  kmq__log_sink_t log; /* the conf's log hook */
   const kmq__fb_ops_t *ops;
   void *db;
   /* One connection per handle: SQLite's and libmariadb's connections are not
@@ -96,6 +98,8 @@ kmq_fallback_t *kmq_fallback_new(const kmq_conf_t *conf, char *errstr,
   if (!db)
     return NULL;
   kmq_fallback_t *fb = calloc(1, sizeof(*fb));
+  if (fb)
+    fb->log = kmq__conf_hooks(conf)->log;
   if (!fb) {
     ops->close(db);
     snprintf(errstr, errstr_size, "out of memory");
@@ -457,7 +461,7 @@ kmq_err_t kmq_fallback_hook(const kmq_fallback_record_t *rec, void *opaque) {
   };
   kmq_err_t err = kmq_fallback_put(fb, &row, NULL, errstr, sizeof(errstr));
   if (err)
-    kmq__log("ERROR", "fallback", "cannot store a dead letter: %s", errstr);
+    kmq__log_to(&fb->log, "ERROR", "fallback", "cannot store a dead letter: %s", errstr);
   return err;
 }
 

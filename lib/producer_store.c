@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lib/fallback_int.h"
+#include "lib/log.h"
 #include "lib/util.h"
 
 /* user ids are stored as C strings, cut to the store's column width */
@@ -23,6 +24,7 @@ typedef struct kmq__sticky_s {
 } kmq__sticky_t;
 
 struct kmq__pstore_s {
+  kmq__log_sink_t log; /* the conf's log hook */
   kmq_fallback_t *fb;
   kmq_compensator_t *comp;
   pthread_rwlock_t lock; /* the set below */
@@ -70,7 +72,7 @@ static kmq__sticky_t *kmq__add(kmq__pstore_t *ps, const char *user) {
   size_t n = strlen(user);
   kmq__sticky_t *e = malloc(sizeof(*e) + n + 1);
   if (!e) {
-    kmq__log("ERROR", "producer", "out of memory: user %s not kept in the "
+    kmq__log_to(&ps->log, "ERROR", "producer", "out of memory: user %s not kept in the "
              "store order", user);
     return NULL;
   }
@@ -158,6 +160,7 @@ kmq_err_t kmq__pstore_new(const kmq_conf_t *conf, kmq__pstore_t **out,
     return KMQ_ERR_NOMEM;
   }
   pthread_rwlock_init(&ps->lock, NULL);
+  ps->log = kmq__conf_hooks(conf)->log;
   ps->started_ms = kmq__wall_ms();
   ps->fb = kmq_fallback_new(conf, errstr, errstr_size);
   if (!ps->fb)
@@ -249,7 +252,7 @@ static kmq_err_t kmq__put(kmq__pstore_t *ps, const char *topic,
   };
   kmq_err_t err = kmq_fallback_put(ps->fb, &row, NULL, errstr, sizeof(errstr));
   if (err)
-    kmq__log("ERROR", "producer", "fallback store failed: %s", errstr);
+    kmq__log_to(&ps->log, "ERROR", "producer", "fallback store failed: %s", errstr);
   return err;
 }
 

@@ -2,7 +2,6 @@
 #include "lib/redact.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -124,14 +123,3 @@ void kmq__rdk_log(const rd_kafka_t *rk, int level, const char *fac,
           rk ? rd_kafka_name(rk) : "", line);
 }
 
-void kmq__log_rk(rd_kafka_t *rk, const char *level, const char *who,
-                 const char *fmt, ...) {
-  char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
-  if (rk)
-    kmq__rdk_conf_redact(rd_kafka_conf(rk), msg, sizeof(msg));
-  kmq__log(level, who, "%s", msg);
-}

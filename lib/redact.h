@@ -12,8 +12,9 @@
  *     librdkafka quotes values back (a bad sasl.oauthbearer.config is logged
  *     from "beginning at: <the rest of it>"): its errors when the client is
  *     created (kmq__rdk_new), its log lines (kmq__rdk_log, installed by
- *     kmq_conf_build_rdkafka) and the error reasons kmq logs or keeps
- *     (kmq__log_rk, kmq__rdk_redact).
+ *     kmq_conf_build_rdkafka; kmq__log_rdk_rk in lib/log.h for a client
+ *     with the conf's log hook) and the error reasons kmq logs or keeps
+ *     (kmq__rdk_conf_redact before kmq__log_to).
  * kmq_conf_redact() (conf.h) does the same for an application's own texts.
  * The values are looked up where the text is made, in the kmq_conf_t or in
  * the client's own rd_kafka_conf_t: no copy of a secret is kept for this.
@@ -57,8 +58,5 @@ rd_kafka_t *kmq__rdk_new(rd_kafka_type_t type, rd_kafka_conf_t *rc,
 void kmq__rdk_log(const rd_kafka_t *rk, int level, const char *fac,
                   const char *buf);
 
-/* kmq__log() of a line about client rk, redacted with its secrets. */
-void kmq__log_rk(rd_kafka_t *rk, const char *level, const char *who,
-                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -76,17 +76,17 @@ int64_t kmq_conf_get_int(const kmq_conf_t *conf, const char *name);
 
 /* Log hook: every log line of kmq and of the librdkafka clients kmq builds
  * from this conf (consumer, DLQ producer, kmq_producer: librdkafka's
- * log_cb) goes here
- * instead of stderr. (The admin tool's short-lived clients keep librdkafka's
- * default logger.) level is syslog's (3 error, 4 warning, 6 info, 7
- * debug), facility kmq's module ("consumer", "committer", "runtime",
- * "metrics") or librdkafka's facility ("FAIL", "CGRPOP", ...), message one
- * line without a newline. Called from any thread (librdkafka's own threads
- * included), concurrently: it must be thread-safe and must not block for
- * long nor call back into kmq. Neither kmq nor librdkafka logs secrets
- * (librdkafka redacts sensitive properties such as sasl.password and
- * ssl.key.password in its configuration dumps; kmq never logs
- * configuration values). */
+ * log_cb; the runtime, dual-write, fallback store, compensator and WeCom
+ * puller built from it) goes here instead of stderr. (The admin tool's
+ * short-lived clients keep librdkafka's default logger; the WeCom callback
+ * endpoint has its own hook in its options.) level is syslog's (3 error,
+ * 4 warning, 6 info, 7 debug), facility kmq's module ("consumer",
+ * "committer", "runtime", "metrics", "compensator", ...) or librdkafka's
+ * facility ("FAIL", "CGRPOP", ...), message one line without a newline.
+ * Called from any thread (librdkafka's own threads included),
+ * concurrently: it must be thread-safe and must not block for long nor
+ * call back into kmq. Secrets never reach it: kmq redacts them
+ * (kmq_conf_is_secret) in its own lines and in librdkafka's. */
 typedef void(kmq_log_cb)(int level, const char *facility, const char *message,
                          void *opaque);
 
