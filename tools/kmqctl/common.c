@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/util.h"
+
 #include "kmqctl.h"
 
 const char kmqctl_global_help[] =
@@ -201,4 +203,17 @@ int kmqctl_subcommand(kmqctl_t *ctl, int argc, char **argv, const char *sub,
   }
   fputs(help, stderr);
   return kmqctl_fail(ctl, KMQCTL_USAGE, "expected \"%s %s\"", argv[0], sub);
+}
+
+void kmqctl_put_bytes(json_t *o, const char *field, const void *s, size_t n) {
+  json_t *v = s ? json_stringn(s, n) : json_null();
+  if (v) {
+    json_object_set_new(o, field, v);
+    return;
+  }
+  char *b = kmq__base64(s, n, NULL), name[64];
+  json_object_set_new(o, field, json_null());
+  snprintf(name, sizeof(name), "%s_base64", field);
+  json_object_set_new(o, name, b ? json_string(b) : json_null());
+  free(b);
 }

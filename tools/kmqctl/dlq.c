@@ -29,20 +29,6 @@ typedef struct {
   int json;
 } inspect_t;
 
-/* s[0..n) as a JSON string, or null plus <field>_base64 when not UTF-8. */
-static void put_bytes(json_t *o, const char *field, const void *s, size_t n) {
-  json_t *v = s ? json_stringn(s, n) : json_null();
-  if (v) {
-    json_object_set_new(o, field, v);
-    return;
-  }
-  char *b = kmq__base64(s, n, NULL), name[64];
-  json_object_set_new(o, field, json_null());
-  snprintf(name, sizeof(name), "%s_base64", field);
-  json_object_set_new(o, name, b ? json_string(b) : json_null());
-  free(b);
-}
-
 static void print_json(const rd_kafka_message_t *m) {
   json_t *o = json_object();
   rd_kafka_timestamp_type_t tst;
@@ -70,8 +56,8 @@ static void print_json(const rd_kafka_message_t *m) {
     }
   }
   json_object_set_new(o, "headers", ha);
-  put_bytes(o, "key", m->key, m->key_len);
-  put_bytes(o, "payload", m->payload, m->len);
+  kmqctl_put_bytes(o, "key", m->key, m->key_len);
+  kmqctl_put_bytes(o, "payload", m->payload, m->len);
   char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
   if (s)
     puts(s);

@@ -75,20 +75,6 @@ static int fb_opt(kmqctl_t *ctl, int c, const char *arg, void *opaque) {
   }
 }
 
-/* s[0..n) as a JSON string, or null plus <field>_base64 when not UTF-8. */
-static void put_bytes(json_t *o, const char *field, const void *s, size_t n) {
-  json_t *v = s ? json_stringn(s, n) : json_null();
-  if (v) {
-    json_object_set_new(o, field, v);
-    return;
-  }
-  char *b = kmq__base64(s, n, NULL), name[64];
-  json_object_set_new(o, field, json_null());
-  snprintf(name, sizeof(name), "%s_base64", field);
-  json_object_set_new(o, name, b ? json_string(b) : json_null());
-  free(b);
-}
-
 static void print_row(const kmq_fallback_view_t *r, void *opaque) {
   int64_t *n = opaque;
   json_t *o = json_object();
@@ -107,8 +93,8 @@ static void print_row(const kmq_fallback_view_t *r, void *opaque) {
   json_object_set_new(o, "created_at", json_integer(r->created_at));
   json_object_set_new(o, "updated_at", json_integer(r->updated_at));
   json_object_set_new(o, "next_retry_at", json_integer(r->next_retry_at));
-  put_bytes(o, "key", r->key, r->key_len);
-  put_bytes(o, "value", r->value, r->value_len);
+  kmqctl_put_bytes(o, "key", r->key, r->key_len);
+  kmqctl_put_bytes(o, "value", r->value, r->value_len);
   char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
   if (s)
     puts(s);

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include <librdkafka/rdkafka.h>
 
 #include "kmq/conf.h"
@@ -184,5 +186,10 @@ int kmqctl_stuck_print_endpoint(const char *json, size_t len, FILE *out,
  * Returns the number of blocked partitions, or -1 with the message
  * printed. */
 int kmqctl_stuck_endpoint(const kmqctl_t *ctl, const char *url);
+
+/* Sets o[field] to s[0..n) as a JSON string, or to null plus
+ * o[<field>_base64] when it is not UTF-8 (dlq inspect --json, fallback
+ * list). */
+void kmqctl_put_bytes(json_t *o, const char *field, const void *s, size_t n);
 
 #endif
