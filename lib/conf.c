@@ -104,6 +104,11 @@ static const kmq__prop_t kmq__props[] = {
      "paused meanwhile)"},
     {"kmq.dlq.retry.backoff.max.ms", KMQ__T_INT, "60000", 1, 3600000,
      "Longest wait between two such attempts"},
+    {"kmq.dlq.check.timeout.ms", KMQ__T_INT, "5000", 0, 600000,
+     "kmq_runtime_new asks the broker for the DLQ topic's "
+     "max.message.bytes and refuses to start when the largest dead letter "
+     "would not fit; waits at most this long for the answer (no answer or "
+     "no topic yet: a WARN line, and the runtime starts); 0: no check"},
     {"kmq.dlq.retention.ms", KMQ__T_INT, "604800000", -1, INT64_MAX,
      "Topic config retention.ms of the DLQ (longer: letters wait for a "
      "replay)"},

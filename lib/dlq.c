@@ -408,6 +408,8 @@ void kmq_dlq_stats(const kmq_dlq_t *dlq, kmq_dlq_stats_t *out) {
 
 size_t kmq__dlq_max_bytes(const kmq_dlq_t *dlq) { return dlq->max_bytes; }
 
+rd_kafka_t *kmq__dlq_rk(const kmq_dlq_t *dlq) { return dlq->rk; }
+
 int kmq__limits_check(size_t msg_max, size_t producer_max, char *errstr,
                       size_t errstr_size) {
   if (msg_max <= producer_max && producer_max - msg_max >= KMQ_MSG_ROOM_BYTES)

@@ -701,6 +701,24 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
     if (kmq__limits_check(rt->max_bytes, kmq__dlq_max_bytes(rt->dlq), errstr,
                           errstr_size))
       goto fail_obs;
+    int check_ms = (int)kmq_conf_get_int(conf, "kmq.dlq.check.timeout.ms");
+    if (check_ms > 0) {
+      char why[768];
+      kmq_err_t cerr = kmq__dlq_check_topic(rt->dlq, check_ms, why,
+                                            sizeof(why));
+      if (cerr == KMQ_ERR_CONF_INVALID) {
+        snprintf(errstr, errstr_size, "%s", why);
+        goto fail_obs;
+      }
+      /* Not knowing is no reason to refuse: the broker may come later and
+       * the DLQ topic may be created on first use; say what was not
+       * checked. */
+      if (cerr)
+        kmq__log_to(&rt->log, "WARN", "runtime",
+                    "the DLQ topic's max.message.bytes was not checked "
+                    "against the largest dead letter (%zu bytes): %s",
+                    kmq__dlq_max_bytes(rt->dlq), why);
+    }
   }
   rt->obs = kmq__obs_new(conf);
   if (!rt->obs) {

@@ -5,7 +5,13 @@
  * whose processor fails and whose escaped envelope is ~3.6 MB all end in the
  * DLQ as truncated letters with their size and SHA-256, nothing is LOST,
  * the user's other messages are processed and the committed offset reaches
- * the end of every partition. */
+ * the end of every partition.
+ *
+ * And the start-up check of the DLQ topic's own limit: a DLQ topic whose
+ * max.message.bytes is below the DLQ producer's message.max.bytes is
+ * refused by kmq_runtime_new with both values named; a missing DLQ topic
+ * or an unreachable cluster only costs a WARN line and at most
+ * kmq.dlq.check.timeout.ms (+1 s). */
 #include <check.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -265,10 +271,125 @@ START_TEST(poison_records_of_any_size_end_in_the_dlq) {
 }
 END_TEST
 
+typedef struct {
+  atomic_int warned;
+  char line[1024];
+} warn_seen_t;
+
+static void on_log(int level, const char *fac, const char *msg, void *o) {
+  warn_seen_t *w = o;
+  if (level == 4 && !strcmp(fac, "runtime") &&
+      strstr(msg, "max.message.bytes was not checked")) {
+    snprintf(w->line, sizeof(w->line), "%s", msg);
+    atomic_fetch_add(&w->warned, 1);
+  }
+}
+
+/* A runtime on the main topic with the given DLQ topic and bootstrap;
+ * NULL with errstr when refused. */
+static kmq_runtime_t *runtime_with_dlq(const char *bootstrap, const char *dlq,
+                                       const char *check_ms, warn_seen_t *w,
+                                       kmq_proc_registry_t *reg,
+                                       kmq_conf_t **c, char *errstr,
+                                       size_t size) {
+  *c = kmq_conf_new();
+  ck_assert(!kmq_conf_set(*c, "bootstrap.servers", bootstrap, errstr, size));
+  ck_assert(!kmq_conf_set(*c, "kmq.topic", topic, errstr, size));
+  ck_assert(!kmq_conf_set(*c, "kmq.dlq.topic", dlq, errstr, size));
+  ck_assert(!kmq_conf_set(*c, "group.id", "dlqcheck", errstr, size));
+  if (check_ms)
+    ck_assert(!kmq_conf_set(*c, "kmq.dlq.check.timeout.ms", check_ms, errstr,
+                            size));
+  kmq_conf_set_log_cb(*c, on_log, w);
+  return kmq_runtime_new(*c, reg, NULL, NULL, errstr, size);
+}
+
+START_TEST(dlq_topic_too_small_is_refused_at_start) {
+  char errstr[1024], small[128], missing[128];
+  kt_unique_name(topic, sizeof(topic), "dlqcheck");
+  kt_unique_name(small, sizeof(small), "dlqcheck-small");
+  kt_unique_name(missing, sizeof(missing), "dlqcheck-missing");
+  kmq_conf_t *c = kmq_conf_new();
+  kmq_conf_set(c, "bootstrap.servers", kt_bootstrap(), errstr, sizeof(errstr));
+  ck_assert(!kmq_admin_create_topic(c, topic, 1, 1, NULL, 0, 30000, errstr,
+                                    sizeof(errstr)));
+  const char *small_cfg[] = {"max.message.bytes", "500000", NULL};
+  ck_assert_msg(!kmq_admin_create_topic(c, small, 1, 1, small_cfg, 0, 30000,
+                                        errstr, sizeof(errstr)),
+                "%s", errstr);
+  /* Kafka's own default (1048588) takes librdkafka's 1000000. */
+  snprintf(dlq_topic, sizeof(dlq_topic), "%s.dlq", topic);
+  ck_assert(!kmq_admin_create_topic(c, dlq_topic, 1, 1, NULL, 0, 30000,
+                                    errstr, sizeof(errstr)));
+  kmq_conf_destroy(c);
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_raw(reg, raw_proc, NULL), KMQ_OK);
+
+  warn_seen_t w = {0};
+  kmq_runtime_t *rt = runtime_with_dlq(kt_bootstrap(), small, NULL, &w, reg,
+                                       &c, errstr, sizeof(errstr));
+  ck_assert_msg(!rt, "a DLQ topic of 500000 bytes was accepted");
+  ck_assert_msg(strstr(errstr, "max.message.bytes=500000") &&
+                    strstr(errstr, "message.max.bytes=1000000") &&
+                    strstr(errstr, small),
+                "%s", errstr);
+  kmq_conf_destroy(c);
+
+  /* The same with producer.message.max.bytes lowered to fit it (and
+   * kmq.msg.max.bytes with it): accepted. */
+  c = kmq_conf_new();
+  ck_assert(!kmq_conf_set(c, "bootstrap.servers", kt_bootstrap(), errstr,
+                          sizeof(errstr)));
+  ck_assert(!kmq_conf_set(c, "kmq.topic", topic, errstr, sizeof(errstr)));
+  ck_assert(!kmq_conf_set(c, "kmq.dlq.topic", small, errstr, sizeof(errstr)));
+  ck_assert(!kmq_conf_set(c, "group.id", "dlqcheck", errstr, sizeof(errstr)));
+  ck_assert(!kmq_conf_set(c, "producer.message.max.bytes", "500000", errstr,
+                          sizeof(errstr)));
+  ck_assert(!kmq_conf_set(c, "kmq.msg.max.bytes", "400000", errstr,
+                          sizeof(errstr)));
+  rt = kmq_runtime_new(c, reg, NULL, NULL, errstr, sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  kmq_runtime_destroy(rt);
+  kmq_conf_destroy(c);
+
+  /* A DLQ topic of Kafka's default size: no refusal, no warning. */
+  rt = runtime_with_dlq(kt_bootstrap(), dlq_topic, NULL, &w, reg, &c, errstr,
+                        sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  ck_assert_int_eq(atomic_load(&w.warned), 0);
+  kmq_runtime_destroy(rt);
+  kmq_conf_destroy(c);
+
+  /* No DLQ topic yet (created on first use, or by hand later): a WARN line
+   * says what was not checked, and the runtime starts. */
+  rt = runtime_with_dlq(kt_bootstrap(), missing, NULL, &w, reg, &c, errstr,
+                        sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  ck_assert_int_eq(atomic_load(&w.warned), 1);
+  ck_assert_msg(strstr(w.line, missing), "%s", w.line);
+  kmq_runtime_destroy(rt);
+  kmq_conf_destroy(c);
+
+  /* Nothing listens: the check gives up within its bound. */
+  int64_t t0 = kt_now_ms();
+  rt = runtime_with_dlq("127.0.0.1:1", dlq_topic, "500", &w, reg, &c, errstr,
+                        sizeof(errstr));
+  int64_t took = kt_now_ms() - t0;
+  ck_assert_msg(rt, "%s", errstr);
+  ck_assert_int_eq(atomic_load(&w.warned), 2);
+  ck_assert_msg(took < 500 + 1000 + 1500, "runtime_new took %lld ms",
+                (long long)took);
+  kmq_runtime_destroy(rt);
+  kmq_conf_destroy(c);
+  kmq_proc_registry_destroy(reg);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("dlq_broker");
   TCase *tc = tcase_create("poison");
   tcase_add_test(tc, poison_records_of_any_size_end_in_the_dlq);
+  tcase_add_test(tc, dlq_topic_too_small_is_refused_at_start);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }

@@ -19,6 +19,9 @@ static kmq_conf_t *conf(const char *msg_max, const char *producer_max) {
                           sizeof(errstr)));
   ck_assert(!kmq_conf_set(c, "group.id", "kmq-limits", errstr,
                           sizeof(errstr)));
+  /* No broker to ask about the DLQ topic (test_dlq_broker covers it). */
+  ck_assert(!kmq_conf_set(c, "kmq.dlq.check.timeout.ms", "0", errstr,
+                          sizeof(errstr)));
   if (msg_max)
     ck_assert(!kmq_conf_set(c, "kmq.msg.max.bytes", msg_max, errstr,
                             sizeof(errstr)));

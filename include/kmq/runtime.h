@@ -204,7 +204,13 @@ void kmq_runtime_set_producer(kmq_runtime_t *rt, kmq_producer_t *p);
  * installs it as the hook (kmq_fallback_hook): a record the DLQ rejects is
  * stored, and its offset finishes only once the row is durable; if the store
  * fails too, the offset stays unfinished (redelivered). The registry is frozen.
- * Returns NULL with errstr filled on error. */
+ * Limits are checked before anything runs: kmq.msg.max.bytes against the
+ * DLQ producer's message.max.bytes, and the DLQ topic's max.message.bytes
+ * against the largest dead letter, which means asking the broker: this call
+ * blocks up to kmq.dlq.check.timeout.ms (default 5 s, +1 s) when the
+ * cluster does not answer; no answer or no DLQ topic yet is a WARN line,
+ * not a refusal; 0 skips the question. Returns NULL with errstr filled on
+ * error (a too-small DLQ topic names both values). Any thread. */
 kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
                                kmq_proc_registry_t *registry,
                                kmq_fallback_cb *fallback,
