@@ -6,6 +6,8 @@
 #   scripts/mariadb.sh start   start on a free port, create database "kmq", print export lines:
 #                              eval "$(bash scripts/mariadb.sh start)"
 #   scripts/mariadb.sh stop    stop the server this state dir started (by its pid), delete the data
+#   scripts/mariadb.sh down    stop the server but keep its data, port and password (a store outage)
+#   scripts/mariadb.sh up      start it again after down: same port, same data, same URL
 #   scripts/mariadb.sh env     print the export lines of the running server
 #
 # Environment:
@@ -46,9 +48,9 @@ pick_port() {
   echo "$p"
 }
 
-cmd_stop() {
-  local pid tmp i
-  tmp=$(st tmpdir)
+# Stops the server (TERM, then KILL after 20 s); its files stay.
+kill_server() {
+  local pid i
   if pid=$(server_pid); then
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 200; i++)); do
@@ -58,10 +60,57 @@ cmd_stop() {
     [[ -r /proc/$pid/stat ]] && kill -KILL "$pid" 2>/dev/null || true
     log "stopped (pid $pid)"
   fi
+}
+
+# Starts mariadbd on the data in $1 and port $2; waits until it answers
+# (root's password $3 once set, none on a fresh data dir).
+launch_server() {
+  local tmp=$1 port=$2 i
+  local auth=(-uroot)
+  [[ -n ${3:-} ]] && auth+=("--password=$3")
+  # innodb_flush_log_at_trx_commit=1 (the default, spelled out): a commit is on disk when it returns.
+  mariadbd --no-defaults --datadir="$tmp/data" --socket="$tmp/sock" --port="$port" \
+    --bind-address=$HOST --user="$(id -un)" --skip-log-bin --pid-file="$tmp/pid" \
+    --innodb-flush-log-at-trx-commit=1 --innodb-buffer-pool-size=32M \
+    --log-error="$tmp/error.log" </dev/null >/dev/null 2>&1 9>&- &
+  echo $! >"$STATE/pid"
+  echo "$port" >"$STATE/port"
+  for ((i = 0; i < 300; i++)); do
+    [[ -S $tmp/sock ]] && mariadb --no-defaults -S "$tmp/sock" "${auth[@]}" -e "select 1" </dev/null >/dev/null 2>&1 && break
+    server_pid >/dev/null || { cat "$tmp/error.log" >&2; die "mariadbd exited"; }
+    sleep 0.1
+  done
+  ((i < 300)) || { cat "$tmp/error.log" >&2; cmd_stop; die "mariadbd did not start within 30 s"; }
+}
+
+cmd_stop() {
+  local tmp
+  tmp=$(st tmpdir)
+  kill_server
   # Only ever delete a dir this script made (mktemp template kmq-mariadb.*).
   [[ -n $tmp && -d $tmp && $(basename "$tmp") == kmq-mariadb.* ]] && rm -rf "$tmp"
-  rm -f "$STATE/pid" "$STATE/port" "$STATE/tmpdir" "$STATE/env"
+  rm -f "$STATE/pid" "$STATE/port" "$STATE/tmpdir" "$STATE/env" "$STATE/pw"
   return 0
+}
+
+cmd_down() {
+  server_pid >/dev/null || die "not running"
+  kill_server
+}
+
+cmd_up() {
+  local tmp port
+  tmp=$(st tmpdir)
+  port=$(st port)
+  [[ -n $tmp && -d $tmp/data && -n $port && -s $STATE/env ]] || die "nothing to bring up: run start first"
+  if server_pid >/dev/null; then
+    log "already up"
+  else
+    command -v mariadbd >/dev/null || PATH=$PATH:/usr/sbin
+    launch_server "$tmp" "$port" "$(st pw)"
+    log "up again on $HOST:$port (pid $(st pid))"
+  fi
+  cat "$STATE/env"
 }
 
 cmd_start() {
@@ -85,20 +134,8 @@ cmd_start() {
   exec 9>"$PORT_LOCK"
   flock 9
   port=$(pick_port)
-  # innodb_flush_log_at_trx_commit=1 (the default, spelled out): a commit is on disk when it returns.
-  mariadbd --no-defaults --datadir="$tmp/data" --socket="$tmp/sock" --port="$port" \
-    --bind-address=$HOST --user="$(id -un)" --skip-log-bin --pid-file="$tmp/pid" \
-    --innodb-flush-log-at-trx-commit=1 --innodb-buffer-pool-size=32M \
-    --log-error="$tmp/error.log" </dev/null >/dev/null 2>&1 9>&- &
-  echo $! >"$STATE/pid"
-  echo "$port" >"$STATE/port"
-  for ((i = 0; i < 300; i++)); do
-    [[ -S $tmp/sock ]] && mariadb --no-defaults -S "$tmp/sock" -uroot -e "select 1" >/dev/null 2>&1 && break
-    server_pid >/dev/null || { cat "$tmp/error.log" >&2; die "mariadbd exited"; }
-    sleep 0.1
-  done
+  launch_server "$tmp" "$port"
   exec 9>&-
-  ((i < 300)) || { cat "$tmp/error.log" >&2; cmd_stop; die "mariadbd did not start within 30 s"; }
   pw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
   mariadb --no-defaults -S "$tmp/sock" -uroot -e \
     "create database kmq; create user if not exists 'root'@'127.0.0.1';
@@ -107,6 +144,7 @@ cmd_start() {
     cmd_stop
     die "cannot create the database"
   }
+  echo "$pw" >"$STATE/pw"
   {
     echo "export KMQ_MARIADB_URL=mysql://root:$pw@$HOST:$port/kmq"
     echo "export KMQ_MARIADB_SOCKET=$tmp/sock"
@@ -119,6 +157,8 @@ cmd_start() {
 case ${1:-} in
   start) cmd_start ;;
   stop) cmd_stop ;;
+  down) cmd_down ;;
+  up) cmd_up ;;
   env) [[ -s $STATE/env ]] && cat "$STATE/env" || die "not running" ;;
-  *) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

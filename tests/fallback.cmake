@@ -49,4 +49,13 @@ target_compile_definitions(test_fallback_runtime_broker PRIVATE
 # the runtime retries its dead letter and resumes once the store is back.
 kmq_add_test(test_dlq_retry_broker SOURCES test_dlq_retry_broker.c
              LIBS kmq_brokerutil kmq_fbutil kmq_traffic LABELS "broker"
-             TIMEOUT 60)
+             TIMEOUT 180)
+# The same with a real outage: the runtime's own MariaDB store on a private
+# server (scripts/mariadb.sh down / up: same port and data) goes away and
+# comes back; the partition pauses, then resumes by itself.
+kmq_add_test(test_store_outage_broker SOURCES test_store_outage_broker.c
+             LIBS kmq_brokerutil kmq_fbutil kmq_traffic
+             LABELS "broker;mariadb" TIMEOUT 180)
+target_compile_definitions(test_store_outage_broker PRIVATE
+                           KMQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                           KMQ_BINARY_DIR="${PROJECT_BINARY_DIR}")

@@ -485,7 +485,7 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("dlq_retry");
   TCase *tc = tcase_create("broker");
-  tcase_set_timeout(tc, 55);
+  tcase_set_timeout(tc, 90);
   tcase_add_test(tc, dlq_and_store_down_pause_then_resume);
   tcase_add_test(tc, shutdown_while_retrying_leaves_it_for_the_next_start);
   tcase_add_test(tc, revoke_while_retrying_hands_it_to_the_next_owner);
