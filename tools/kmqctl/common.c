@@ -88,7 +88,7 @@ int kmqctl_global_opt(kmqctl_t *ctl, int c, const char *arg) {
   }
 }
 
-int kmqctl_conf_build(kmqctl_t *ctl) {
+int kmqctl_conf_build(kmqctl_t *ctl, int need_broker) {
   char err[1024];
   ctl->conf = kmq_conf_new();
   if (!ctl->conf)
@@ -125,7 +125,7 @@ int kmqctl_conf_build(kmqctl_t *ctl) {
                          kmq_conf_is_secret(key) ? "(redacted)" : eq + 1,
                          err);
   }
-  if (!kmq_conf_get(ctl->conf, "bootstrap.servers"))
+  if (need_broker && !kmq_conf_get(ctl->conf, "bootstrap.servers"))
     return kmqctl_fail(ctl, KMQCTL_USAGE,
                        "no broker: give -b, -F with bootstrap.servers, or "
                        "set $KMQ_BOOTSTRAP");

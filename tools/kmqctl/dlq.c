@@ -162,7 +162,7 @@ int kmqctl_dlq(kmqctl_t *ctl, int argc, char **argv) {
   const char *topic = o.topic;
   int64_t max = o.max, top = o.top;
   int json = o.json;
-  rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl, 1);
   if (rc)
     return rc;
   char dlq[256];

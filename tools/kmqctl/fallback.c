@@ -18,7 +18,8 @@ static const char fb_help[] =
     "The fallback store the configuration selects: kmq.fallback.backend\n"
     "(sqlite | mysql), kmq.fallback.path (SQLite file), kmq.fallback.url\n"
     "(mysql://user:pass@host:port/db; the password is never printed), from\n"
-    "-F FILE and -X key=value (kmq.fallback.* as in the runtime).\n"
+    "-F FILE and -X key=value (kmq.fallback.* as in the runtime). Only\n"
+    "replay (without --dry-run) needs a broker (-b, bootstrap.servers).\n"
     "  stats    rows by status (pending, retrying, success, failed), their\n"
     "           total (stored) and the age of the oldest pending or retrying\n"
     "           row, in seconds\n"
@@ -188,7 +189,8 @@ int kmqctl_fallback(kmqctl_t *ctl, int argc, char **argv) {
                        "that option does not apply to \"fallback %s\" "
                        "(kmqctl fallback --help)",
                        subs[sub]);
-  rc = kmqctl_conf_build(ctl);
+  /* Only a replay that produces talks to Kafka. */
+  rc = kmqctl_conf_build(ctl, sub == 2 && !o.dry);
   if (rc)
     return rc;
   if (!kmq_fallback_configured(ctl->conf))

@@ -114,7 +114,7 @@ int kmqctl_health(kmqctl_t *ctl, int argc, char **argv) {
     return rc;
   const char *topic = o.topic, *group = o.group;
   int64_t max_lag = o.max_lag, min_members = o.min_members;
-  rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl, 1);
   if (rc)
     return rc;
   char dlq[256], errstr[512];

@@ -80,8 +80,10 @@ int kmqctl_global_opt(kmqctl_t *ctl, int c, const char *arg);
 
 /* Builds ctl->conf: the file (-F, with --profile) first, then -b (else
  * $KMQ_BOOTSTRAP when no bootstrap.servers is set), then every -X in order.
- * Returns KMQCTL_OK or KMQCTL_USAGE with the message printed. */
-int kmqctl_conf_build(kmqctl_t *ctl);
+ * need_broker: a missing bootstrap.servers is a usage error (a command
+ * that only reads the fallback store needs none). Returns KMQCTL_OK or
+ * KMQCTL_USAGE with the message printed. */
+int kmqctl_conf_build(kmqctl_t *ctl, int need_broker);
 
 /* Parses a whole decimal integer in [min, max] for option `opt`; prints
  * "<prog>: --opt: ..." and returns -1 when it is not one. */

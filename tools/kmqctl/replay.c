@@ -393,7 +393,7 @@ int kmqctl_replay(kmqctl_t *ctl, int argc, char **argv) {
   const char *topic = o.topic, *dlq_opt = o.dlq, *group = o.group;
   if (r.since >= 0 && r.until >= 0 && r.until <= r.since)
     return kmqctl_fail(ctl, KMQCTL_USAGE, "--until must be after --since");
-  rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl, 1);
   if (rc)
     return rc;
   char dlq[256], gbuf[64];

@@ -198,7 +198,7 @@ int kmqctl_skip(kmqctl_t *ctl, int argc, char **argv) {
     return kmqctl_fail(ctl, KMQCTL_USAGE,
                        "--group, --topic, --partition and --offset are all "
                        "required (an emergency tool names its target)");
-  rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl, 1);
   if (rc)
     return rc;
   rd_kafka_t *rk = kmqctl_client(ctl, RD_KAFKA_CONSUMER, group);

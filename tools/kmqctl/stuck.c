@@ -132,7 +132,7 @@ int kmqctl_stuck(kmqctl_t *ctl, int argc, char **argv) {
     int blocked = kmqctl_stuck_endpoint(ctl, endpoint);
     return blocked < 0 ? KMQCTL_KAFKA : blocked ? KMQCTL_NO : KMQCTL_OK;
   }
-  rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl, 1);
   if (rc)
     return rc;
   topic = kmqctl_topic(ctl, topic);

@@ -143,7 +143,7 @@ int kmqctl_topics(kmqctl_t *ctl, int argc, char **argv) {
     return rc;
   const char *topic = o.topic;
   int check = o.check;
-  rc = kmqctl_conf_build(ctl);
+  rc = kmqctl_conf_build(ctl, 1);
   if (rc)
     return rc;
   char dlq[256];
