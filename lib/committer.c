@@ -105,6 +105,16 @@ void kmq__committer_maybe_commit(kmq__committer_t *cm, kmq__part_t *parts,
     return;
   if (cm->pending < cm->batch && now_ms - cm->last_ms < cm->interval_ms)
     return;
+  if (cm->steady &&
+      !atomic_load_explicit(cm->steady, memory_order_acquire)) {
+    /* Rejoining: held (still pending) until the member is steady again,
+     * then sent at once; counted once per interval, not per poll. */
+    if (now_ms - cm->held_ms >= cm->interval_ms) {
+      kmq__cm_add(&cm->commits_held, 1);
+      cm->held_ms = now_ms;
+    }
+    return;
+  }
   rd_kafka_topic_partition_list_t *l = kmq__commit_list(cm, parts, 0, 0);
   if (l) {
     /* Asynchronous: the result arrives in the offset_commit callback on
@@ -150,8 +160,11 @@ kmq_err_t kmq__committer_commit_sync(kmq__committer_t *cm, kmq__part_t *parts,
   }
   if (ret != KMQ_OK)
     kmq__redirty(cm, parts, l); /* retried by maybe_commit */
-  else
+  else if (!only_revoking)
     cm->pending = 0;
+  /* A revoke's commit covers only the partitions going away: the others'
+   * finished work stays pending for the next periodic commit, even if
+   * nothing else finishes. */
   rd_kafka_topic_partition_list_destroy(l);
   cm->last_ms = kmq__mono_ms();
   return ret;

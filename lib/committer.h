@@ -13,6 +13,17 @@
  * offset beyond it finished (`dirty`). A failed commit loses nothing: its
  * partitions are dirty again and the next commit carries them.
  *
+ * Periodic commits wait while the group member is not in librdkafka's
+ * `steady` join state (`steady`, fed by the consumer from librdkafka's
+ * CGRPJOINSTATE lines): in librdkafka 2.0.2 a commit sent while the member
+ * rejoins is queued by the coordinator behind the JoinGroup, answered
+ * ILLEGAL_GENERATION for the old generation, and that answer resets the
+ * member's generation to -1, so its SyncGroup fails and its whole
+ * assignment is declared lost (#4059, fixed in librdkafka 2.10 by #4908):
+ * the finished but uncommitted work of every partition is then done again
+ * by the next owner. Synchronous commits (revoke, close) are not held: they
+ * are sent from the rebalance callback, before the rejoin.
+ *
  * @locality poll thread, like the partitions it reads.
  */
 #ifndef KMQ_LIB_COMMITTER_H
@@ -35,6 +46,7 @@ typedef struct {
   int64_t timeout_ms;
   int64_t pending;   /* offsets finished since the last commit */
   int64_t last_ms;   /* time of the last commit */
+  int64_t held_ms;   /* when a held commit was last counted */
   size_t meta_max;   /* kmq.commit.metadata.max.bytes; 0: no metadata */
   char *meta_buf;    /* meta_max + 1 bytes of scratch, or NULL */
   /* Written on the poll thread only, read from any thread for metrics
@@ -43,8 +55,13 @@ typedef struct {
   /* Commits whose metadata could not hold every finished offset (those
    * left out are processed again after a rebalance, never skipped). */
   _Atomic int64_t meta_truncated;
+  /* Periodic commits held back while the member was rejoining. */
+  _Atomic int64_t commits_held;
   /* Where its log lines go (the owner's sink, set after init). */
   const kmq__log_sink_t *log;
+  /* 0 while the member rejoins the group (any thread writes it, the poll
+   * thread reads it); NULL: always steady. Set after init. */
+  const atomic_int *steady;
 } kmq__committer_t;
 
 /* Single-writer counter update (poll thread), see above. */

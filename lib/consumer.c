@@ -34,12 +34,52 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
     c->hooks.on_error((rd_kafka_resp_err_t)err, r, c->hooks.opaque);
 }
 
+/* "Group \"g\" changed join state A -> B (state up)": B is steady or not.
+ * librdkafka logs it on its main thread at the transition itself, before
+ * it sends the JoinGroup that follows. */
+static void kmq__note_join_state(kmq_consumer_t *c, const char *buf) {
+  const char *arrow = strstr(buf, " -> ");
+  if (!arrow)
+    return;
+  atomic_store_explicit(&c->join_steady, !strncmp(arrow + 4, "steady ", 7),
+                        memory_order_release);
+}
+
 /* librdkafka's log lines, from any of its threads, to the conf's hook,
- * redacted. */
+ * redacted; the debug lines kmq asked for only itself are dropped. */
 static void kmq__rdk_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                             const char *buf) {
   kmq_consumer_t *c = rd_kafka_opaque(rk);
+  if (level == 7 && !strcmp(fac, "CGRPJOINSTATE"))
+    kmq__note_join_state(c, buf);
+  if (!c->user_debug && level > c->user_log_level)
+    return;
   kmq__log_rdk_rk(&c->log, rk, level, fac, buf);
+}
+
+/* Turns on librdkafka's cgrp debug context (for kmq__note_join_state),
+ * keeping what the application asked for: its own debug contexts, then
+ * all debug lines reach its log hook; none, then only lines up to its
+ * log_level (librdkafka raises log_level to 7 whenever debug is set). */
+static int kmq__debug_cgrp(kmq_consumer_t *c, rd_kafka_conf_t *rc,
+                           char *errstr, size_t errstr_size) {
+  char v[512];
+  size_t vs = sizeof(v);
+  c->user_log_level = 6;
+  if (rd_kafka_conf_get(rc, "log_level", v, &vs) == RD_KAFKA_CONF_OK)
+    c->user_log_level = atoi(v);
+  vs = sizeof(v);
+  if (rd_kafka_conf_get(rc, "debug", v, &vs) != RD_KAFKA_CONF_OK)
+    v[0] = '\0';
+  c->user_debug = v[0] != '\0';
+  if (strstr(v, "cgrp") || strstr(v, "all"))
+    return 0;
+  char d[600];
+  snprintf(d, sizeof(d), "%s%scgrp", v, v[0] ? "," : "");
+  if (rd_kafka_conf_set(rc, "debug", d, errstr, errstr_size) !=
+      RD_KAFKA_CONF_OK)
+    return -1;
+  return 0;
 }
 
 /* Served by rd_kafka_consumer_poll on the poll thread; returning 0 lets
@@ -110,8 +150,12 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   rd_kafka_conf_set_offset_commit_cb(rc, kmq__commit_cb);
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
   rd_kafka_conf_set_stats_cb(rc, kmq__stats_cb);
-  if (c->log.cb)
-    rd_kafka_conf_set_log_cb(rc, kmq__rdk_log_cb);
+  atomic_init(&c->join_steady, 1);
+  if (kmq__debug_cgrp(c, rc, errstr, errstr_size)) {
+    rd_kafka_conf_destroy(rc);
+    goto fail_slots;
+  }
+  rd_kafka_conf_set_log_cb(rc, kmq__rdk_log_cb);
   c->rk = kmq__rdk_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
   if (!c->rk) {
     rd_kafka_conf_destroy(rc);
@@ -127,6 +171,7 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     goto fail_slots;
   }
   c->cm.log = &c->log;
+  c->cm.steady = &c->join_steady;
   return c;
 
 fail_slots:
@@ -229,6 +274,25 @@ kmq_err_t kmq_consumer_commit_sync(kmq_consumer_t *c) {
   return kmq__committer_commit_sync(&c->cm, c->parts, 0);
 }
 
+/* One short poll while closing: keeps serving the group (heartbeats are
+ * librdkafka's, but rebalance callbacks need this thread); a message it
+ * returns is held, not dispatched, and stays uncommitted (redelivered to
+ * the next owner). @locality poll thread */
+static void kmq__close_serve(kmq_consumer_t *c) {
+  rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 1);
+  if (!m)
+    return;
+  if (!m->err) {
+    kmq__part_t *p =
+        kmq__part_find(c, rd_kafka_topic_name(m->rkt), m->partition);
+    if (p) {
+      kmq__hold(c, p, m);
+      return;
+    }
+  }
+  rd_kafka_message_destroy(m);
+}
+
 kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
   if (c->closed)
     return KMQ_OK;
@@ -273,22 +337,15 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
       ret = KMQ_ERR_TIMED_OUT;
       break;
     }
-    /* Keep serving the group (heartbeats are librdkafka's, but rebalance
-     * callbacks need this thread) while acks trickle in. */
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 1);
-    if (m) {
-      /* Not dispatched: closing. Uncommitted, so redelivered later. */
-      if (!m->err) {
-        kmq__part_t *p = kmq__part_find(c, rd_kafka_topic_name(m->rkt),
-                                        m->partition);
-        if (p)
-          kmq__hold(c, p, m);
-        else
-          rd_kafka_message_destroy(m);
-      } else {
-        rd_kafka_message_destroy(m);
-      }
-    }
+    kmq__close_serve(c);
+  }
+  /* A commit sent while the member rejoins is answered ILLEGAL_GENERATION
+   * (committer.h): the finished work would be done again by the next
+   * owner. Let the rejoin finish first, within the same deadline. */
+  while (!atomic_load_explicit(&c->join_steady, memory_order_acquire) &&
+         kmq__mono_ms() < deadline) {
+    kmq__drain(c);
+    kmq__close_serve(c);
   }
   kmq__committer_commit_sync(&c->cm, c->parts, 0);
   /* Serves the final revoke through the rebalance callback (#4528: keep
@@ -354,6 +411,7 @@ void kmq_consumer_stats(const kmq_consumer_t *c, kmq_consumer_stats_t *out) {
   out->commit_errors = KMQ__LD(commit_errors);
   out->offsets_committed = KMQ__LD(offsets_committed);
   out->meta_truncated = KMQ__LD(meta_truncated);
+  out->commits_held = KMQ__LD(commits_held);
 #undef KMQ__LD
 }
 

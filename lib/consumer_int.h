@@ -96,6 +96,15 @@ struct kmq_consumer_s {
   kmq__cstats_t st;
   /* The conf's log hook: kmq's lines and librdkafka's (log_cb). */
   kmq__log_sink_t log;
+  /* librdkafka's group join state is `steady` (1) or the member is
+   * rejoining (0): written by the log callback from librdkafka's main
+   * thread, read by the committer on the poll thread (committer.h says
+   * why). kmq turns on librdkafka's `cgrp` debug context to see it; those
+   * lines reach the log hook only when the application asked for debug
+   * lines (user_debug) or its log_level (user_log_level) takes them. */
+  atomic_int join_steady;
+  int user_debug;
+  int user_log_level;
   /* librdkafka's statistics (stats_cb), for the metrics endpoint. */
   kmq__rdstats_t rdstats;
 };

@@ -94,6 +94,9 @@ static void kmq__runtime(kmq__sb_t *sb, kmq__obs_t *o) {
            cs.commits);
   kmq__one(sb, "kmq_commit_errors_total", "counter", "Failed commits",
            cs.commit_errors);
+  kmq__one(sb, "kmq_commits_held_total", "counter",
+           "Commit intervals held while the member rejoined the group",
+           cs.commits_held);
   kmq__one(sb, "kmq_partitions_paused", "gauge",
            "Partitions paused for backpressure", cs.paused);
   kmq__one(sb, "kmq_revokes_slow_total", "counter",

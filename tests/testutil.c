@@ -154,8 +154,8 @@ int64_t kt_assignment_bits(rd_kafka_t *rk) {
   return bits;
 }
 
-rd_kafka_t *kt_member_join(const char *bootstrap, const char *group,
-                           const char *topic, const char *debug) {
+rd_kafka_t *kt_member_new(const char *bootstrap, const char *group,
+                          const char *topic, const char *debug) {
   char errstr[256];
   rd_kafka_conf_t *rc = rd_kafka_conf_new();
   const char *kv[][2] = {
@@ -184,6 +184,12 @@ rd_kafka_t *kt_member_join(const char *bootstrap, const char *group,
   rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
   ck_assert_int_eq(rd_kafka_subscribe(rk, l), 0);
   rd_kafka_topic_partition_list_destroy(l);
+  return rk;
+}
+
+rd_kafka_t *kt_member_join(const char *bootstrap, const char *group,
+                           const char *topic, const char *debug) {
+  rd_kafka_t *rk = kt_member_new(bootstrap, group, topic, debug);
   /* librdkafka's default rebalance handling assigns what the group gives. */
   int64_t deadline = kt_now_ms() + 60000;
   while (kt_assignment_bits(rk) <= 0) {

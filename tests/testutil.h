@@ -66,6 +66,11 @@ int64_t kt_assignment_bits(rd_kafka_t *rk);
  * the next owner's. kt_member_leave closes and frees it. */
 rd_kafka_t *kt_member_join(const char *bootstrap, const char *group,
                            const char *topic, const char *debug);
+/* The same member, subscribed but not polled yet: it joins the group only
+ * as far as librdkafka goes without the application (it heartbeats and
+ * rejoins, but a revoke waits for its next poll). */
+rd_kafka_t *kt_member_new(const char *bootstrap, const char *group,
+                          const char *topic, const char *debug);
 void kt_member_leave(rd_kafka_t *rk);
 
 /* Kafka protocol ApiKeys for the mock cluster's error injection (librdkafka

@@ -47,7 +47,13 @@
  * unassigned. Lost partitions get the same wait but no commit: librdkafka
  * 2.0.2 declares an assignment lost on ILLEGAL_GENERATION during a
  * rebalance (#4059) while the member is still in the group, and the group
- * moves the partitions only after this member rejoins. After a real
+ * moves the partitions only after this member rejoins. What makes it do so
+ * is avoided: periodic commits are held while the member rejoins (the join
+ * state librdkafka logs under its `cgrp` debug context, which the consumer
+ * turns on; those debug lines reach the log hook only when the
+ * application set `debug` itself), counted in commits_held, and a close
+ * lets a rejoin in progress finish (within its timeout) before its final
+ * commit. After a real
  * session timeout the new owner may already run them: nothing prevents
  * that overlap but keeping session.timeout.ms above stalls of this
  * process.
@@ -141,6 +147,9 @@ typedef struct {
   int64_t meta_truncated; /* commits whose metadata could not list every
                              finished offset (kmq.commit.metadata.max.bytes):
                              those are processed again after a rebalance */
+  int64_t commits_held;   /* commit intervals that passed while the member
+                             was rejoining the group: the commit waited for
+                             the rejoin (librdkafka #4059, committer.h) */
 } kmq_consumer_stats_t;
 
 /* Per-partition view for metrics: the gate's state and the commit lag. */
