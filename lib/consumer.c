@@ -54,7 +54,10 @@ static void kmq__rdk_log_cb(const rd_kafka_t *rk, int level, const char *fac,
     kmq__note_join_state(c, buf);
   if (!c->user_debug && level > c->user_log_level)
     return;
-  kmq__log_rdk_rk(&c->log, rk, level, fac, buf);
+  if (c->log.cb)
+    kmq__log_rdk_rk(&c->log, rk, level, fac, buf);
+  else
+    kmq__rdk_log(rk, level, fac, buf); /* librdkafka's stderr format */
 }
 
 /* Turns on librdkafka's cgrp debug context (for kmq__note_join_state),
