@@ -344,9 +344,14 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
   }
   /* A commit sent while the member rejoins is answered ILLEGAL_GENERATION
    * (committer.h): the finished work would be done again by the next
-   * owner. Let the rejoin finish first, within the same deadline. */
+   * owner. Let the rejoin finish first, within the same deadline and at
+   * most kmq.commit.timeout.ms (a member that cannot reach its coordinator
+   * does not rejoin at all). */
+  int64_t rejoin_deadline = kmq__mono_ms() + c->commit_timeout_ms;
+  if (rejoin_deadline > deadline)
+    rejoin_deadline = deadline;
   while (!atomic_load_explicit(&c->join_steady, memory_order_acquire) &&
-         kmq__mono_ms() < deadline) {
+         kmq__mono_ms() < rejoin_deadline) {
     kmq__drain(c);
     kmq__close_serve(c);
   }

@@ -52,8 +52,8 @@
  * state librdkafka logs under its `cgrp` debug context, which the consumer
  * turns on; those debug lines reach the log hook only when the
  * application set `debug` itself), counted in commits_held, and a close
- * lets a rejoin in progress finish (within its timeout) before its final
- * commit. After a real
+ * lets a rejoin in progress finish (within its timeout, and at most
+ * kmq.commit.timeout.ms) before its final commit. After a real
  * session timeout the new owner may already run them: nothing prevents
  * that overlap but keeping session.timeout.ms above stalls of this
  * process.
