@@ -69,3 +69,15 @@ void kt_produce_traffic(const char *topic, int users, int per) {
       kt_send_env(rk, topic, RD_KAFKA_PARTITION_UA, u, s);
   kt_producer_done(rk);
 }
+
+bool kt_runtime_partition(kmq_runtime_t *rt, int32_t part,
+                          kmq_runtime_partition_t *out) {
+  kmq_runtime_partition_t ps[64];
+  size_t n = kmq_runtime_partitions(rt, ps, 64);
+  for (size_t i = 0; i < n && i < 64; i++)
+    if (ps[i].partition == part) {
+      *out = ps[i];
+      return true;
+    }
+  return false;
+}

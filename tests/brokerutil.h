@@ -8,6 +8,9 @@
 #include <stdint.h>
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+
+#include "kmq/runtime.h"
 
 /* Creates topic with `partitions` partitions and, when dlq_topic is not
  * NULL, dlq_topic with one (replication factor 1, on $KMQ_BOOTSTRAP);
@@ -31,5 +34,10 @@ void kt_send_env(rd_kafka_t *rk, const char *topic, int32_t partition, int u,
 /* users x per envelopes, seq-major (every user's seq 0, then seq 1, ...),
  * partitioned by key, all delivered when it returns. */
 void kt_produce_traffic(const char *topic, int users, int per);
+
+/* Partition part of rt as last sampled (kmq_runtime_partitions) into out;
+ * false when rt does not own it. */
+bool kt_runtime_partition(kmq_runtime_t *rt, int32_t part,
+                          kmq_runtime_partition_t *out);
 
 #endif

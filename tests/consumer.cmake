@@ -2,5 +2,5 @@ kmq_add_test(test_consumer_broker SOURCES test_consumer_broker.c LIBS kmq_core
              LABELS "broker" TIMEOUT 900)
 # Issue 10: periodic commits wait while the member rejoins the group
 # (librdkafka #4059): held, none fails, no partition lost.
-kmq_add_test(test_rejoin_broker SOURCES test_rejoin_broker.c LIBS kmq
+kmq_add_test(test_rejoin_broker SOURCES test_rejoin_broker.c LIBS kmq_brokerutil
              LABELS "broker" TIMEOUT 180)

@@ -108,3 +108,40 @@ long long kt_fb_count(const kmq_conf_t *conf, int backend, const char *where) {
   mysql_close(m);
   return n;
 }
+
+void kt_fb_mariadb_sh(const char *src, const char *state, const char *cmd,
+                      char *url, size_t size) {
+  char line[1024], sh[2048];
+  snprintf(sh, sizeof(sh),
+           "KMQ_MARIADB_STATE='%s' bash '%s/scripts/mariadb.sh' %s 2>/dev/null",
+           state, src, cmd);
+  FILE *f = popen(sh, "r");
+  ck_assert_ptr_nonnull(f);
+  while (fgets(line, sizeof(line), f))
+    if (url && !strncmp(line, "export KMQ_MARIADB_URL=", 23))
+      snprintf(url, size, "%.*s", (int)strcspn(line + 23, "\n"), line + 23);
+  ck_assert_msg(pclose(f) == 0, "scripts/mariadb.sh %s failed", cmd);
+}
+
+kmq_conf_t *kt_fb_dlq_down_conf(const char *topic, const char *group,
+                                const char *max_backoff_ms) {
+  char errstr[512];
+  kmq_conf_t *c = kmq_conf_new();
+  const char *kv[][2] = {
+      {"bootstrap.servers", kt_bootstrap()},
+      {"kmq.topic", topic},
+      {"kmq.dlq.topic", "kmq-invalid/dlq"}, /* '/' is not allowed */
+      {"group.id", group},
+      {"kmq.commit.interval.ms", "200"},
+      {"kmq.sched.workers", "2"},
+      {"kmq.metrics.interval.ms", "50"},
+      {"kmq.dlq.retry.backoff.ms", "100"},
+      {"kmq.dlq.retry.backoff.max.ms", max_backoff_ms},
+      {"producer.message.timeout.ms", "3000"},
+  };
+  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+    ck_assert_msg(!kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
+                                sizeof(errstr)),
+                  "%s", errstr);
+  return c;
+}

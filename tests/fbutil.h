@@ -29,4 +29,18 @@ void kt_fb_mysql_exec(const char *db, const char *sql);
  * observing a store another process uses without touching it). Asserts. */
 long long kt_fb_count(const kmq_conf_t *conf, int backend, const char *where);
 
+/* Runs scripts/mariadb.sh (below the source dir `src`) with cmd (start,
+ * stop, down, up) on the private server whose state is in `state`; for
+ * start and up, the server's URL (KMQ_MARIADB_URL) into url (may be NULL).
+ * Asserts the script succeeded. */
+void kt_fb_mariadb_sh(const char *src, const char *state, const char *cmd,
+                      char *url, size_t size);
+
+/* A conf for a runtime on topic/group whose dead letters neither the DLQ
+ * nor (while down) the store takes: the DLQ topic is a name the broker
+ * refuses, dead-letter retries are fast (100 ms doubling to max_backoff),
+ * metrics sampled every 50 ms, 2 workers, commits every 200 ms. */
+kmq_conf_t *kt_fb_dlq_down_conf(const char *topic, const char *group,
+                                const char *max_backoff_ms);
+
 #endif

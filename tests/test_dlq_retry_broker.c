@@ -30,7 +30,6 @@
 
 #define USERS 12
 #define PER 5
-#define BAD_DLQ "kmq-invalid/dlq" /* '/' is not allowed in a topic name */
 
 typedef struct {
   char users[USERS][64];
@@ -98,21 +97,8 @@ static void on_log(int level, const char *fac, const char *msg, void *o) {
     atomic_fetch_add(&w->errors_logged, 1);
 }
 
-/* Partition part of rt as last sampled; false when rt does not own it. */
-static bool rt_partition(kmq_runtime_t *rt, int32_t part,
-                         kmq_runtime_partition_t *out) {
-  kmq_runtime_partition_t ps[16];
-  size_t n = kmq_runtime_partitions(rt, ps, 16);
-  for (size_t i = 0; i < n && i < 16; i++)
-    if (ps[i].partition == part) {
-      *out = ps[i];
-      return true;
-    }
-  return false;
-}
-
 static bool partition(world_t *w, int32_t part, kmq_runtime_partition_t *out) {
-  return rt_partition(w->rt, part, out);
+  return kt_runtime_partition(w->rt, part, out);
 }
 
 /* Users whose partition is not the poison one, all processed. */
@@ -152,23 +138,7 @@ static bool recovered(void *opaque) {
 static kmq_conf_t *make_conf(world_t *w, const char *topic,
                              const char *group) {
   char errstr[512], where[512];
-  kmq_conf_t *c = kmq_conf_new();
-  const char *kv[][2] = {
-      {"bootstrap.servers", kt_bootstrap()},
-      {"kmq.topic", topic},
-      {"kmq.dlq.topic", BAD_DLQ},
-      {"group.id", group},
-      {"kmq.commit.interval.ms", "200"},
-      {"kmq.sched.workers", "2"},
-      {"kmq.metrics.interval.ms", "50"},
-      {"kmq.dlq.retry.backoff.ms", "100"},
-      {"kmq.dlq.retry.backoff.max.ms", "400"},
-      {"producer.message.timeout.ms", "3000"},
-  };
-  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-    ck_assert_msg(!kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
-                                sizeof(errstr)),
-                  "%s", errstr);
+  kmq_conf_t *c = kt_fb_dlq_down_conf(topic, group, "400");
   kmq_conf_set_log_cb(c, on_log, w);
   kt_fb_conf(c, KT_FB_SQLITE, where, sizeof(where));
   w->store = kmq_fallback_new(c, errstr, sizeof(errstr));
@@ -344,8 +314,8 @@ static bool both_stuck_on_a(void *opaque) {
   kmq_runtime_metrics_t m;
   kmq_runtime_metrics(pr->a, &m);
   kmq_runtime_partition_t p0, p1;
-  return m.dlq_retrying == 2 && rt_partition(pr->a, 0, &p0) && p0.paused &&
-         p0.state == KMQ_STALL_DLQ && rt_partition(pr->a, 1, &p1) &&
+  return m.dlq_retrying == 2 && kt_runtime_partition(pr->a, 0, &p0) && p0.paused &&
+         p0.state == KMQ_STALL_DLQ && kt_runtime_partition(pr->a, 1, &p1) &&
          p1.paused && p1.state == KMQ_STALL_DLQ;
 }
 
@@ -376,9 +346,9 @@ static bool both_recovered(void *opaque) {
   kmq_runtime_partition_t pa, pb;
   return atomic_load(&pr->w->hook_stored) >= 2 * PER &&
          ma.dlq_retrying == 0 && mb.dlq_retrying == 0 &&
-         rt_partition(pr->a, 1 - pr->moved, &pa) && !pa.paused &&
+         kt_runtime_partition(pr->a, 1 - pr->moved, &pa) && !pa.paused &&
          pa.committed == pa.high_watermark &&
-         rt_partition(pr->b, pr->moved, &pb) && !pb.paused &&
+         kt_runtime_partition(pr->b, pr->moved, &pb) && !pb.paused &&
          pb.committed == pb.high_watermark;
 }
 
@@ -409,8 +379,8 @@ START_TEST(revoke_while_retrying_hands_it_to_the_next_owner) {
   ck_assert_msg(kt_wait_until(both_stuck_on_a, &pr, 30000),
                 "A never had both partitions paused on a dead letter");
   kmq_runtime_partition_t before[2];
-  ck_assert(rt_partition(pr.a, 0, &before[0]));
-  ck_assert(rt_partition(pr.a, 1, &before[1]));
+  ck_assert(kt_runtime_partition(pr.a, 0, &before[0]));
+  ck_assert(kt_runtime_partition(pr.a, 1, &before[1]));
   ck_assert_int_eq(before[0].blocking_offset, 1);
   ck_assert_int_eq(before[1].blocking_offset, 1);
 
@@ -433,7 +403,7 @@ START_TEST(revoke_while_retrying_hands_it_to_the_next_owner) {
     }
   ck_assert(found);
   kmq_runtime_partition_t pb;
-  ck_assert(rt_partition(pr.b, pr.moved, &pb));
+  ck_assert(kt_runtime_partition(pr.b, pr.moved, &pb));
   ck_assert_int_eq(pb.blocking_offset, before[pr.moved].blocking_offset);
   ck_assert_int_eq(atomic_load(&w.hook_stored), 0);
 

@@ -423,17 +423,9 @@ static bool reported(void *opaque) {
 
 /* Runs scripts/mariadb.sh cmd with its own state dir; for start, the URL. */
 static void mariadb_sh(const char *cmd, char *url, size_t size) {
-  char line[1024], sh[1024];
-  snprintf(sh, sizeof(sh),
-           "KMQ_MARIADB_STATE='%s/mariadb-state-down' bash "
-           "'%s/scripts/mariadb.sh' %s 2>/dev/null",
-           kf_build_dir(), KMQ_SOURCE_DIR, cmd);
-  FILE *f = popen(sh, "r");
-  ck_assert_ptr_nonnull(f);
-  while (fgets(line, sizeof(line), f))
-    if (url && !strncmp(line, "export KMQ_MARIADB_URL=", 23))
-      snprintf(url, size, "%.*s", (int)strcspn(line + 23, "\n"), line + 23);
-  ck_assert_int_eq(pclose(f), 0);
+  char state[512];
+  snprintf(state, sizeof(state), "%s/mariadb-state-down", kf_build_dir());
+  kt_fb_mariadb_sh(KMQ_SOURCE_DIR, state, cmd, url, size);
 }
 
 static int send_down(kmq_producer_t *p, int i, const char *tag) {

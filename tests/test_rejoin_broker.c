@@ -27,7 +27,7 @@
 
 #include "kmq/admin.h"
 #include "kmq/consumer.h"
-#include "kmq/producer.h"
+#include "brokerutil.h"
 #include "testutil.h"
 
 #define NPART 6
@@ -67,25 +67,13 @@ static kmq_conf_t *conf_for(const char *group) {
   return c;
 }
 
-/* seq in [from, to) of every user, all delivered. */
+/* seq in [from, to) of every user (traffic envelopes), all delivered. */
 static void produce(int from, int to) {
-  char errstr[512];
-  kmq_conf_t *c = conf_for(NULL);
-  kmq_producer_t *p =
-      kmq_producer_new(c, NULL, NULL, NULL, NULL, errstr, sizeof(errstr));
-  ck_assert_msg(p, "%s", errstr);
-  for (int s = from; s < to; s++)
-    for (int u = 0; u < USERS; u++) {
-      char key[32], val[32];
-      snprintf(key, sizeof(key), "wm%05d", u);
-      snprintf(val, sizeof(val), "u%d:%d", u, s);
-      kmq_produce_msg_t m = {.key = key, .key_len = strlen(key), .value = val,
-                             .value_len = strlen(val), .msg_type = "text"};
-      ck_assert_int_eq(kmq_producer_send(p, &m, NULL), KMQ_OK);
-    }
-  ck_assert_int_eq(kmq_producer_flush(p, 60000), KMQ_OK);
-  kmq_producer_destroy(p);
-  kmq_conf_destroy(c);
+  rd_kafka_t *rk = kt_producer_new();
+  for (int seq = from; seq < to; seq++)
+    for (int u = 0; u < USERS; u++)
+      kt_send_env(rk, topic, RD_KAFKA_PARTITION_UA, u, seq);
+  kt_producer_done(rk);
 }
 
 static kmq_err_t handler(const rd_kafka_message_t *m, void *opaque) {

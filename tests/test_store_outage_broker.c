@@ -25,7 +25,6 @@
 #define USERS 8
 #define PER 5
 #define NPART 2
-#define BAD_DLQ "kmq-invalid/dlq" /* '/' is not allowed in a topic name */
 
 static char poison[64];
 static atomic_int errors_logged, processed_others;
@@ -58,35 +57,14 @@ static void on_log(int level, const char *fac, const char *msg, void *o) {
 
 /* scripts/mariadb.sh cmd on this test's own server; for start, its URL. */
 static void mariadb_sh(const char *cmd, char *url, size_t size) {
-  char line[1024], sh[1024];
-  snprintf(sh, sizeof(sh),
-           "KMQ_MARIADB_STATE='%s/mariadb-state-outage' bash "
-           "'%s/scripts/mariadb.sh' %s 2>/dev/null",
-           KMQ_BINARY_DIR, KMQ_SOURCE_DIR, cmd);
-  FILE *f = popen(sh, "r");
-  ck_assert_ptr_nonnull(f);
-  while (fgets(line, sizeof(line), f))
-    if (url && !strncmp(line, "export KMQ_MARIADB_URL=", 23))
-      snprintf(url, size, "%.*s", (int)strcspn(line + 23, "\n"), line + 23);
-  ck_assert_msg(pclose(f) == 0, "scripts/mariadb.sh %s failed", cmd);
+  kt_fb_mariadb_sh(KMQ_SOURCE_DIR, KMQ_BINARY_DIR "/mariadb-state-outage", cmd,
+                   url, size);
 }
 
 typedef struct {
   kmq_runtime_t *rt;
   int32_t part; /* the poison user's partition */
 } world_t;
-
-static bool find(kmq_runtime_t *rt, int32_t part,
-                 kmq_runtime_partition_t *out) {
-  kmq_runtime_partition_t ps[8];
-  size_t n = kmq_runtime_partitions(rt, ps, 8);
-  for (size_t i = 0; i < n && i < 8; i++)
-    if (ps[i].partition == part) {
-      *out = ps[i];
-      return true;
-    }
-  return false;
-}
 
 static bool paused_and_said_so(void *opaque) {
   world_t *w = opaque;
@@ -95,9 +73,9 @@ static bool paused_and_said_so(void *opaque) {
   kmq_runtime_metrics(w->rt, &m);
   kmq_runtime_partition_t p, other;
   return m.dlq_retries >= 2 && m.dlq_retrying == 1 &&
-         atomic_load(&errors_logged) >= 2 && find(w->rt, w->part, &p) &&
+         atomic_load(&errors_logged) >= 2 && kt_runtime_partition(w->rt, w->part, &p) &&
          p.paused && p.state == KMQ_STALL_DLQ &&
-         find(w->rt, 1 - w->part, &other) && !other.paused &&
+         kt_runtime_partition(w->rt, 1 - w->part, &other) && !other.paused &&
          other.committed == other.high_watermark;
 }
 
@@ -107,7 +85,7 @@ static bool resumed_to_the_end(void *opaque) {
   kmq_runtime_metrics_t m;
   kmq_runtime_metrics(w->rt, &m);
   kmq_runtime_partition_t p;
-  return m.dlq_retrying == 0 && find(w->rt, w->part, &p) && !p.paused &&
+  return m.dlq_retrying == 0 && kt_runtime_partition(w->rt, w->part, &p) && !p.paused &&
          p.blocking_offset < 0 && p.committed == p.high_watermark &&
          atomic_load(&processed_others) == (USERS - 1) * PER;
 }
@@ -136,23 +114,7 @@ START_TEST(store_server_down_pauses_then_up_resumes) {
   kt_create_topics(topic, NPART, NULL);
   kt_produce_traffic(topic, USERS, PER);
 
-  kmq_conf_t *c = kmq_conf_new();
-  const char *kv[][2] = {
-      {"bootstrap.servers", kt_bootstrap()},
-      {"kmq.topic", topic},
-      {"kmq.dlq.topic", BAD_DLQ},
-      {"group.id", group},
-      {"kmq.commit.interval.ms", "200"},
-      {"kmq.sched.workers", "2"},
-      {"kmq.metrics.interval.ms", "50"},
-      {"kmq.dlq.retry.backoff.ms", "100"},
-      {"kmq.dlq.retry.backoff.max.ms", "500"},
-      {"producer.message.timeout.ms", "3000"},
-  };
-  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-    ck_assert_msg(!kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
-                                sizeof(errstr)),
-                  "%s", errstr);
+  kmq_conf_t *c = kt_fb_dlq_down_conf(topic, group, "500");
   kmq_conf_set_log_cb(c, on_log, NULL);
   kt_fb_conf(c, KT_FB_MYSQL, db, sizeof(db));
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
@@ -167,7 +129,7 @@ START_TEST(store_server_down_pauses_then_up_resumes) {
                 "server down",
                 w.part);
   kmq_runtime_partition_t p;
-  ck_assert(find(w.rt, w.part, &p));
+  ck_assert(kt_runtime_partition(w.rt, w.part, &p));
   ck_assert_int_eq(p.blocking_offset, 1);
   ck_assert_int_eq(p.committed, 1); /* right below the waiting record */
   ck_assert_str_eq(p.user, poison);
