@@ -38,7 +38,10 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
  * librdkafka logs it on its main thread at the transition itself, before
  * it sends the JoinGroup that follows. */
 static void kmq__note_join_state(kmq_consumer_t *c, const char *buf) {
-  const char *arrow = strstr(buf, " -> ");
+  /* The last arrow: the group id, quoted before it, may hold anything. */
+  const char *arrow = NULL;
+  for (const char *a = strstr(buf, " -> "); a; a = strstr(a + 1, " -> "))
+    arrow = a;
   if (!arrow)
     return;
   atomic_store_explicit(&c->join_steady, !strncmp(arrow + 4, "steady ", 7),
