@@ -347,9 +347,9 @@ static bool both_recovered(void *opaque) {
   return atomic_load(&pr->w->hook_stored) >= 2 * PER &&
          ma.dlq_retrying == 0 && mb.dlq_retrying == 0 &&
          kt_runtime_partition(pr->a, 1 - pr->moved, &pa) && !pa.paused &&
-         pa.committed == pa.high_watermark &&
+         pa.high_watermark > 0 && pa.committed == pa.high_watermark &&
          kt_runtime_partition(pr->b, pr->moved, &pb) && !pb.paused &&
-         pb.committed == pb.high_watermark;
+         pb.high_watermark > 0 && pb.committed == pb.high_watermark;
 }
 
 START_TEST(revoke_while_retrying_hands_it_to_the_next_owner) {

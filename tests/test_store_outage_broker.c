@@ -72,10 +72,16 @@ static bool paused_and_said_so(void *opaque) {
   kmq_runtime_metrics_t m;
   kmq_runtime_metrics(w->rt, &m);
   kmq_runtime_partition_t p, other;
+  /* Committed offsets and watermarks are -1 until known: compare them
+   * only once they are. The waiting record's partition is committed right
+   * below it (the commits go on while it waits). */
   return m.dlq_retries >= 2 && m.dlq_retrying == 1 &&
-         atomic_load(&errors_logged) >= 2 && kt_runtime_partition(w->rt, w->part, &p) &&
-         p.paused && p.state == KMQ_STALL_DLQ &&
+         atomic_load(&errors_logged) >= 2 &&
+         kt_runtime_partition(w->rt, w->part, &p) && p.paused &&
+         p.state == KMQ_STALL_DLQ && p.blocking_offset >= 0 &&
+         p.committed == p.blocking_offset &&
          kt_runtime_partition(w->rt, 1 - w->part, &other) && !other.paused &&
+         other.high_watermark > 0 &&
          other.committed == other.high_watermark;
 }
 
@@ -86,7 +92,8 @@ static bool resumed_to_the_end(void *opaque) {
   kmq_runtime_metrics(w->rt, &m);
   kmq_runtime_partition_t p;
   return m.dlq_retrying == 0 && kt_runtime_partition(w->rt, w->part, &p) && !p.paused &&
-         p.blocking_offset < 0 && p.committed == p.high_watermark &&
+         p.blocking_offset < 0 && p.high_watermark > 0 &&
+         p.committed == p.high_watermark &&
          atomic_load(&processed_others) == (USERS - 1) * PER;
 }
 
