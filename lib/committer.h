@@ -13,16 +13,18 @@
  * offset beyond it finished (`dirty`). A failed commit loses nothing: its
  * partitions are dirty again and the next commit carries them.
  *
- * Periodic commits wait while the group member is not in librdkafka's
- * `steady` join state (`steady`, fed by the consumer from librdkafka's
- * CGRPJOINSTATE lines): in librdkafka 2.0.2 a commit sent while the member
- * rejoins is queued by the coordinator behind the JoinGroup, answered
+ * Periodic commits wait while the group member rejoins the group (`steady`
+ * is 0 in librdkafka's join states init, wait-join, wait-metadata and
+ * wait-sync, fed by the consumer from librdkafka's CGRPJOINSTATE lines):
+ * in librdkafka 2.0.2 a commit sent while the member rejoins is queued by the coordinator behind the JoinGroup, answered
  * ILLEGAL_GENERATION for the old generation, and that answer resets the
  * member's generation to -1, so its SyncGroup fails and its whole
  * assignment is declared lost (#4059, fixed in librdkafka 2.10 by #4908):
  * the finished but uncommitted work of every partition is then done again
- * by the next owner. Synchronous commits (revoke, close) are not held: they
- * are sent from the rebalance callback, before the rejoin.
+ * by the next owner. Synchronous commits are not held: a revoke's is sent
+ * from the rebalance callback, before the rejoin; close waits for the
+ * rejoin (kmq_consumer_close) and skips its commit if the member is still
+ * rejoining.
  *
  * @locality poll thread, like the partitions it reads.
  */

@@ -34,9 +34,13 @@ static void kmq__error_cb(rd_kafka_t *rk, int err, const char *reason,
     c->hooks.on_error((rd_kafka_resp_err_t)err, r, c->hooks.opaque);
 }
 
-/* "Group \"g\" changed join state A -> B (state up)": B is steady or not.
- * librdkafka logs it on its main thread at the transition itself, before
- * it sends the JoinGroup that follows. */
+/* "Group \"g\" changed join state A -> B (state up)": is B a state in
+ * which a commit would be queued behind a JoinGroup or sent with a stale
+ * generation? librdkafka 2.0.2 logs it on its main thread at the
+ * transition itself, before it sends the JoinGroup that follows. Only the
+ * known rejoin states hold commits: an unknown one (a librdkafka that
+ * words it differently) never does, so commits can never be held for
+ * good by a parse. */
 static void kmq__note_join_state(kmq_consumer_t *c, const char *buf) {
   /* The last arrow: the group id, quoted before it, may hold anything. */
   const char *arrow = NULL;
@@ -44,8 +48,13 @@ static void kmq__note_join_state(kmq_consumer_t *c, const char *buf) {
     arrow = a;
   if (!arrow)
     return;
-  atomic_store_explicit(&c->join_steady, !strncmp(arrow + 4, "steady ", 7),
-                        memory_order_release);
+  static const char *const rejoining[] = {"init ", "wait-join ",
+                                          "wait-metadata ", "wait-sync "};
+  int steady = 1;
+  for (size_t i = 0; i < sizeof(rejoining) / sizeof(rejoining[0]); i++)
+    if (!strncmp(arrow + 4, rejoining[i], strlen(rejoining[i])))
+      steady = 0;
+  atomic_store_explicit(&c->join_steady, steady, memory_order_release);
 }
 
 /* librdkafka's log lines, from any of its threads, to the conf's hook,
@@ -162,6 +171,13 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     goto fail_slots;
   }
   rd_kafka_conf_set_log_cb(rc, kmq__rdk_log_cb);
+  /* The join state must be seen when librdkafka changes it, not when the
+   * application serves a log queue (kmq never does). */
+  if (rd_kafka_conf_set(rc, "log.queue", "false", errstr, errstr_size) !=
+      RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(rc);
+    goto fail_slots;
+  }
   c->rk = kmq__rdk_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size);
   if (!c->rk) {
     rd_kafka_conf_destroy(rc);
@@ -358,7 +374,16 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
     kmq__drain(c);
     kmq__close_serve(c);
   }
-  kmq__committer_commit_sync(&c->cm, c->parts, 0);
+  /* Still rejoining: the commit would wait behind the JoinGroup (up to the
+   * group's rebalance timeout) and then be refused; what it carried is
+   * done again by the next owner either way, so close does not wait. */
+  if (atomic_load_explicit(&c->join_steady, memory_order_acquire))
+    kmq__committer_commit_sync(&c->cm, c->parts, 0);
+  else
+    kmq__log_to(&c->log, "WARN", "consumer",
+                "close: the member was still rejoining the group: final "
+                "commit skipped (it would be refused); finished work since "
+                "the last commit is redelivered to the next owner");
   /* Serves the final revoke through the rebalance callback (#4528: keep
    * serving it during close). */
   rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);

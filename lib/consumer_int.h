@@ -96,8 +96,8 @@ struct kmq_consumer_s {
   kmq__cstats_t st;
   /* The conf's log hook: kmq's lines and librdkafka's (log_cb). */
   kmq__log_sink_t log;
-  /* librdkafka's group join state is `steady` (1) or the member is
-   * rejoining (0): written by the log callback from librdkafka's main
+  /* 0 while librdkafka's group join state is a rejoin state (init,
+   * wait-join, wait-metadata, wait-sync), else 1: written by the log callback from librdkafka's main
    * thread, read by the committer on the poll thread (committer.h says
    * why). kmq turns on librdkafka's `cgrp` debug context to see it; those
    * lines reach the log hook only when the application asked for debug

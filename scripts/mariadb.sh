@@ -57,17 +57,25 @@ kill_server() {
       [[ -r /proc/$pid/stat ]] || break
       sleep 0.1
     done
-    [[ -r /proc/$pid/stat ]] && kill -KILL "$pid" 2>/dev/null || true
+    if [[ -r /proc/$pid/stat ]]; then
+      kill -KILL "$pid" 2>/dev/null || true
+      # Gone before anyone starts on its port or data again.
+      for ((i = 0; i < 100; i++)); do
+        [[ -r /proc/$pid/stat ]] || break
+        sleep 0.1
+      done
+    fi
     log "stopped (pid $pid)"
   fi
 }
 
 # Starts mariadbd on the data in $1 and port $2; waits until it answers
-# (root's password $3 once set, none on a fresh data dir).
+# (root's password $3 once set, none on a fresh data dir). Returns 1 (the
+# server stopped, its files kept) when it does not come up.
 launch_server() {
   local tmp=$1 port=$2 i
-  local auth=(-uroot)
-  [[ -n ${3:-} ]] && auth+=("--password=$3")
+  # The password goes through the environment, not the command line (ps).
+  local pw_env=${3:-}
   # innodb_flush_log_at_trx_commit=1 (the default, spelled out): a commit is on disk when it returns.
   mariadbd --no-defaults --datadir="$tmp/data" --socket="$tmp/sock" --port="$port" \
     --bind-address=$HOST --user="$(id -un)" --skip-log-bin --pid-file="$tmp/pid" \
@@ -76,11 +84,11 @@ launch_server() {
   echo $! >"$STATE/pid"
   echo "$port" >"$STATE/port"
   for ((i = 0; i < 300; i++)); do
-    [[ -S $tmp/sock ]] && mariadb --no-defaults -S "$tmp/sock" "${auth[@]}" -e "select 1" </dev/null >/dev/null 2>&1 && break
-    server_pid >/dev/null || { cat "$tmp/error.log" >&2; die "mariadbd exited"; }
+    [[ -S $tmp/sock ]] && MYSQL_PWD=$pw_env mariadb --no-defaults -S "$tmp/sock" -uroot -e "select 1" </dev/null >/dev/null 2>&1 && break
+    server_pid >/dev/null || { cat "$tmp/error.log" >&2; log "mariadbd exited"; return 1; }
     sleep 0.1
   done
-  ((i < 300)) || { cat "$tmp/error.log" >&2; cmd_stop; die "mariadbd did not start within 30 s"; }
+  ((i < 300)) || { cat "$tmp/error.log" >&2; kill_server; log "mariadbd did not start within 30 s"; return 1; }
 }
 
 cmd_stop() {
@@ -107,7 +115,13 @@ cmd_up() {
     log "already up"
   else
     command -v mariadbd >/dev/null || PATH=$PATH:/usr/sbin
-    launch_server "$tmp" "$port" "$(st pw)"
+    # The port was free when `down` released it; another script's port
+    # picker (same lock) must not hand it out meanwhile.
+    exec 9>"$PORT_LOCK"
+    flock 9
+    ! ss -Htln "sport = :$port" 2>/dev/null | grep -q . || die "port $port was taken while the server was down"
+    launch_server "$tmp" "$port" "$(st pw)" || die "mariadbd did not come up again (data kept in $tmp)"
+    exec 9>&-
     log "up again on $HOST:$port (pid $(st pid))"
   fi
   cat "$STATE/env"
@@ -134,7 +148,7 @@ cmd_start() {
   exec 9>"$PORT_LOCK"
   flock 9
   port=$(pick_port)
-  launch_server "$tmp" "$port"
+  launch_server "$tmp" "$port" || { cmd_stop; die "could not start mariadbd"; }
   exec 9>&-
   pw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
   mariadb --no-defaults -S "$tmp/sock" -uroot -e \
@@ -159,6 +173,6 @@ case ${1:-} in
   stop) cmd_stop ;;
   down) cmd_down ;;
   up) cmd_up ;;
-  env) [[ -s $STATE/env ]] && cat "$STATE/env" || die "not running" ;;
+  env) server_pid >/dev/null && [[ -s $STATE/env ]] && cat "$STATE/env" || die "not running" ;;
   *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

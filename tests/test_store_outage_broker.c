@@ -164,9 +164,18 @@ START_TEST(store_server_down_pauses_then_up_resumes) {
 }
 END_TEST
 
+/* Runs in the parent after the test, pass or fail: the private server
+ * does not outlive the run. */
+static void stop_server(void) {
+  if (system("KMQ_MARIADB_STATE='" KMQ_BINARY_DIR "/mariadb-state-outage' "
+             "bash '" KMQ_SOURCE_DIR "/scripts/mariadb.sh' stop 2>/dev/null"))
+    fprintf(stderr, "store_outage: stopping the private MariaDB failed\n");
+}
+
 int main(void) {
   Suite *s = suite_create("store_outage");
   TCase *tc = tcase_create("broker");
+  tcase_add_unchecked_fixture(tc, NULL, stop_server);
   tcase_set_timeout(tc, 150);
   tcase_add_test(tc, store_server_down_pauses_then_up_resumes);
   suite_add_tcase(s, tc);

@@ -49,11 +49,13 @@
  * rebalance (#4059) while the member is still in the group, and the group
  * moves the partitions only after this member rejoins. What makes it do so
  * is avoided: periodic commits are held while the member rejoins (the join
- * state librdkafka logs under its `cgrp` debug context, which the consumer
- * turns on; those debug lines reach the log hook only when the
- * application set `debug` itself), counted in commits_held, and a close
- * lets a rejoin in progress finish (within its timeout, and at most
- * kmq.commit.timeout.ms) before its final commit. After a real
+ * states init, wait-join, wait-metadata and wait-sync, which librdkafka
+ * logs under its `cgrp` debug context; the consumer turns that context on
+ * and forces log.queue off; those debug lines reach the log hook only when
+ * the application set `debug` itself or log_level 7; an application that
+ * set other debug contexts gets the cgrp lines too), counted in
+ * commits_held, and a close lets a rejoin in progress finish (within its
+ * timeout, and at most kmq.commit.timeout.ms) before its final commit. After a real
  * session timeout the new owner may already run them: nothing prevents
  * that overlap but keeping session.timeout.ms above stalls of this
  * process.
@@ -224,17 +226,23 @@ void kmq_ack_stuck(kmq_ack_t ack, int stuck);
 
 /* Graceful shutdown: stops taking messages, flags every in-flight message
  * as revoked (those not started will not start), waits up to timeout_ms for
- * the running ones while serving acks and the group, commits the contiguous
- * prefix of every partition synchronously, closes the group membership
- * (serving the rebalance). Returns KMQ_ERR_TIMED_OUT if messages were still
- * running at the deadline: the member leaves anyway, their offsets stay
- * uncommitted and are redelivered (logged as an error). Idempotent. */
+ * the running ones while serving acks and the group, lets a rejoin of the
+ * group in progress finish (within the same deadline, at most
+ * kmq.commit.timeout.ms), commits the contiguous prefix of every partition
+ * synchronously (skipped, with a WARN, if the member is still rejoining:
+ * the commit would be refused), closes the group membership (serving the
+ * rebalance). Returns KMQ_ERR_TIMED_OUT if messages were still running at
+ * the deadline: the member leaves anyway, their offsets stay uncommitted
+ * and are redelivered (logged as an error). Idempotent. */
 kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms);
 
 /* Closes if needed (kmq.close.timeout.ms), then frees. No-op on NULL. */
 void kmq_consumer_destroy(kmq_consumer_t *c);
 
-/* Commits the contiguous prefix of every partition now, synchronously. */
+/* Commits the contiguous prefix of every partition now, synchronously.
+ * Not held while the member rejoins the group, unlike the periodic
+ * commits: called then, it may be refused (ILLEGAL_GENERATION) and cost
+ * the assignment (see the rebalance notes above). @locality poll thread */
 kmq_err_t kmq_consumer_commit_sync(kmq_consumer_t *c);
 
 void kmq_consumer_stats(const kmq_consumer_t *c, kmq_consumer_stats_t *out);
