@@ -279,9 +279,22 @@ START_TEST(sigkill_mid_replay_loses_nothing) {
   void *a[2] = {fb, &below};
   ck_assert(kt_wait_until(pending_below, a, 60000));
   held_t held = {c, _i};
-  ck_assert(kt_wait_until(child_holds_claims, &held, 60000));
-  kill(pid, SIGKILL);
   int st;
+  /* Freeze the child where it holds claims: seen holding some, it may
+   * still finish its round and let them go before a kill lands (seen once
+   * in an ASan run), so stop it first and look again; go on if it let
+   * them go meanwhile. */
+  for (int tries = 0;; tries++) {
+    ck_assert_int_lt(tries, 50);
+    ck_assert(kt_wait_until(child_holds_claims, &held, 60000));
+    kill(pid, SIGSTOP);
+    ck_assert_int_eq(waitpid(pid, &st, WUNTRACED), pid);
+    ck_assert_msg(WIFSTOPPED(st), "the child ended before the kill (%d)", st);
+    if (child_holds_claims(&held))
+      break;
+    kill(pid, SIGCONT);
+  }
+  kill(pid, SIGKILL);
   ck_assert_int_eq(waitpid(pid, &st, 0), pid);
   ck_assert_msg(WIFSIGNALED(st), "the child ended before the kill (%d)", st);
   kmq_fallback_stats_t s;
