@@ -179,8 +179,8 @@ static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
   bench_row_extra(row, "commit_lag_done", (double)lag_done);
   bench_row_extra(row, "commit_lag_closed", (double)lag_close);
   bench_row_extra(row, "failed", (double)mx.failed);
-  /* offers refused: each one pauses its partition, and librdkafka drops
-   * what it had prefetched for it (fetched again on resume) */
+  /* offers refused (a full mailbox or actor table): the record waits in
+   * the consumer and its partition is not read until it is taken */
   bench_row_extra(row, "backpressured", (double)cs.backpressured);
   bench_row_extra(row, "polls", (double)polls);
   bench_row_extra(row, "wall_s", (double)(t_done - t0) / 1e6);

@@ -1,11 +1,15 @@
 /* Consumer: the handle, the poll loop, close and stats (consumer_int.h). */
 #include "kmq/consumer.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/consumer_int.h"
 #include "lib/redact.h"
@@ -119,6 +123,7 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     snprintf(errstr, errstr_size, "out of memory");
     return NULL;
   }
+  c->wake[0] = c->wake[1] = -1;
   if (hooks)
     c->hooks = *hooks;
   c->log = kmq__conf_hooks(conf)->log;
@@ -135,6 +140,10 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   c->acked_next = calloc(c->nslots, sizeof(*c->acked_next));
   if (!c->slots || !c->free_stack || !c->acked_next) {
     snprintf(errstr, errstr_size, "out of memory for %u ack slots", c->nslots);
+    goto fail_slots;
+  }
+  if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC)) {
+    snprintf(errstr, errstr_size, "wake-up pipe: %s", strerror(errno));
     goto fail_slots;
   }
   kmq__mpsc_init(&c->acked, c->acked_next);
@@ -184,11 +193,15 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     goto fail_slots;
   }
   rd_kafka_poll_set_consumer(c->rk);
+  c->cq = rd_kafka_queue_get_consumer(c->rk);
+  rd_kafka_queue_io_event_enable(c->cq, c->wake[1], "1", 1);
   if (kmq__committer_init(
           &c->cm, c->rk, kmq_conf_get_int(conf, "kmq.commit.interval.ms"),
           kmq_conf_get_int(conf, "kmq.commit.batch"), c->commit_timeout_ms,
           (size_t)kmq_conf_get_int(conf, "kmq.commit.metadata.max.bytes"))) {
     snprintf(errstr, errstr_size, "out of memory for commit metadata");
+    rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
+    rd_kafka_queue_destroy(c->cq);
     rd_kafka_destroy(c->rk);
     goto fail_slots;
   }
@@ -197,6 +210,9 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   return c;
 
 fail_slots:
+  for (int i = 0; i < 2; i++)
+    if (c->wake[i] >= 0)
+      close(c->wake[i]);
   kmq__rdstats_free(&c->rdstats);
   free(c->acked_next);
   free(c->free_stack);
@@ -220,49 +236,58 @@ kmq_err_t kmq_consumer_subscribe(kmq_consumer_t *c, const char *const *topics,
   return KMQ_OK;
 }
 
-static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
-  if (c->closed)
-    return KMQ_ERR_STATE;
-  kmq__drain(c);
-  kmq__apply_stuck(c);
-  kmq__retry_held(c);
-  int64_t before = atomic_load_explicit(&c->st.dispatched,
-                                        memory_order_relaxed);
-  /* Messages held for capacity (their partitions paused, or about to be)
-   * are released by acks, which do not wake rd_kafka_consumer_poll: wait
-   * at most 1 ms then, not the caller's timeout (a paused consumer has
-   * nothing to fetch and would sleep it out while the workers sit idle). */
-  int wait_ms = timeout_ms;
-  if (wait_ms != 0) {
-    for (kmq__part_t *p = c->parts; p; p = p->next)
-      if (p->held_cnt && !p->revoking) {
-        wait_ms = 1;
-        break;
-      }
-  }
-  for (int n = 0; n < c->poll_batch; n++) {
-    /* Only the first poll waits: the rest take what is already fetched. */
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, n ? 0 : wait_ms);
-    if (!m)
-      break;
+/* Serves the consumer queue without waiting: rebalance callbacks, errors,
+ * statistics. A message there belongs to a partition whose queue could not
+ * be split off (kmq__part_split): dispatched from here. @locality poll
+ * thread */
+static int kmq__serve_events(kmq_consumer_t *c) {
+  int taken = 0;
+  rd_kafka_message_t *m;
+  while (taken < c->poll_batch && (m = rd_kafka_consumer_poll(c->rk, 0))) {
     if (m->err) {
-      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        KMQ__INC(c, consume_errors, 1);
-        char r[512];
-        snprintf(r, sizeof(r), "%s", rd_kafka_message_errstr(m));
-        kmq__rdk_conf_redact(rd_kafka_conf(c->rk), r, sizeof(r));
-        kmq__log_to(&c->log, "WARN", "consumer", "consume: %s", r);
-        if (c->hooks.on_error)
-          c->hooks.on_error(m->err, r, c->hooks.opaque);
-      }
+      kmq__consume_error(c, m);
+      continue;
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    kmq__part_t *p = kmq__part_find(c, topic, m->partition);
+    if (!p && !(p = kmq__part_add(c, topic, m->partition))) {
       rd_kafka_message_destroy(m);
       continue;
     }
-    KMQ__INC(c, consumed, 1);
-    kmq__dispatch(c, m);
-    /* Acks of fast processors free slots within the same batch. */
-    if ((n & 63) == 63)
-      kmq__drain(c);
+    kmq__dispatch(c, p, m);
+    taken++;
+  }
+  return taken;
+}
+
+/* Sleeps until one of librdkafka's queues turns non-empty (their io
+ * events write to c->wake) or ms pass. @locality poll thread */
+static void kmq__wait(kmq_consumer_t *c, int ms) {
+  struct pollfd pfd = {c->wake[0], POLLIN, 0};
+  if (poll(&pfd, 1, ms) > 0) {
+    char b[64];
+    while (read(c->wake[0], b, sizeof(b)) > 0)
+      ;
+  }
+}
+
+static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
+  if (c->closed)
+    return KMQ_ERR_STATE;
+  int64_t before = atomic_load_explicit(&c->st.dispatched,
+                                        memory_order_relaxed);
+  for (int round = 0; round < 2; round++) {
+    kmq__drain(c);
+    kmq__apply_stuck(c);
+    kmq__retry_held(c);
+    int taken = kmq__serve_events(c) + kmq__read_parts(c);
+    if (taken || round || timeout_ms == 0)
+      break;
+    /* Nothing to take: wait for librdkafka, or at most 1 ms when acks
+     * (which do not wake this thread) are what messages wait for, so that
+     * the workers do not sit idle for the caller's whole timeout. The
+     * queues were all served just now, so their next message wakes us. */
+    kmq__wait(c, c->starved ? 1 : timeout_ms);
   }
   kmq__drain(c);
   kmq__committer_maybe_commit(&c->cm, c->parts, kmq__mono_ms());
@@ -401,7 +426,7 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   kmq_consumer_close(c, (int)c->close_ms);
   kmq__drain(c);
   while (c->parts)
-    kmq__part_drop(c, c->parts, 0);
+    kmq__part_drop(c, c->parts);
   /* Acks that never came: their messages are still ours to free. */
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)
@@ -410,10 +435,15 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
    * in its main thread closing the group (seen with a fatal error raised
    * by rd_kafka_test_fatal_error; tests/test_endpoint_broker.c): the group
    * cannot be left cleanly any more, so don't try. */
+  rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
+  rd_kafka_queue_destroy(c->cq);
   if (rd_kafka_fatal_error(c->rk, NULL, 0))
     rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
   else
     rd_kafka_destroy(c->rk);
+  /* After librdkafka's threads are gone: none writes to it any more. */
+  close(c->wake[0]);
+  close(c->wake[1]);
   kmq__committer_free(&c->cm);
   kmq__rdstats_free(&c->rdstats);
   free(c->acked_next);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "lib/consumer_int.h"
+#include "lib/redact.h"
 #include "lib/util.h"
 
 kmq__part_t *kmq__part_find(kmq_consumer_t *c, const char *topic,
@@ -41,23 +42,32 @@ int kmq__part_gate(kmq_consumer_t *c, kmq__part_t *p, int64_t start) {
   return 0;
 }
 
-void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause) {
+/* p's paused flag: metrics only (kmq_partition_info_t.paused, the
+ * partitions-paused gauge); nothing is paused in librdkafka. */
+static void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause) {
   if (p->paused == pause)
     return;
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-  /* Only partitions we paused are ever resumed: resuming one that is not
-   * paused can rewind the fetch position in librdkafka < 2.4 (#4636). */
-  rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, l)
-                                  : rd_kafka_resume_partitions(c->rk, l);
-  rd_kafka_topic_partition_list_destroy(l);
-  if (err) {
-    kmq__log_to(&c->log, "WARN", "consumer", "%s %s [%d]: %s", pause ? "pause" : "resume",
-             p->topic, p->partition, rd_kafka_err2str(err));
-    return;
-  }
   p->paused = pause;
   KMQ__INC(c, paused, pause ? 1 : -1);
+}
+
+void kmq__part_split(kmq_consumer_t *c, kmq__part_t *p) {
+  if (p->q)
+    return;
+  p->q = rd_kafka_queue_get_partition(c->rk, p->topic, p->partition);
+  if (!p->q) {
+    /* Not for a consumer handle: its messages then come through the
+     * consumer queue and are dispatched from there (kmq__serve_events),
+     * without this flow control. */
+    kmq__log_to(&c->log, "ERROR", "consumer",
+                "%s [%d]: no partition queue; read from the consumer queue",
+                p->topic, p->partition);
+    return;
+  }
+  /* NULL: no forwarding, and librdkafka no longer forwards it to the
+   * consumer queue when the partition starts fetching. */
+  rd_kafka_queue_forward(p->q, NULL);
+  rd_kafka_queue_io_event_enable(p->q, c->wake[1], "1", 1);
 }
 
 /* Offers m to the handler. KMQ_ERR_BACKPRESSURE: not taken, m still ours.
@@ -160,12 +170,9 @@ void kmq__hold(kmq_consumer_t *c, kmq__part_t *p,
     p->held_size = ns;
   }
   p->held[p->held_cnt++] = m;
-  if (p->held_cnt > KMQ__HOLD_BEFORE_PAUSE)
-    kmq__set_paused(c, p, 1);
 }
 
-/* Re-offers held messages in order; resumes a partition once it has none.
- * @locality poll thread */
+/* Re-offers held messages in order. @locality poll thread */
 void kmq__retry_held(kmq_consumer_t *c) {
   for (kmq__part_t *p = c->parts; p; p = p->next) {
     if (!p->held_cnt || p->revoking)
@@ -178,8 +185,6 @@ void kmq__retry_held(kmq_consumer_t *c) {
               (size_t)(p->held_cnt - i) * sizeof(*p->held));
       p->held_cnt -= i;
     }
-    if (!p->held_cnt && !p->stuck)
-      kmq__set_paused(c, p, 0);
   }
 }
 
@@ -200,31 +205,25 @@ void kmq__apply_stuck(kmq_consumer_t *c) {
   }
   for (kmq__part_t *p = c->parts; p; p = p->next) {
     if (p->revoking)
-      continue; /* kmq__part_drop resumes it */
-    if (p->stuck && !p->paused) {
+      continue;
+    if (p->stuck && !p->was_stuck) {
       kmq__set_paused(c, p, 1);
       kmq__log_to(&c->log, "WARN", "consumer",
                   "%s [%d] paused: a message of it cannot finish for now",
                   p->topic, p->partition);
-    } else if (!p->stuck && p->paused && !p->held_cnt) {
-      kmq__set_paused(c, p, 0);
+    } else if (!p->stuck && p->was_stuck) {
       kmq__log_to(&c->log, "INFO", "consumer",
                   "%s [%d] resumed: its stuck message finished", p->topic,
                   p->partition);
     }
+    p->was_stuck = p->stuck > 0;
   }
 }
 
-void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m) {
-  const char *topic = rd_kafka_topic_name(m->rkt);
-  kmq__part_t *p = kmq__part_find(c, topic, m->partition);
-  if (!p && !(p = kmq__part_add(c, topic, m->partition))) {
-    rd_kafka_message_destroy(m);
-    return;
-  }
+void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m) {
+  KMQ__INC(c, consumed, 1);
   if (p->gate && m->offset < kmq_gate_high(p->gate) && !p->held_cnt) {
-    /* Already handed out in this assignment: a re-fetch (librdkafka < 2.4
-     * can rewind the fetch position on resume, #4636). Never twice. */
+    /* Already handed out in this assignment: a re-fetch. Never twice. */
     KMQ__INC(c, refetched, 1);
     rd_kafka_message_destroy(m);
     return;
@@ -237,12 +236,93 @@ void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m) {
     kmq__hold(c, p, m);
 }
 
-/* Drops a partition: its gate, held messages, and the link from any ack
- * slot still out (a late ack is then ignored). A partition we paused is
- * resumed first: librdkafka keeps an application pause across unassign and
- * assign, so a partition given back to this member later would never be
- * fetched again. @locality poll thread */
-void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p, int resume) {
+void kmq__consume_error(kmq_consumer_t *c, rd_kafka_message_t *m) {
+  if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    KMQ__INC(c, consume_errors, 1);
+    char r[512];
+    snprintf(r, sizeof(r), "%s", rd_kafka_message_errstr(m));
+    kmq__rdk_conf_redact(rd_kafka_conf(c->rk), r, sizeof(r));
+    kmq__log_to(&c->log, "WARN", "consumer", "consume: %s", r);
+    if (c->hooks.on_error)
+      c->hooks.on_error(m->err, r, c->hooks.opaque);
+  }
+  rd_kafka_message_destroy(m);
+}
+
+/* Room for one read of a partition: the free ack slots (the budget) in the
+ * ack style, a batch in the plain one (its handler refuses by itself). */
+static size_t kmq__room(const kmq_consumer_t *c, int left) {
+  size_t room = c->ah ? c->free_top : KMQ__READ_BATCH;
+  if (room > KMQ__READ_BATCH)
+    room = KMQ__READ_BATCH;
+  if (room > (size_t)left)
+    room = (size_t)left;
+  return room;
+}
+
+int kmq__read_parts(kmq_consumer_t *c) {
+  uint32_t nparts = 0;
+  for (kmq__part_t *p = c->parts; p; p = p->next)
+    nparts++;
+  int taken = 0;
+  if (nparts) {
+    /* Rounds of at most one batch per partition, each round starting one
+     * partition further than the last poll's: a budget that runs out
+     * does not always favour the same partitions. */
+    kmq__part_t *start = c->parts;
+    for (uint32_t k = c->rr++ % nparts; k; k--)
+      start = start->next;
+    int progress = 1;
+    while (progress && taken < c->poll_batch &&
+           kmq__room(c, c->poll_batch - taken)) {
+      progress = 0;
+      kmq__part_t *p = start;
+      for (uint32_t i = 0; i < nparts; i++, p = p->next ? p->next : c->parts) {
+        if (!p->q || p->revoking || p->stuck || p->held_cnt)
+          continue;
+        size_t room = kmq__room(c, c->poll_batch - taken);
+        if (!room)
+          break;
+        rd_kafka_message_t *ms[KMQ__READ_BATCH];
+        ssize_t n = rd_kafka_consume_batch_queue(p->q, 0, ms, room);
+        if (n <= 0)
+          continue;
+        progress = 1;
+        taken += (int)n;
+        for (ssize_t j = 0; j < n; j++) {
+          if (ms[j]->err)
+            kmq__consume_error(c, ms[j]);
+          else
+            kmq__dispatch(c, p, ms[j]);
+        }
+        /* Acks of fast processors free slots within the same poll. */
+        kmq__drain(c);
+      }
+    }
+  }
+  /* What waits for the budget or for held messages to be taken is freed
+   * by acks, which do not wake the poll thread (kmq__poll then sleeps at
+   * most 1 ms). */
+  int budget = !c->ah || c->free_top > 0;
+  c->starved = !budget;
+  for (kmq__part_t *p = c->parts; p; p = p->next) {
+    if (p->revoking)
+      continue;
+    int waiting = p->held_cnt > 0;
+    if (waiting)
+      c->starved = 1;
+    if (!waiting && !budget && p->q && !p->stuck)
+      waiting = rd_kafka_queue_length(p->q) > 0;
+    kmq__set_paused(c, p, waiting || p->stuck);
+  }
+  return taken;
+}
+
+/* Drops a partition: its gate, held messages, its queue and the link from
+ * any ack slot still out (a late ack is then ignored). What librdkafka
+ * fetched for it and kmq did not read is discarded by librdkafka (it is
+ * older than the next assignment's fetch). @locality poll thread */
+void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
   int64_t abandoned = 0;
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].part == p) {
@@ -255,10 +335,12 @@ void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p, int resume) {
     KMQ__INC(c, abandoned, abandoned);
   for (int i = 0; i < p->held_cnt; i++)
     rd_kafka_message_destroy(p->held[i]);
-  if (p->paused && resume)
-    kmq__set_paused(c, p, 0);
-  if (p->paused)
-    KMQ__INC(c, paused, -1);
+  kmq__set_paused(c, p, 0);
+  if (p->q) {
+    /* No more writes to the pipe from it: it outlives this handle. */
+    rd_kafka_queue_io_event_enable(p->q, -1, NULL, 0);
+    rd_kafka_queue_destroy(p->q);
+  }
   kmq__part_t **pp = &c->parts;
   while (*pp != p)
     pp = &(*pp)->next;

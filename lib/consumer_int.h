@@ -2,9 +2,10 @@
  * Consumer internals, shared by the lib/consumer*.c files only (kmq__
  * prefix: not public API). The consumer is split by feature:
  *   consumer.c            handle, poll loop, close, stats;
- *   consumer_flow.c       the partition table and flow control: offering a
+ *   consumer_flow.c       the partition table and flow control: each
+ *                         partition's own queue, read passes, offering a
  *                         message to the handler, holding refused ones,
- *                         pause/resume, dropping a partition;
+ *                         dropping a partition;
  *   consumer_ack.c        ack slots: kmq_ack*, the REVOKED/QUEUED flags, the
  *                         drain that applies acks to the gates;
  *   consumer_rebalance.c  assign, revoke (waiting for running records), lost.
@@ -24,12 +25,21 @@
 #include "lib/part.h"
 #include "lib/rdstats.h"
 
-/* Messages a partition may hold (taken from librdkafka, refused for now)
- * before it is paused. Pausing is expensive: librdkafka drops the
- * partition's prefetched messages and the fetch after the resume waits for
- * the broker's in-flight long poll (up to fetch.wait.max.ms, 500 ms by
- * default), so short refusals are absorbed by holding instead. */
-#define KMQ__HOLD_BEFORE_PAUSE 64
+/* Flow control (consumer_flow.c). Each assigned partition's librdkafka
+ * queue is split off the consumer queue (rd_kafka_queue_forward(q, NULL))
+ * and read only while kmq can take its messages: the ack budget
+ * (kmq.max.inflight) has room, nothing of it is held and none of its
+ * messages is stuck. A partition not read keeps what librdkafka fetched
+ * for it, and librdkafka stops fetching it at queued.min.messages /
+ * queued.max.messages.kbytes (per partition once split). No partition is
+ * ever paused: librdkafka 2.0.2 throws a paused partition's prefetched
+ * messages away, so every pause and resume fetched and decompressed them
+ * again (ten times over in the decoding pipeline, bench/RESULTS.md), and
+ * a resume can rewind the fetch position (#4636). The consumer queue then
+ * carries only events (rebalances, errors, statistics). The poll thread
+ * sleeps in poll(2) on a pipe that librdkafka writes to when one of these
+ * queues turns non-empty (rd_kafka_queue_io_event_enable). */
+#define KMQ__READ_BATCH 64
 
 enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
 #define KMQ__SLOT_STATE 3u
@@ -73,6 +83,14 @@ struct kmq_consumer_s {
   int64_t close_ms;
   int64_t close_deadline; /* set by kmq_consumer_close */
   int poll_batch;
+  /* The wake-up pipe of the queues' io events ([0] read by the poll
+   * thread, [1] written by librdkafka's threads) and the consumer queue. */
+  int wake[2];
+  rd_kafka_queue_t *cq;
+  uint32_t rr; /* where the next read pass starts (round robin) */
+  /* Set by the last read pass: messages wait for budget or for held ones
+   * to be taken, which acks free and acks do not wake the poll thread. */
+  int starved;
   int cooperative;
   int subscribed;
   int closed;
@@ -119,16 +137,23 @@ kmq__part_t *kmq__part_add(kmq_consumer_t *c, const char *topic,
                            int32_t partition);
 /* Creates p's gate at start; -1 (logged) when it cannot. */
 int kmq__part_gate(kmq_consumer_t *c, kmq__part_t *p, int64_t start);
-void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause);
-/* Keeps a refused message in p's held list (offset order); pauses p past
- * KMQ__HOLD_BEFORE_PAUSE. */
+/* Keeps a refused message in p's held list (offset order). */
 void kmq__hold(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m);
 void kmq__retry_held(kmq_consumer_t *c);
-/* Routes one consumed message: drop a re-fetch, hold, or offer. */
-void kmq__dispatch(kmq_consumer_t *c, rd_kafka_message_t *m);
-void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p, int resume);
-/* After kmq_ack_stuck or the ack of a stuck slot: pauses the partitions with
- * a stuck message, resumes those that have none left (nor held ones). */
+/* Routes one consumed message of p: drop a re-fetch, hold, or offer. */
+void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m);
+/* Splits p's queue off the consumer queue (before it is assigned). */
+void kmq__part_split(kmq_consumer_t *c, kmq__part_t *p);
+/* One read pass over the readable partitions, round robin, up to
+ * kmq.poll.batch messages; sets c->starved and each partition's paused.
+ * Returns the messages taken. */
+int kmq__read_parts(kmq_consumer_t *c);
+/* Errors from librdkafka's queues (m->err set): logged, reported, m
+ * destroyed. */
+void kmq__consume_error(kmq_consumer_t *c, rd_kafka_message_t *m);
+void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p);
+/* After kmq_ack_stuck or the ack of a stuck slot: recounts each
+ * partition's stuck messages (a partition with one is not read). */
 void kmq__apply_stuck(kmq_consumer_t *c);
 
 /* ---- consumer_ack.c ---- */

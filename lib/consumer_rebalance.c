@@ -129,6 +129,14 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   KMQ__INC(c, rebalances, 1);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     kmq__on_assign(c, parts);
+    /* Before the assignment starts fetching: then librdkafka does not
+     * forward them to the consumer queue. */
+    for (int i = 0; i < parts->cnt; i++) {
+      kmq__part_t *p = kmq__part_find(c, parts->elems[i].topic,
+                                      parts->elems[i].partition);
+      if (p)
+        kmq__part_split(c, p);
+    }
     KMQ__INC(c, assigned, parts->cnt);
     rd_kafka_error_t *e = NULL;
     if (c->cooperative)
@@ -184,7 +192,7 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     kmq__part_t *p = kmq__part_find(c, parts->elems[i].topic,
                                     parts->elems[i].partition);
     if (p)
-      kmq__part_drop(c, p, 1);
+      kmq__part_drop(c, p);
   }
   if (c->cooperative) {
     rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);

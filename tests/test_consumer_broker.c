@@ -141,6 +141,21 @@ static void *ack_worker(void *arg) {
   return NULL;
 }
 
+typedef struct {
+  int markers, old;
+} marker_count_t;
+
+/* Counts what a restarted consumer is given: only the markers, if every
+ * earlier record was committed. */
+static kmq_err_t count_markers(const rd_kafka_message_t *m, void *opaque) {
+  marker_count_t *mc = opaque;
+  if (m->len == 6 && !memcmp(m->payload, "marker", 6))
+    mc->markers++;
+  else
+    mc->old++;
+  return KMQ_OK;
+}
+
 START_TEST(thousand_users_random_completion_commits_end) {
   new_topic(NPART);
   produce(USERS, PER_USER);
@@ -198,20 +213,12 @@ START_TEST(thousand_users_random_completion_commits_end) {
   k = kmq_consumer_new(c, NULL, errstr, sizeof(errstr));
   ck_assert_msg(k, "%s", errstr);
   ck_assert_int_eq(kmq_consumer_subscribe(k, topics, 1), KMQ_OK);
-  int markers = 0, old = 0;
+  marker_count_t mc = {0, 0};
   deadline = kt_now_ms() + 60000;
-  while (markers < NPART && kt_now_ms() < deadline) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(kmq_consumer_rk(k), 100);
-    if (!m)
-      continue;
-    if (!m->err) {
-      if (m->len == 6 && !memcmp(m->payload, "marker", 6))
-        markers++;
-      else
-        old++;
-    }
-    rd_kafka_message_destroy(m);
-  }
+  while (mc.markers < NPART && kt_now_ms() < deadline)
+    ck_assert_int_ge(kmq_consumer_poll_and_dispatch(k, count_markers, &mc, 100),
+                     0);
+  int markers = mc.markers, old = mc.old;
   ck_assert_int_eq(markers, NPART);
   ck_assert_int_eq(old, 0);
   kmq_consumer_destroy(k);

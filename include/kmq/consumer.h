@@ -16,8 +16,8 @@
  *     unfinished, so the group's position stays below it and it is delivered
  *     again after a restart or a rebalance.
  * In both, a handler returning KMQ_ERR_BACKPRESSURE has not taken the
- * message: the consumer keeps it, pauses its partition and offers it again
- * on a later call; other partitions keep flowing. The consumer itself applies
+ * message: the consumer keeps it, stops reading its partition and offers it
+ * again on a later call; other partitions keep flowing. The consumer itself applies
  * the same backpressure when kmq.max.inflight messages await their ack or a
  * partition's gate window (kmq.gate.window) is full.
  *
@@ -42,8 +42,7 @@
  * released anyway and what still runs is abandoned (logged as an error,
  * counted; its ack is ignored, its offset redelivered; only then can the
  * next owner overlap with it). Then the contiguous prefix is stored and
- * committed synchronously, a partition this consumer paused is resumed
- * (librdkafka keeps a pause across unassign/assign), and the partitions are
+ * committed synchronously, and the partitions are
  * unassigned. Lost partitions get the same wait but no commit: librdkafka
  * 2.0.2 declares an assignment lost on ILLEGAL_GENERATION during a
  * rebalance (#4059) while the member is still in the group, and the group
@@ -136,7 +135,9 @@ typedef struct {
   int64_t assigned, revoked, lost; /* partitions, cumulative */
   int64_t rebalances;     /* rebalance callbacks */
   int64_t in_flight;      /* awaiting ack now */
-  int64_t paused;         /* partitions paused now */
+  int64_t paused;         /* partitions kmq does not read now (a refused
+                             message waits, a stuck one, or no budget while
+                             librdkafka has messages of it) */
   int64_t consume_errors; /* error events from librdkafka */
   int64_t refetched;      /* re-fetched offsets dropped (already handed out) */
   int64_t slow_revokes;   /* revokes that waited past kmq.revoke.timeout.ms */
@@ -162,7 +163,7 @@ typedef struct {
   int64_t committed;   /* last successfully committed offset, -1 if none */
   int64_t backlog;     /* finished but not committable */
   int64_t in_flight;   /* tracked, not finished */
-  int paused;
+  int paused;          /* kmq does not read it now (see stats.paused) */
   int64_t high;        /* one past the highest offset handed out (-1: no
                           gate yet); committable < high: the record at
                           committable is in flight and blocks the commit */
@@ -217,10 +218,10 @@ bool kmq_ack_revoked(kmq_ack_t ack);
 
 /* The message of ack cannot finish for now and will not for a while (the
  * runtime retries a dead letter that neither the DLQ nor the fallback store
- * took): stuck != 0 pauses its partition on the next poll, so that nothing
- * more is fetched behind the unfinished offset, until kmq_ack_stuck(ack, 0)
- * or the message's ack; a revoke drops the partition (and its pause) as
- * usual. Other partitions keep flowing. No-op on a stale ack. Any thread;
+ * took): stuck != 0 pauses its partition on the next poll (the consumer
+ * takes nothing more of it; librdkafka prefetches at most its queued.*
+ * thresholds), until kmq_ack_stuck(ack, 0) or the message's ack; a revoke
+ * drops the partition as usual. Other partitions keep flowing. No-op on a stale ack. Any thread;
  * never blocks. */
 void kmq_ack_stuck(kmq_ack_t ack, int stuck);
 
@@ -253,7 +254,10 @@ void kmq_consumer_partitions(kmq_consumer_t *c,
                                         void *opaque),
                              void *opaque);
 
-/* The librdkafka handle (for tools and tests). Owned by the consumer. */
+/* The librdkafka handle (for tools and tests). Owned by the consumer.
+ * Its consumer queue carries only events: each assigned partition's
+ * messages are on the partition's own queue, which only the consumer
+ * reads (rd_kafka_consumer_poll on this handle returns no message). */
 rd_kafka_t *kmq_consumer_rk(kmq_consumer_t *c);
 
 #ifdef __cplusplus

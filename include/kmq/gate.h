@@ -11,8 +11,8 @@
  * Storage is a sliding bitmap of `window` bits (a power of two) starting at
  * the committable offset: no allocation after kmq_gate_new(), O(1) amortised
  * per offset. An offset at or past committable + window cannot be recorded
- * and is refused with KMQ_ERR_GATE_WINDOW; the consumer pauses the partition
- * before that happens.
+ * and is refused with KMQ_ERR_GATE_WINDOW; the consumer stops reading the
+ * partition before that happens.
  *
  * Offsets a consumer never sees (compaction, transaction markers) would block
  * the prefix forever, so kmq_gate_track() treats offsets skipped between two

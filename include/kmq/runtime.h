@@ -15,7 +15,7 @@
  * offset before it in its partition are finished. Bad input and failing
  * processors end in the DLQ (then the offset is finished); if the DLQ and
  * the fallback hook both fail, the offset stays unfinished, its partition is
- * paused (nothing more is fetched behind it), an ERROR line goes to the log
+ * paused (nothing more of it is taken), an ERROR line goes to the log
  * hook (counted: dlq_retries, dlq_retrying; /stuck shows state dlq) and the
  * dead letter is sent again after kmq.dlq.retry.backoff.ms, doubling up to
  * kmq.dlq.retry.backoff.max.ms, holding its user's order (other users
