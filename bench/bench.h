@@ -21,7 +21,7 @@
 #include "kmq/conf.h"
 
 #define BENCH_MAX_ROWS 48
-#define BENCH_MAX_EXTRA 16
+#define BENCH_MAX_EXTRA 32
 #define BENCH_MAX_RATIOS 8
 #define BENCH_MAX_REPS 16
 #define BENCH_MAX_LIST 8
@@ -113,10 +113,11 @@ uint64_t bench_rand(uint64_t *state); /* xorshift64*, state != 0 */
 
 /* Writes a valid kmq envelope (tools/traffic.h) of user u's message seq
  * into buf, padded with a top-level "pad" string of pseudo-random letters
- * up to `size` bytes when it is shorter, and with "bench_t_us": t_us inside
- * its content when t_us >= 0. Returns its length. */
-size_t bench_envelope(int u, int seq, int64_t t_us, int size, uint64_t *rng,
-                      char *buf, size_t cap);
+ * up to `size` bytes when it is shorter, and with "bench_t_us": t_us (the
+ * scheduled send time) and "bench_s_us": s_us (the actual one) inside its
+ * content when they are >= 0. Returns its length. */
+size_t bench_envelope(int u, int seq, int64_t t_us, int64_t s_us, int size,
+                      uint64_t *rng, char *buf, size_t cap);
 
 /* A kmq_conf_t with bootstrap.servers (and kmq.topic / group.id when not
  * NULL). Exits the program on a refused key: a bench bug. */

@@ -47,7 +47,7 @@ static void bench__fill(const bench_opts_t *o) {
   char key[16];
   for (int64_t i = 0; i < o->messages; i++) {
     int u = (int)(i % o->users), seq = (int)(i / o->users);
-    size_t n = bench_envelope(u, seq, -1, o->size, &rng, buf, sizeof(buf));
+    size_t n = bench_envelope(u, seq, -1, -1, o->size, &rng, buf, sizeof(buf));
     snprintf(key, sizeof(key), "wm%06d", u);
     kmq_produce_msg_t m = {.key = key, .key_len = strlen(key), .value = buf,
                            .value_len = n};

@@ -13,6 +13,16 @@
  * message_id carries (user, seq) (kmq_traffic_parse_id) and each user's seq
  * must grow by exactly one.
  *
+ * Where a slow tail comes from: the envelope also carries the actual send
+ * time ("bench_s_us"), so each latency splits into the sender's own lag
+ * (actual - scheduled: this thread was not scheduled in time, or send
+ * blocked) and send -> processed (producer, broker, consumer, kmq, the
+ * work); the runtime's histogram gives kmq's own dispatch -> ack. The
+ * slowest message is reported with when it was scheduled and its split,
+ * and slow_windows counts the 100 ms windows (by scheduled time) that hold
+ * a message slower than 20 ms: a tail from one stall shows as a few
+ * adjacent windows, a steady one as many.
+ *
  * Threads: this thread produces; a consumer thread runs the runtime's poll
  * loop itself (kmq_runtime_poll) so that it can sample the commit-gate
  * backlog after every poll (kmq_consumer_partitions is poll-thread only).
@@ -34,7 +44,12 @@
 typedef struct {
   const bench_opts_t *o;
   kmq_runtime_t *rt;
-  kmq_hist_t *lat;
+  kmq_hist_t *lat, *lat_sent, *lag;
+  atomic_llong t0; /* scheduled time of the first measured message */
+  pthread_mutex_t worst_mu;
+  int64_t worst_us, worst_at_us, worst_lag_us; /* under worst_mu */
+  _Atomic unsigned char *slow; /* per 100 ms window: a message > 20 ms */
+  int nslow;
   int users;
   int *last_seq; /* per user; written only by the user's actor */
   atomic_llong processed, violations, duplicates, bad, warm;
@@ -76,7 +91,27 @@ static kmq_proc_result_t bench__work(const kmq_chat_msg_t *msg,
   else if (seq != e->last_seq[u] + 1)
     atomic_fetch_add(&e->violations, 1);
   e->last_seq[u] = seq;
-  kmq_hist_record(e->lat, bench_now_us() - (int64_t)json_integer_value(t));
+  int64_t now = bench_now_us(), ts = (int64_t)json_integer_value(t);
+  int64_t lat = now - ts;
+  kmq_hist_record(e->lat, lat);
+  json_t *s = json_object_get(msg->content, "bench_s_us");
+  int64_t lag = json_is_integer(s) ? (int64_t)json_integer_value(s) - ts : 0;
+  if (json_is_integer(s)) {
+    kmq_hist_record(e->lat_sent, now - (int64_t)json_integer_value(s));
+    kmq_hist_record(e->lag, lag > 0 ? lag : 0);
+  }
+  if (lat > 20000) {
+    int64_t w = (ts - atomic_load(&e->t0)) / 100000;
+    if (w >= 0 && w < e->nslow)
+      atomic_store(&e->slow[w], 1);
+  }
+  pthread_mutex_lock(&e->worst_mu);
+  if (lat > e->worst_us) {
+    e->worst_us = lat;
+    e->worst_at_us = ts - atomic_load(&e->t0);
+    e->worst_lag_us = lag;
+  }
+  pthread_mutex_unlock(&e->worst_mu);
   atomic_fetch_add(&e->processed, 1);
   return KMQ_PROC_OK;
 }
@@ -118,9 +153,14 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
 
   bench__e2e_t e = {.o = o, .users = users};
   e.lat = kmq_hist_new();
+  e.lat_sent = kmq_hist_new();
+  e.lag = kmq_hist_new();
+  pthread_mutex_init(&e.worst_mu, NULL);
+  e.nslow = (int)(o->rate_secs * 10) + 1;
+  e.slow = calloc((size_t)e.nslow, sizeof(*e.slow));
   e.last_seq = malloc(sizeof(int) * (size_t)(users + 1));
   int *next_seq = calloc((size_t)users, sizeof(int));
-  if (!e.lat || !e.last_seq || !next_seq)
+  if (!e.lat || !e.lat_sent || !e.lag || !e.slow || !e.last_seq || !next_seq)
     bench_die("out of memory");
   for (int u = 0; u < users; u++)
     e.last_seq[u] = -1;
@@ -148,7 +188,7 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
   for (int w = 0; !atomic_load(&e.warm); w++) {
     if (bench_now_us() - t_wait > 60000000)
       bench_die("e2e: the warm-up message was not processed in 60 s");
-    size_t len = bench_envelope(users, w, 0, o->size, &rng, buf, sizeof(buf));
+    size_t len = bench_envelope(users, w, 0, -1, o->size, &rng, buf, sizeof(buf));
     snprintf(key, sizeof(key), "wm%06d", users);
     kmq_produce_msg_t m = {.key = key, .key_len = strlen(key), .value = buf,
                            .value_len = len};
@@ -161,13 +201,14 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
 
   int64_t n = (int64_t)(o->rate * o->rate_secs), refused = 0;
   int64_t t0 = bench_now_us();
+  atomic_store(&e.t0, t0);
   for (int64_t i = 0; i < n; i++) {
     int64_t t = t0 + i * 1000000 / o->rate;
     if (bench_now_us() < t)
       bench_sleep_until_us(t);
     int u = (int)(bench_rand(&rng) % (uint64_t)users);
-    size_t len =
-        bench_envelope(u, next_seq[u]++, t, o->size, &rng, buf, sizeof(buf));
+    size_t len = bench_envelope(u, next_seq[u]++, t, bench_now_us(), o->size,
+                                &rng, buf, sizeof(buf));
     snprintf(key, sizeof(key), "wm%06d", u);
     kmq_produce_msg_t m = {.key = key, .key_len = strlen(key), .value = buf,
                            .value_len = len};
@@ -211,6 +252,18 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
   bench_row_extra(row, "gate_backlog_max", (double)e.backlog_max);
   bench_row_extra(row, "in_flight_max", (double)e.inflight_max);
   bench_row_extra(row, "kmq_p99_us", (double)mx.latency_p99_us);
+  bench_row_extra(row, "sent_p99_us",
+                  (double)kmq_hist_percentile(e.lat_sent, 99));
+  bench_row_extra(row, "sender_lag_p99_us",
+                  (double)kmq_hist_percentile(e.lag, 99));
+  bench_row_extra(row, "sender_lag_max_us", (double)kmq_hist_max(e.lag));
+  bench_row_extra(row, "worst_us", (double)e.worst_us);
+  bench_row_extra(row, "worst_at_s", (double)e.worst_at_us / 1e6);
+  bench_row_extra(row, "worst_sender_lag_us", (double)e.worst_lag_us);
+  int slow = 0;
+  for (int w = 0; w < e.nslow; w++)
+    slow += atomic_load(&e.slow[w]);
+  bench_row_extra(row, "slow_windows", slow);
   bench_row_extra(row, "actors_live", (double)mx.actors_live);
   bench_row_extra(row, "commit_lag_closed", (double)lag);
   bench_row_extra(row, "workers", o->workers);
@@ -228,6 +281,10 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
     err = -1;
   }
   kmq_hist_destroy(e.lat);
+  kmq_hist_destroy(e.lat_sent);
+  kmq_hist_destroy(e.lag);
+  pthread_mutex_destroy(&e.worst_mu);
+  free(e.slow);
   free(e.last_seq);
   free(next_seq);
   return err;

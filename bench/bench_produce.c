@@ -266,7 +266,7 @@ int bench_produce(const bench_opts_t *o, int rep, bench_run_t *run) {
   if (o->size > (int)sizeof(buf) - 64)
     bench_die("--size at most %zu", sizeof(buf) - 64);
   for (int i = 0; i < BENCH_POOL; i++) {
-    tr.len[i] = bench_envelope(i % o->users, i, -1, o->size, &rng, buf,
+    tr.len[i] = bench_envelope(i % o->users, i, -1, -1, o->size, &rng, buf,
                                sizeof(buf));
     tr.val[i] = malloc(tr.len[i] + 1);
     if (!tr.val[i])

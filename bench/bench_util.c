@@ -215,8 +215,8 @@ uint64_t bench_rand(uint64_t *s) {
   return x * 0x2545F4914F6CDD1DULL;
 }
 
-size_t bench_envelope(int u, int seq, int64_t t_us, int size, uint64_t *rng,
-                      char *buf, size_t cap) {
+size_t bench_envelope(int u, int seq, int64_t t_us, int64_t s_us, int size,
+                      uint64_t *rng, char *buf, size_t cap) {
   static const char alpha[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   char env[2048];
@@ -227,9 +227,14 @@ size_t bench_envelope(int u, int seq, int64_t t_us, int size, uint64_t *rng,
   if (!c)
     bench_die("envelope without content");
   size_t head = (size_t)(c - env) + strlen("\"content\":{");
-  char stamp[48] = "";
+  char stamp[96] = "";
+  int sl = 0;
   if (t_us >= 0)
-    snprintf(stamp, sizeof(stamp), "\"bench_t_us\":%lld,", (long long)t_us);
+    sl = snprintf(stamp, sizeof(stamp), "\"bench_t_us\":%lld,",
+                  (long long)t_us);
+  if (s_us >= 0)
+    snprintf(stamp + sl, sizeof(stamp) - (size_t)sl, "\"bench_s_us\":%lld,",
+             (long long)s_us);
   /* {"pad":"...",<rest of the envelope's members>} */
   size_t fixed = (size_t)n + strlen(stamp) + strlen("\"pad\":\"\",");
   size_t pad = size > 0 && (size_t)size > fixed ? (size_t)size - fixed : 0;
