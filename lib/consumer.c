@@ -130,16 +130,8 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   c->poll_batch = (int)kmq_conf_get_int(conf, "kmq.poll.batch");
   c->nslots = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
 
-  c->slots = calloc(c->nslots, sizeof(*c->slots));
-  c->free_stack = calloc(c->nslots, sizeof(*c->free_stack));
-  c->acked_next = calloc(c->nslots, sizeof(*c->acked_next));
-  if (!c->slots || !c->free_stack || !c->acked_next) {
-    snprintf(errstr, errstr_size, "out of memory for %u ack slots", c->nslots);
+  if (kmq__slab_init(c, c->hooks.record_size, errstr, errstr_size))
     goto fail_slots;
-  }
-  kmq__mpsc_init(&c->acked, c->acked_next);
-  for (uint32_t i = 0; i < c->nslots; i++)
-    c->free_stack[c->free_top++] = c->nslots - 1 - i;
 
   rd_kafka_conf_t *rc =
       kmq_conf_build_rdkafka(conf, KMQ_CLIENT_CONSUMER, errstr, errstr_size);
@@ -198,9 +190,7 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
 
 fail_slots:
   kmq__rdstats_free(&c->rdstats);
-  free(c->acked_next);
-  free(c->free_stack);
-  free(c->slots);
+  kmq__slab_free(c);
   free(c);
   return NULL;
 }
@@ -270,12 +260,25 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
                before);
 }
 
+/* The plain style over the ack path: the record is taken like any other
+ * and acked as soon as the handler returns, so both styles share one
+ * budget and one completion path (kmq_ack, then kmq__drain on this
+ * thread). @locality poll thread */
+static kmq_err_t kmq__plain_handler(const rd_kafka_message_t *m,
+                                    kmq_ack_t ack, void *opaque) {
+  kmq_err_t err = ack.c->h(m, opaque);
+  if (err == KMQ_ERR_BACKPRESSURE)
+    return err; /* not taken: kmq__offer voids the ack */
+  kmq_ack(ack, err == KMQ_OK);
+  return KMQ_OK;
+}
+
 int kmq_consumer_poll_and_dispatch(kmq_consumer_t *c, kmq_handler_cb *handler,
                                    void *opaque, int timeout_ms) {
   if (!c || !handler)
     return KMQ_ERR_INVALID_ARG;
   c->h = handler;
-  c->ah = NULL;
+  c->ah = kmq__plain_handler;
   c->hopaque = opaque;
   return kmq__poll(c, timeout_ms);
 }
@@ -416,9 +419,7 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
     rd_kafka_destroy(c->rk);
   kmq__committer_free(&c->cm);
   kmq__rdstats_free(&c->rdstats);
-  free(c->acked_next);
-  free(c->free_stack);
-  free(c->slots);
+  kmq__slab_free(c);
   free(c);
 }
 

@@ -74,25 +74,11 @@ static kmq_err_t kmq__offer(kmq_consumer_t *c, kmq__part_t *p,
     rd_kafka_message_destroy(m);
     return KMQ_OK;
   }
-  if (kmq_gate_would_overflow(p->gate, m->offset) ||
-      (c->ah && c->free_top == 0)) {
+  if (c->free_top == 0)
+    kmq__drain(c); /* acks since the last drain free records */
+  if (kmq_gate_would_overflow(p->gate, m->offset) || c->free_top == 0) {
     KMQ__INC(c, backpressured, 1);
     return KMQ_ERR_BACKPRESSURE;
-  }
-  if (c->h) {
-    kmq_err_t err = c->h(m, c->hopaque);
-    if (err == KMQ_ERR_BACKPRESSURE) {
-      KMQ__INC(c, backpressured, 1);
-      return err;
-    }
-    KMQ__INC(c, dispatched, 1);
-    kmq_gate_track(p->gate, m->offset);
-    if (err == KMQ_OK)
-      kmq__part_finish(c, p, m->offset);
-    else
-      KMQ__INC(c, unfinished, 1);
-    rd_kafka_message_destroy(m);
-    return KMQ_OK;
   }
 
   uint32_t idx = c->free_stack[--c->free_top];
