@@ -43,7 +43,10 @@ static const kmq__prop_t kmq__props[] = {
     {"kmq.gate.window", KMQ__T_INT, "65536", 64, 1 << 24,
      "Commit gate window (offsets tracked past the committable one)"},
     {"kmq.max.inflight", KMQ__T_INT, "10000", 1, 1 << 22,
-     "Messages dispatched but not acknowledged, over all partitions"},
+     "Messages taken by a handler and not yet acknowledged, over all "
+     "partitions: the size of the consumer's record slab, the one in-flight "
+     "budget (the runtime's scheduler has the same bound and never reaches "
+     "it first)"},
     {"kmq.revoke.timeout.ms", KMQ__T_INT, "10000", 0, 600000,
      "A revoke still waiting for running messages after this many ms is "
      "logged and counted as slow (the partition is still not released "

@@ -135,20 +135,12 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   c->poll_batch = (int)kmq_conf_get_int(conf, "kmq.poll.batch");
   c->nslots = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
 
-  c->slots = calloc(c->nslots, sizeof(*c->slots));
-  c->free_stack = calloc(c->nslots, sizeof(*c->free_stack));
-  c->acked_next = calloc(c->nslots, sizeof(*c->acked_next));
-  if (!c->slots || !c->free_stack || !c->acked_next) {
-    snprintf(errstr, errstr_size, "out of memory for %u ack slots", c->nslots);
+  if (kmq__slab_init(c, c->hooks.record_size, errstr, errstr_size))
     goto fail_slots;
-  }
   if (pipe2(c->wake, O_NONBLOCK | O_CLOEXEC)) {
     snprintf(errstr, errstr_size, "wake-up pipe: %s", strerror(errno));
     goto fail_slots;
   }
-  kmq__mpsc_init(&c->acked, c->acked_next);
-  for (uint32_t i = 0; i < c->nslots; i++)
-    c->free_stack[c->free_top++] = c->nslots - 1 - i;
 
   rd_kafka_conf_t *rc =
       kmq_conf_build_rdkafka(conf, KMQ_CLIENT_CONSUMER, errstr, errstr_size);
@@ -214,9 +206,7 @@ fail_slots:
     if (c->wake[i] >= 0)
       close(c->wake[i]);
   kmq__rdstats_free(&c->rdstats);
-  free(c->acked_next);
-  free(c->free_stack);
-  free(c->slots);
+  kmq__slab_free(c);
   free(c);
   return NULL;
 }
@@ -295,12 +285,25 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
                before);
 }
 
+/* The plain style over the ack path: the record is taken like any other
+ * and acked as soon as the handler returns, so both styles share one
+ * budget and one completion path (kmq_ack, then kmq__drain on this
+ * thread). @locality poll thread */
+static kmq_err_t kmq__plain_handler(const rd_kafka_message_t *m,
+                                    kmq_ack_t ack, void *opaque) {
+  kmq_err_t err = ack.c->h(m, opaque);
+  if (err == KMQ_ERR_BACKPRESSURE)
+    return err; /* not taken: kmq__offer voids the ack */
+  kmq_ack(ack, err == KMQ_OK);
+  return KMQ_OK;
+}
+
 int kmq_consumer_poll_and_dispatch(kmq_consumer_t *c, kmq_handler_cb *handler,
                                    void *opaque, int timeout_ms) {
   if (!c || !handler)
     return KMQ_ERR_INVALID_ARG;
   c->h = handler;
-  c->ah = NULL;
+  c->ah = kmq__plain_handler;
   c->hopaque = opaque;
   return kmq__poll(c, timeout_ms);
 }
@@ -431,12 +434,12 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)
       rd_kafka_message_destroy(c->slots[i].m);
+  rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
+  rd_kafka_queue_destroy(c->cq);
   /* After a fatal error librdkafka 2.0.2's rd_kafka_destroy spins forever
    * in its main thread closing the group (seen with a fatal error raised
    * by rd_kafka_test_fatal_error; tests/test_endpoint_broker.c): the group
    * cannot be left cleanly any more, so don't try. */
-  rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
-  rd_kafka_queue_destroy(c->cq);
   if (rd_kafka_fatal_error(c->rk, NULL, 0))
     rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
   else
@@ -446,9 +449,7 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   close(c->wake[1]);
   kmq__committer_free(&c->cm);
   kmq__rdstats_free(&c->rdstats);
-  free(c->acked_next);
-  free(c->free_stack);
-  free(c->slots);
+  kmq__slab_free(c);
   free(c);
 }
 

@@ -1,12 +1,98 @@
-/* Consumer: ack slots and their flags (consumer_int.h, consumer.h). */
+/* Consumer: the record slab, its ack slots and their flags (consumer_int.h,
+ * consumer.h). */
+#include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "lib/consumer_int.h"
+#include "lib/consumer_records.h"
 #include "lib/util.h"
+
+#define KMQ__ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+
+int kmq__slab_init(kmq_consumer_t *c, size_t record_size, char *errstr,
+                   size_t errstr_size) {
+  const size_t align = alignof(max_align_t);
+  size_t n = c->nslots;
+  /* nslots <= 2^22 (kmq.max.inflight): the headers cannot overflow. */
+  size_t head = KMQ__ALIGN_UP(n * sizeof(kmq__slot_t), align);
+  size_t stride = 0;
+  if (record_size) {
+    if (record_size > (SIZE_MAX - head) / n - align) {
+      snprintf(errstr, errstr_size,
+               "record_size %zu times kmq.max.inflight %zu is too large",
+               record_size, n);
+      return -1;
+    }
+    stride = KMQ__ALIGN_UP(record_size, align);
+  }
+  /* calloc: every word starts FREE at generation 0, every area zeroed;
+   * aligned for max_align_t, so are head and every stride after it. */
+  unsigned char *slab = calloc(1, head + n * stride);
+  c->free_stack = calloc(n, sizeof(*c->free_stack));
+  c->acked_next = calloc(n, sizeof(*c->acked_next));
+  if (!slab || !c->free_stack || !c->acked_next) {
+    free(slab);
+    free(c->free_stack);
+    free(c->acked_next);
+    c->free_stack = NULL;
+    c->acked_next = NULL;
+    snprintf(errstr, errstr_size,
+             "out of memory for %zu records of %zu bytes", n,
+             sizeof(kmq__slot_t) + stride);
+    return -1;
+  }
+  c->slots = (kmq__slot_t *)slab;
+  c->data = stride ? slab + head : NULL;
+  c->data_stride = stride;
+  kmq__mpsc_init(&c->acked, c->acked_next);
+  for (uint32_t i = 0; i < c->nslots; i++)
+    c->free_stack[c->free_top++] = c->nslots - 1 - i;
+  return 0;
+}
+
+void kmq__slab_free(kmq_consumer_t *c) {
+  free(c->acked_next);
+  free(c->free_stack);
+  free(c->slots); /* the areas with it: one allocation */
+  c->acked_next = NULL;
+  c->free_stack = NULL;
+  c->slots = NULL;
+  c->data = NULL;
+}
+
+void *kmq_ack_data(kmq_ack_t ack) {
+  kmq_consumer_t *c = ack.c;
+  if (!c || !c->data || ack.slot >= c->nslots)
+    return NULL;
+  /* Relaxed: only a check that the handle is current; the area is ordered
+   * by the holder's own hand-off of the ack (as kmq_ack orders the
+   * holder's work before the drain). */
+  uint64_t w = atomic_load_explicit(&c->slots[ack.slot].word,
+                                    memory_order_relaxed);
+  if ((w >> 32) != ack.gen || (w & KMQ__SLOT_STATE) != KMQ__SLOT_PENDING)
+    return NULL;
+  return c->data + (size_t)ack.slot * c->data_stride;
+}
+
+void kmq__consumer_each_record(kmq_consumer_t *c, kmq__record_visit_cb *cb,
+                               void *opaque) {
+  for (uint32_t i = 0; i < c->nslots; i++) {
+    kmq__slot_t *s = &c->slots[i];
+    /* Relaxed: the state is only a filter. An acked record's message and
+     * area are not freed before this thread drains it, and the caller reads
+     * from the area only what it wrote on this thread or atomics. */
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    if ((w & KMQ__SLOT_STATE) == KMQ__SLOT_PENDING && s->m)
+      cb(s->m, c->data ? c->data + (size_t)i * c->data_stride : NULL,
+         opaque);
+  }
+}
 
 
 /* The gate of p finished `offset`: advance and tell the committer. */

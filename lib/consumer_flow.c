@@ -84,25 +84,11 @@ static kmq_err_t kmq__offer(kmq_consumer_t *c, kmq__part_t *p,
     rd_kafka_message_destroy(m);
     return KMQ_OK;
   }
-  if (kmq_gate_would_overflow(p->gate, m->offset) ||
-      (c->ah && c->free_top == 0)) {
+  if (c->free_top == 0)
+    kmq__drain(c); /* acks since the last drain free records */
+  if (kmq_gate_would_overflow(p->gate, m->offset) || c->free_top == 0) {
     KMQ__INC(c, backpressured, 1);
     return KMQ_ERR_BACKPRESSURE;
-  }
-  if (c->h) {
-    kmq_err_t err = c->h(m, c->hopaque);
-    if (err == KMQ_ERR_BACKPRESSURE) {
-      KMQ__INC(c, backpressured, 1);
-      return err;
-    }
-    KMQ__INC(c, dispatched, 1);
-    kmq_gate_track(p->gate, m->offset);
-    if (err == KMQ_OK)
-      kmq__part_finish(c, p, m->offset);
-    else
-      KMQ__INC(c, unfinished, 1);
-    rd_kafka_message_destroy(m);
-    return KMQ_OK;
   }
 
   uint32_t idx = c->free_stack[--c->free_top];
@@ -249,10 +235,10 @@ void kmq__consume_error(kmq_consumer_t *c, rd_kafka_message_t *m) {
   rd_kafka_message_destroy(m);
 }
 
-/* Room for one read of a partition: the free ack slots (the budget) in the
- * ack style, a batch in the plain one (its handler refuses by itself). */
+/* Room for one read of a partition: the free records (the budget), at
+ * most a batch. */
 static size_t kmq__room(const kmq_consumer_t *c, int left) {
-  size_t room = c->ah ? c->free_top : KMQ__READ_BATCH;
+  size_t room = c->free_top;
   if (room > KMQ__READ_BATCH)
     room = KMQ__READ_BATCH;
   if (room > (size_t)left)
@@ -303,7 +289,7 @@ int kmq__read_parts(kmq_consumer_t *c) {
   /* What waits for the budget or for held messages to be taken is freed
    * by acks, which do not wake the poll thread (kmq__poll then sleeps at
    * most 1 ms). */
-  int budget = !c->ah || c->free_top > 0;
+  int budget = c->free_top > 0;
   c->starved = !budget;
   for (kmq__part_t *p = c->parts; p; p = p->next) {
     if (p->revoking)

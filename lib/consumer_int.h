@@ -6,8 +6,9 @@
  *                         partition's own queue, read passes, offering a
  *                         message to the handler, holding refused ones,
  *                         dropping a partition;
- *   consumer_ack.c        ack slots: kmq_ack*, the REVOKED/QUEUED flags, the
- *                         drain that applies acks to the gates;
+ *   consumer_ack.c        the record slab: kmq_ack*, kmq_ack_data, the
+ *                         REVOKED/QUEUED flags, the drain that applies acks
+ *                         to the gates;
  *   consumer_rebalance.c  assign, revoke (waiting for running records), lost.
  * Everything here is @locality poll thread unless a function says otherwise
  * (kmq_ack* in consumer.h are any thread).
@@ -54,10 +55,11 @@ enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
  * paused while a PENDING slot of it carries this flag. */
 #define KMQ__SLOT_STUCK 16u
 
-/* An ack slot: one message awaiting its ack. `word` packs the generation
- * (high 32 bits) with the state and the REVOKED flag so that kmq_ack() from
- * any thread can CAS a specific (generation, PENDING) and a stale handle can
- * never hit a reused slot. part and m are @locality poll thread. */
+/* A record's header (its ack slot): one message awaiting its ack. `word`
+ * packs the generation (high 32 bits) with the state and the REVOKED flag
+ * so that kmq_ack() from any thread can CAS a specific (generation,
+ * PENDING) and a stale handle can never hit a reused slot. part and m are
+ * @locality poll thread. */
 typedef struct {
   _Atomic uint64_t word;
   kmq__part_t *part; /* NULL once the partition was dropped */
@@ -95,7 +97,18 @@ struct kmq_consumer_s {
   int subscribed;
   int closed;
 
+  /* The record slab, one allocation of kmq.max.inflight records: the
+   * headers (slots) first, then the embedder's areas (hooks.record_size
+   * each, rounded up to max_align_t: record i's is data + i * data_stride,
+   * data_stride 0 when none was asked for). Index i is one record: one
+   * budget (the free stack), one completion path (kmq_ack's push onto
+   * `acked`, applied by kmq__drain). The headers are kept together rather
+   * than interleaved with the areas so that the scans over them (revoke,
+   * stuck recount, partition drop) stay within a few cache lines per 64
+   * records whatever the embedder keeps. */
   kmq__slot_t *slots;
+  unsigned char *data;
+  size_t data_stride;
   uint32_t nslots;
   uint32_t *free_stack; /* @locality poll thread */
   uint32_t free_top;
@@ -166,6 +179,12 @@ int kmq__slot_running(const kmq__slot_t *s);
 void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p);
 /* Returns slot idx to the free stack, bumping its generation. */
 void kmq__slot_free(kmq_consumer_t *c, uint32_t idx);
+/* Allocates the record slab (c->nslots records with areas of record_size
+ * bytes) and fills the free stack; -1 with errstr filled when it cannot.
+ * Freed with kmq__slab_free. */
+int kmq__slab_init(kmq_consumer_t *c, size_t record_size, char *errstr,
+                   size_t errstr_size);
+void kmq__slab_free(kmq_consumer_t *c);
 
 /* ---- consumer_rebalance.c ---- */
 int64_t kmq__revoking_busy(kmq_consumer_t *c);

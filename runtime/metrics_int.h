@@ -36,8 +36,9 @@
 #define KMQ__DIAG_STATE(d) ((kmq_stall_state_t)((d) & 7))
 #define KMQ__DIAG_ATTEMPTS(d) ((d) >> 3)
 
-/* For each job in flight: its message and diag word. @locality poll
- * thread (runtime.c) */
+/* For each job in flight (a record of the consumer's slab taken by the
+ * runtime, not yet acked): its message and diag word. One walk over the
+ * consumer's kmq.max.inflight records. @locality poll thread (runtime.c) */
 typedef void(kmq__job_visit_cb)(const rd_kafka_message_t *m, int diag,
                                 void *opaque);
 void kmq__runtime_each_job(kmq_runtime_t *rt, kmq__job_visit_cb *cb,

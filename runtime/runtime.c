@@ -14,17 +14,22 @@
 #include "kmq/hist.h"
 #include "kmq/message.h"
 #include "kmq/sched.h"
+#include "lib/consumer_records.h"
 #include "lib/limits.h"
 #include "lib/log.h"
-#include "lib/mpsc.h"
 #include "lib/util.h"
 #include "processors/proc_ctx.h"
 #include "runtime/metrics_int.h"
 
-/* One message from dispatch to ack. Jobs come from a slab sized to
- * kmq.max.inflight: no allocation per message. The rd_kafka_message_t is the
- * consumer's and stays valid until the job's ack; a job is not touched after
- * it was released. */
+/* One message from dispatch to ack. A job has no home of its own: it is the
+ * area of the message's record in the consumer's slab (kmq_ack_data; the
+ * consumer was created with record_size = sizeof(kmq__job_t)), so the
+ * consumer's kmq.max.inflight is its only budget and kmq_ack its only end.
+ * The job pointer is also the scheduler's item. The rd_kafka_message_t is
+ * the consumer's too, valid until the ack; kmq_ack is the last touch of
+ * the job (the poll thread may reuse the record at once). The area keeps
+ * its bytes between records: rt and ctx are set on a record's first use
+ * (the consumer zeroes the slab), the rest per message. */
 typedef struct kmq__job_s {
   kmq_runtime_t *rt;
   const rd_kafka_message_t *m;
@@ -48,7 +53,6 @@ typedef struct kmq__job_s {
   /* Stall diagnostics (runtime/metrics_int.h): state and attempts, a
    * relaxed store per transition, sampled by the poll thread. */
   atomic_int diag;
-  int in_use; /* taken from the free stack; @locality poll thread */
   kmq_proc_ctx_t ctx;
   char err[256];
 } kmq__job_t;
@@ -65,13 +69,6 @@ struct kmq_runtime_s {
   const kmq_proc_entry_t *raw; /* set: every record goes to it undecoded */
   kmq_hist_t *lat;
   kmq__obs_t *obs; /* metrics endpoint, errors, stall sampling */
-
-  kmq__job_t *jobs;
-  uint32_t njobs;
-  kmq__job_t **free_stack; /* @locality poll thread */
-  uint32_t free_top;
-  kmq__mpsc_t freed; /* any thread releases, the poll thread collects */
-  uint32_t *freed_next;
 
   int max_attempts;
   int64_t backoff_ms, backoff_max_ms, close_ms, flush_ms;
@@ -92,12 +89,13 @@ struct kmq_runtime_s {
    * kmq__enter/kmq__leave (never the processor call). destroy sets
    * `detached` and waits (bounded) for `entered` to reach 0; from then on
    * a job that comes back takes the late path (kmq__late): it touches only
-   * the job, the scheduler it came from and `refs`, never the consumer,
-   * the DLQ or the gates. `refs` is 1 (the owner, dropped by destroy) +
-   * the jobs out of the free list + the threads entered; whoever drops the
-   * last one frees the runtime and what destroy could not free: a stuck
-   * processor keeps its message (and so the closed consumer handle, which
-   * owns it) alive until it returns; a thread still entered at destroy's
+   * the job, the scheduler it came from and `refs`, never the consumer's
+   * API (it does not ack), the DLQ or the gates. `refs` is 1 (the owner,
+   * dropped by destroy) + the jobs between kmq__on_message and their end +
+   * the threads entered; whoever drops the last one frees the runtime and
+   * what destroy could not free: a stuck processor keeps its job and
+   * message (and so the closed consumer handle, whose record slab holds
+   * both) alive until it returns; a thread still entered at destroy's
    * deadline (a dead-letter send waiting on a full queue, a fallback hook)
    * keeps the DLQ and the consumer until it leaves. */
   atomic_int detached;
@@ -119,26 +117,6 @@ static int64_t kmq__now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* @locality any thread */
-static void kmq__job_release(kmq_runtime_t *rt, kmq__job_t *job) {
-  kmq__mpsc_push(&rt->freed, (uint32_t)(job - rt->jobs));
-}
-
-/* Takes back the jobs released since the last call. @locality poll thread */
-static void kmq__jobs_collect(kmq_runtime_t *rt) {
-  for (uint32_t n = kmq__mpsc_take(&rt->freed); n;
-       n = kmq__mpsc_next(&rt->freed, n)) {
-    rt->jobs[n - 1].in_use = 0;
-    rt->free_stack[rt->free_top++] = &rt->jobs[n - 1];
-  }
-}
-
-/* @locality poll thread */
-static kmq__job_t *kmq__job_get(kmq_runtime_t *rt) {
-  kmq__jobs_collect(rt);
-  return rt->free_top ? rt->free_stack[--rt->free_top] : NULL;
 }
 
 static void kmq__free(kmq_runtime_t *rt);
@@ -175,9 +153,12 @@ static void kmq__leave(kmq_runtime_t *rt) {
 
 /* A job that came back after destroy detached the runtime: its outcome
  * is ignored (the consumer left the group and committed without it, so its
- * message is redelivered); the user's actor is released on the abandoned
- * scheduler, which frees itself after the last one. Ends with the job's
- * reference: nothing of rt may be touched after it. */
+ * message is redelivered) and it is not acked: its record stays taken in
+ * the closed consumer's slab, which lives until the last reference goes
+ * (kmq__free_now destroys the consumer). The user's actor is released on
+ * the abandoned scheduler, which frees itself after the last one. Ends
+ * with the job's reference: nothing of rt, nor the job, may be touched
+ * after it. */
 static void kmq__late(kmq_runtime_t *rt, kmq__job_t *job) {
   if (job->dlq_tries)
     atomic_fetch_sub_explicit(&rt->dlq_retrying, 1, memory_order_relaxed);
@@ -190,18 +171,26 @@ static void kmq__late(kmq_runtime_t *rt, kmq__job_t *job) {
   kmq__unref(rt);
 }
 
+typedef struct {
+  kmq__job_visit_cb *cb;
+  void *opaque;
+} kmq__visit_t;
+
+static void kmq__visit_record(const rd_kafka_message_t *m, void *area,
+                              void *opaque) {
+  kmq__visit_t *v = opaque;
+  const kmq__job_t *job = area;
+  v->cb(m, atomic_load_explicit(&job->diag, memory_order_relaxed),
+        v->opaque);
+}
+
 void kmq__runtime_each_job(kmq_runtime_t *rt, kmq__job_visit_cb *cb,
                            void *opaque) {
-  /* After the collection, a job not in use was released before it, and
-   * every job in use still holds its message: the consumer destroys a
-   * message only when this thread drains its ack, and a job is released
-   * before it is acked. */
-  kmq__jobs_collect(rt);
-  for (uint32_t i = 0; i < rt->njobs; i++)
-    if (rt->jobs[i].in_use)
-      cb(rt->jobs[i].m,
-         atomic_load_explicit(&rt->jobs[i].diag, memory_order_relaxed),
-         opaque);
+  /* Every record in flight is a job: kmq__on_message fills its area before
+   * returning, on this thread, and a record the handler did not take is
+   * voided before the next visit. */
+  kmq__visit_t v = {cb, opaque};
+  kmq__consumer_each_record(rt->consumer, kmq__visit_record, &v);
 }
 
 kmq__obs_t *kmq__runtime_obs(const kmq_runtime_t *rt) { return rt->obs; }
@@ -210,10 +199,13 @@ kmq_fallback_t *kmq__runtime_store(const kmq_runtime_t *rt) {
   return rt->store;
 }
 
-/* Releases the job and acks its message (ok: finished, else left for
- * redelivery), then frees the actor for the user's next message. Inside
- * kmq__enter; drops the job's reference, never the last one (the entered
- * thread holds one). */
+/* Frees the actor for the user's next message, then acks the job's message
+ * (ok: finished, else left for redelivery), which ends the job. In that
+ * order so that the scheduler counts an item as in flight only while its
+ * record is taken: its kmq.max.inflight, the consumer's, then never
+ * refuses what the consumer admitted (sched.h). Inside kmq__enter; drops
+ * the job's reference, never the last one (the entered thread holds
+ * one). */
 static void kmq__complete(kmq__job_t *job, int ok) {
   kmq_runtime_t *rt = job->rt;
   if (job->dlq_tries) {
@@ -231,10 +223,9 @@ static void kmq__complete(kmq__job_t *job, int ok) {
   }
   kmq_ack_t ack = job->ack;
   kmq_sched_actor_t *actor = job->actor;
-  kmq__job_release(rt, job); /* not touched from here on */
-  kmq_ack(ack, ok);
   if (actor)
     kmq_sched_done(rt->sched, actor);
+  kmq_ack(ack, ok); /* the job is not touched from here on */
   atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel);
 }
 
@@ -549,9 +540,7 @@ static void kmq__cancel(void *opaque, void *item) {
     kmq_chat_msg_clear(&job->msg);
     job->decoded = 0;
   }
-  kmq_ack_t ack = job->ack;
-  kmq__job_release(rt, job);
-  kmq_ack(ack, 0);
+  kmq_ack(job->ack, 0); /* the job is not touched from here on */
   atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel);
   kmq__leave(rt);
 }
@@ -560,12 +549,17 @@ static void kmq__cancel(void *opaque, void *item) {
 static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
                                  void *opaque) {
   kmq_runtime_t *rt = opaque;
-  kmq__job_t *job = kmq__job_get(rt);
+  /* The record's area: ours until kmq_ack. Never NULL for a current ack of
+   * a consumer created with record_size (kmq_runtime_new). */
+  kmq__job_t *job = kmq_ack_data(ack);
   if (!job)
-    return KMQ_ERR_BACKPRESSURE;
+    return KMQ_ERR_STATE;
+  if (job->rt != rt) { /* the record's first use */
+    job->rt = rt;
+    kmq__proc_ctx_init(&job->ctx, kmq__proc_done, job);
+  }
   /* Relaxed: the owner's reference keeps refs > 0 while we run. */
   atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
-  job->in_use = 1;
   KMQ__DIAG_SET(job, KMQ_STALL_QUEUED, 0);
   job->m = m;
   job->ack = ack;
@@ -590,8 +584,7 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   kmq_ack_defer(ack);
   kmq_err_t err = kmq_sched_submit(rt->sched, m->key, m->key_len, job);
   if (err) {
-    job->in_use = 0;
-    rt->free_stack[rt->free_top++] = job;
+    /* Not taken: the consumer voids the ack and frees the record. */
     atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
     return err; /* BACKPRESSURE: held and offered again; else unfinished */
   }
@@ -647,22 +640,10 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   rt->flush_ms = kmq_conf_get_int(conf, "kmq.flush.timeout.ms");
   rt->log = kmq__conf_hooks(conf)->log;
   atomic_init(&rt->refs, 1); /* the owner's */
-  rt->njobs = (uint32_t)kmq_conf_get_int(conf, "kmq.max.inflight");
-  rt->jobs = calloc(rt->njobs, sizeof(*rt->jobs));
-  rt->free_stack = calloc(rt->njobs, sizeof(*rt->free_stack));
-  rt->freed_next = calloc(rt->njobs, sizeof(*rt->freed_next));
   rt->lat = kmq_hist_new();
-  if (!rt->topic || !rt->jobs || !rt->free_stack || !rt->freed_next ||
-      !rt->lat) {
+  if (!rt->topic || !rt->lat) {
     snprintf(errstr, errstr_size, "out of memory");
     goto fail_mem;
-  }
-  kmq__mpsc_init(&rt->freed, rt->freed_next);
-  for (uint32_t i = 0; i < rt->njobs; i++) {
-    kmq__job_t *j = &rt->jobs[i];
-    j->rt = rt;
-    kmq__proc_ctx_init(&j->ctx, kmq__proc_done, j);
-    rt->free_stack[rt->free_top++] = j;
   }
   rt->dec = kmq_msg_decoder_new(conf, errstr, errstr_size);
   if (!rt->dec)
@@ -729,7 +710,8 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
    * kmq__run drops those that have not started (kmq_ack_revoked). Errors
    * are counted, reported to the error hook, and a fatal one stops run. */
   kmq_consumer_hooks_t hooks = {.on_error = kmq__obs_on_error,
-                                .opaque = rt->obs};
+                                .opaque = rt->obs,
+                                .record_size = sizeof(kmq__job_t)};
   rt->consumer = kmq_consumer_new(conf, &hooks, errstr, errstr_size);
   if (!rt->consumer)
     goto fail_consumer;
@@ -756,9 +738,6 @@ fail_dlq:
   kmq_msg_decoder_destroy(rt->dec);
 fail_mem:
   kmq_hist_destroy(rt->lat);
-  free(rt->freed_next);
-  free(rt->free_stack);
-  free(rt->jobs);
   free(rt->topic);
   free(rt);
   return NULL;
@@ -812,22 +791,17 @@ void kmq_runtime_stop(kmq_runtime_t *rt) {
 }
 
 /* Frees the runtime's memory, and the clients a late job kept: the
- * consumer (a stuck job's message belongs to its handle), the DLQ and the
- * decoder (a thread was still entered at destroy's deadline). No job is
- * left by now, so the DLQ has no outcome to report. */
+ * consumer (a stuck job and its message live in its record slab), the DLQ
+ * and the decoder (a thread was still entered at destroy's deadline). No
+ * job is left by now (each held a reference, and cleared its decoded
+ * message before dropping it), so the DLQ has no outcome to report. */
 static void kmq__free_now(kmq_runtime_t *rt) {
   kmq_dlq_destroy_within(rt->dlq, (int)rt->flush_ms);
   kmq_fallback_destroy(rt->store); /* after the DLQ: its last hook calls */
   kmq_msg_decoder_destroy(rt->dec);
   kmq_consumer_destroy(rt->consumer);
   kmq__obs_destroy(rt->obs); /* after the consumer: its error hook */
-  for (uint32_t i = 0; i < rt->njobs; i++)
-    if (rt->jobs[i].decoded)
-      kmq_chat_msg_clear(&rt->jobs[i].msg);
   kmq_hist_destroy(rt->lat);
-  free(rt->freed_next);
-  free(rt->free_stack);
-  free(rt->jobs);
   free(rt->topic);
   free(rt);
 }

@@ -9,7 +9,9 @@
  *
  * Two dispatch styles:
  *   kmq_consumer_poll_and_dispatch(): the handler processes the message before
- *     returning; KMQ_OK finishes the offset.
+ *     returning; KMQ_OK finishes the offset. A thin adapter over the ack
+ *     style: the message takes a record like any other and is acked as soon
+ *     as the handler returns (one budget, one completion path).
  *   kmq_consumer_poll_and_dispatch_with_ack(): the handler receives an ack it
  *     may call later, from any thread, exactly once (later calls are ignored):
  *     kmq_ack(ack, 1) finishes the offset, kmq_ack(ack, 0) leaves it
@@ -20,6 +22,17 @@
  * again on a later call; other partitions keep flowing. The consumer itself applies
  * the same backpressure when kmq.max.inflight messages await their ack or a
  * partition's gate window (kmq.gate.window) is full.
+ *
+ * Records: each message in flight has one home, a record in a slab of
+ * kmq.max.inflight records that the consumer allocates at kmq_consumer_new
+ * (no allocation per message): its message, its partition, its state word
+ * and, when the embedder asked for one (hooks.record_size), an area of its
+ * own that the embedder keeps its per-message state in (kmq_ack_data; the
+ * way Concurrency Kit leaves storage to its caller). kmq.max.inflight is
+ * the one in-flight budget: an embedder that keeps its state there needs
+ * no pool, no bound and no completion path of its own; the record ends
+ * with kmq_ack (one atomic transition plus one push), and the poll thread's
+ * next drain frees it and marks its offset in the gate.
  *
  * Commits carry, as the offset's metadata, the finished offsets beyond the
  * committed one (kmq_gate_encode_done, at most
@@ -62,11 +75,12 @@
  * Threads: everything except kmq_ack() runs on one thread, the poll thread
  * (the one calling poll_and_dispatch*), which also runs the handler, the
  * hooks and the rebalance. Acks travel to it through a lock-free MPSC stack
- * with one node per ack slot (kmq.max.inflight), so kmq_ack() never blocks,
+ * with one node per record (kmq.max.inflight), so kmq_ack() never blocks,
  * never waits for another acker and never fails.
  * Message lifetime: the rd_kafka_message_t given to a handler is valid until
  * the handler returns (plain style) or until its ack is called (ack style);
- * the consumer destroys it.
+ * the consumer destroys it. A message never acked (its holder stuck) and
+ * its record stay until kmq_consumer_destroy, which frees both.
  */
 #ifndef KMQ_CONSUMER_H
 #define KMQ_CONSUMER_H
@@ -121,6 +135,11 @@ typedef struct {
    * which); librdkafka retries everything else by itself. May be NULL. */
   void (*on_error)(rd_kafka_resp_err_t err, const char *reason, void *opaque);
   void *opaque;
+  /* Bytes of the embedder's area in each record (kmq_ack_data), 0: none.
+   * Rounded up to alignof(max_align_t); kmq.max.inflight areas are
+   * allocated by kmq_consumer_new (which fails, with errstr, when that
+   * cannot be), zeroed, and freed by kmq_consumer_destroy. */
+  size_t record_size;
 } kmq_consumer_hooks_t;
 
 typedef struct {
@@ -190,8 +209,23 @@ int kmq_consumer_poll_and_dispatch_with_ack(kmq_consumer_t *c,
                                             void *opaque, int timeout_ms);
 
 /* Finishes (ok != 0) or abandons (ok == 0) the message of `ack`. Any thread;
- * exactly once per handle: later calls are ignored. Never blocks. */
+ * exactly once per handle: later calls are ignored. Never blocks. It ends
+ * the caller's hold on the record: the poll thread may free the message
+ * and reuse the record (and its area, kmq_ack_data) as soon as it returns,
+ * so it must be the caller's last touch of either. */
 void kmq_ack(kmq_ack_t ack, int ok);
+
+/* The embedder's area of ack's record: hooks.record_size bytes (rounded
+ * up), aligned for any type (max_align_t), one per record, never shared
+ * with another message in flight. Owned by whoever holds the ack, from the
+ * ack handler's call until kmq_ack() for it (on any thread, through the
+ * holder's own hand-offs); the consumer never reads or writes it. It is
+ * zeroed at kmq_consumer_new and otherwise keeps what the record's
+ * previous holder left there (an embedder may initialise its state once
+ * per record and reuse it). Returns NULL when the consumer has no areas
+ * (record_size 0) or the handle is not current (acked, voided, or its
+ * record reused: a new generation). Any thread; one atomic load. */
+void *kmq_ack_data(kmq_ack_t ack);
 
 /* A message handed to an ack handler counts as running from dispatch: a
  * revoke keeps its partition until it is acked. A handler that queues the

@@ -54,6 +54,16 @@
  * Who owns what: the conf is copied; the registry and processor opaques are
  * borrowed and must outlive the runtime (the registry is frozen by
  * kmq_runtime_new). Processors run on worker threads (see processor.h).
+ * A message in flight has one home: its record in the consumer's slab
+ * (consumer.h, "Records"), whose area holds the runtime's state for it
+ * (decoded message, processor context, retry and dead-letter state); that
+ * record is also the scheduler's item. kmq.max.inflight is the one budget:
+ * the consumer stops taking messages when its records are all in flight,
+ * and the scheduler's bound of the same size never refuses one of them
+ * (sched.h); only a full mailbox (kmq.sched.mailbox.size) or the actor
+ * bound (kmq.sched.max.actors) refuses a record, which the consumer then
+ * holds and offers again. A message ends with its ack, on whichever thread
+ * knows its outcome; the poll thread frees the record and marks the gate.
  *
  * Operations. With kmq.metrics.listen set (e.g. 127.0.0.1:9464; empty, the
  * default: off) kmq_runtime_new starts an HTTP server on its own thread,
@@ -253,8 +263,8 @@ void kmq_runtime_stop(kmq_runtime_t *rt);
  * What still runs at the close deadline is abandoned: logged as an error,
  * not committed (redelivered to the next owner), and its outcome, when the
  * processor returns or completes later, is ignored. Until then the runtime
- * keeps what that outcome touches: the job, its message and so the closed
- * consumer handle with its librdkafka threads, the scheduler with its idle
+ * keeps what that outcome touches: its record (job and message) and so the
+ * closed consumer handle with its librdkafka threads, the scheduler with its idle
  * workers; the last such outcome frees them, on a thread of its own. A
  * processor that never returns keeps them for the life of the process.
  * Likewise a dead-letter send or fallback hook still running at the flush

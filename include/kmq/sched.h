@@ -32,7 +32,14 @@
  *     explicit KMQ_ERR_BACKPRESSURE, never silent growth:
  *       kmq.sched.mailbox.size  items queued per actor (rounded up to a power
  *                               of two N; N - 1 queued plus 1 running);
- *       kmq.max.inflight        items submitted and not yet done/cancelled;
+ *       kmq.max.inflight        items submitted and not yet done/cancelled
+ *                               (the runtime's items are its consumer's
+ *                               records, bounded by the same key: it calls
+ *                               kmq_sched_done before acking the record,
+ *                               and items are cancelled only once the
+ *                               scheduler stopped taking submits, so this
+ *                               bound never refuses a record the consumer
+ *                               admitted; runtime.c kmq__complete);
  *       kmq.sched.max.actors    live actors (keys with state);
  *       kmq.sched.workers       worker threads (0: online CPUs);
  *       kmq.sched.idle.ms       idle time after which kmq_sched_reclaim()
