@@ -1,7 +1,7 @@
 /*
  * A multi-producer, single-consumer stack of indices (kmq__ internal): any
  * thread pushes a node index, one owner thread takes every pushed index at
- * once. It brings completions (acks, freed jobs) back to the poll thread so
+ * once. It brings completions (acks) back to the poll thread so
  * that the state they touch (gates, slabs) needs no lock.
  *
  * Why not a ring: Concurrency Kit's multi-producer ring enqueue makes each

@@ -16,7 +16,7 @@ typedef struct kmq__part_s {
   /* The partition's own librdkafka queue, not forwarded to the consumer
    * queue (consumer_flow.c): NULL if it could not be split off. */
   rd_kafka_queue_t *q;
-  int64_t in_flight;  /* ack slots outstanding for this partition */
+  int64_t in_flight;  /* records outstanding for this partition */
   int64_t stored;     /* last offset handed to rd_kafka_offsets_store, -1 */
   int64_t committed;  /* last offset confirmed committed, -1 */
   int dirty;          /* committable advanced past `stored` */
