@@ -269,8 +269,8 @@ static int kmq__poll(kmq_consumer_t *c, int timeout_ms) {
   for (int round = 0; round < 2; round++) {
     kmq__drain(c);
     kmq__apply_stuck(c);
-    kmq__retry_held(c);
-    int taken = kmq__serve_events(c) + kmq__read_parts(c);
+    int taken = kmq__retry_held(c);
+    taken += kmq__serve_events(c) + kmq__read_parts(c);
     if (taken || round || timeout_ms == 0)
       break;
     /* Nothing to take: wait for librdkafka, or at most 1 ms when acks
@@ -430,6 +430,8 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   kmq__drain(c);
   while (c->parts)
     kmq__part_drop(c, c->parts);
+  kmq__retire_queues(c);
+  free(c->retired);
   /* Acks that never came: their messages are still ours to free. */
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)

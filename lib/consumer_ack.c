@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/consumer_int.h"
 #include "lib/consumer_records.h"
@@ -169,10 +170,12 @@ void kmq_ack(kmq_ack_t ack, int ok) {
       &s->word, &expect, want, memory_order_acq_rel, memory_order_relaxed));
   /* Release: after the CAS above (the slot no longer PENDING), so the
    * recount resumes the partition. */
-  if (expect & KMQ__SLOT_STUCK)
-    atomic_store_explicit(&c->stuck_dirty, 1, memory_order_release);
   /* One node per slot, and a slot is pushed once per use. */
   kmq__mpsc_push(&c->acked, ack.slot);
+  if (expect & KMQ__SLOT_STUCK) {
+    atomic_store_explicit(&c->stuck_dirty, 1, memory_order_release);
+    kmq__wake(c);
+  }
 }
 
 void kmq_ack_stuck(kmq_ack_t ack, int stuck) {
@@ -194,6 +197,15 @@ void kmq_ack_stuck(kmq_ack_t ack, int stuck) {
   } while (!atomic_compare_exchange_weak_explicit(
       &s->word, &w, want, memory_order_relaxed, memory_order_relaxed));
   atomic_store_explicit(&c->stuck_dirty, 1, memory_order_release);
+  if (!stuck)
+    kmq__wake(c);
+}
+
+void kmq__wake(kmq_consumer_t *c) {
+  /* Non-blocking: a full pipe already wakes the poll thread. */
+  if (write(c->wake[1], "1", 1) < 0) {
+    /* EAGAIN: full, so the poll thread wakes anyway. */
+  }
 }
 
 bool kmq_ack_revoked(kmq_ack_t ack) {

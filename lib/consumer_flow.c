@@ -159,7 +159,8 @@ void kmq__hold(kmq_consumer_t *c, kmq__part_t *p,
 }
 
 /* Re-offers held messages in order. @locality poll thread */
-void kmq__retry_held(kmq_consumer_t *c) {
+int kmq__retry_held(kmq_consumer_t *c) {
+  int taken = 0;
   for (kmq__part_t *p = c->parts; p; p = p->next) {
     if (!p->held_cnt || p->revoking)
       continue;
@@ -170,8 +171,10 @@ void kmq__retry_held(kmq_consumer_t *c) {
       memmove(p->held, p->held + i,
               (size_t)(p->held_cnt - i) * sizeof(*p->held));
       p->held_cnt -= i;
+      taken += i;
     }
   }
+  return taken;
 }
 
 void kmq__apply_stuck(kmq_consumer_t *c) {
@@ -304,10 +307,10 @@ int kmq__read_parts(kmq_consumer_t *c) {
   return taken;
 }
 
-/* Drops a partition: its gate, held messages, its queue and the link from
- * any ack slot still out (a late ack is then ignored). What librdkafka
- * fetched for it and kmq did not read is discarded by librdkafka (it is
- * older than the next assignment's fetch). @locality poll thread */
+/* Drops a partition: its gate, held messages and the link from any record
+ * still out (a late ack is then ignored). Its queue is retired: emptied and
+ * released by kmq__retire_queues once the partition is unassigned (until
+ * then librdkafka may still add to it). @locality poll thread */
 void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
   int64_t abandoned = 0;
   for (uint32_t i = 0; i < c->nslots; i++)
@@ -325,7 +328,18 @@ void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
   if (p->q) {
     /* No more writes to the pipe from it: it outlives this handle. */
     rd_kafka_queue_io_event_enable(p->q, -1, NULL, 0);
-    rd_kafka_queue_destroy(p->q);
+    if (c->nretired == c->retired_size) {
+      int ns = c->retired_size ? c->retired_size * 2 : 8;
+      rd_kafka_queue_t **n = realloc(c->retired, (size_t)ns * sizeof(*n));
+      if (n) {
+        c->retired = n;
+        c->retired_size = ns;
+      }
+    }
+    if (c->nretired < c->retired_size)
+      c->retired[c->nretired++] = p->q;
+    else /* out of memory: released unemptied (freed at reassign/destroy) */
+      rd_kafka_queue_destroy(p->q);
   }
   kmq__part_t **pp = &c->parts;
   while (*pp != p)
@@ -335,4 +349,21 @@ void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
   free(p->held);
   free(p->topic);
   free(p);
+}
+
+void kmq__retire_queues(kmq_consumer_t *c) {
+  for (int i = 0; i < c->nretired; i++) {
+    /* Destroyed unread: what is left belongs to the old assignment. A
+     * fetch response already under way when the partition was unassigned
+     * can still land afterwards; librdkafka discards it when the partition
+     * is fetched again (a newer fetch version) or the handle is destroyed. */
+    rd_kafka_message_t *ms[KMQ__READ_BATCH];
+    ssize_t n;
+    while ((n = rd_kafka_consume_batch_queue(c->retired[i], 0, ms,
+                                             KMQ__READ_BATCH)) > 0)
+      for (ssize_t j = 0; j < n; j++)
+        rd_kafka_message_destroy(ms[j]);
+    rd_kafka_queue_destroy(c->retired[i]);
+  }
+  c->nretired = 0;
 }

@@ -90,6 +90,9 @@ struct kmq_consumer_s {
   int wake[2];
   rd_kafka_queue_t *cq;
   uint32_t rr; /* where the next read pass starts (round robin) */
+  /* Queues of dropped partitions, released by kmq__retire_queues. */
+  rd_kafka_queue_t **retired;
+  int nretired, retired_size;
   /* Set by the last read pass: messages wait for budget or for held ones
    * to be taken, which acks free and acks do not wake the poll thread. */
   int starved;
@@ -152,7 +155,8 @@ kmq__part_t *kmq__part_add(kmq_consumer_t *c, const char *topic,
 int kmq__part_gate(kmq_consumer_t *c, kmq__part_t *p, int64_t start);
 /* Keeps a refused message in p's held list (offset order). */
 void kmq__hold(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m);
-void kmq__retry_held(kmq_consumer_t *c);
+/* Returns how many were taken. */
+int kmq__retry_held(kmq_consumer_t *c);
 /* Routes one consumed message of p: drop a re-fetch, hold, or offer. */
 void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m);
 /* Splits p's queue off the consumer queue (before it is assigned). */
@@ -165,6 +169,10 @@ int kmq__read_parts(kmq_consumer_t *c);
  * destroyed. */
 void kmq__consume_error(kmq_consumer_t *c, rd_kafka_message_t *m);
 void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p);
+/* Empties and releases the queues of the partitions dropped since the last
+ * call: after their unassign, so that what librdkafka prefetched for them
+ * does not stay in memory until they come back (kmq__part_drop). */
+void kmq__retire_queues(kmq_consumer_t *c);
 /* After kmq_ack_stuck or the ack of a stuck slot: recounts each
  * partition's stuck messages (a partition with one is not read). */
 void kmq__apply_stuck(kmq_consumer_t *c);
@@ -177,6 +185,10 @@ int kmq__drain(kmq_consumer_t *c);
 /* Pending and not deferred: the message may be running. Any thread. */
 int kmq__slot_running(const kmq__slot_t *s);
 void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p);
+/* Wakes the poll thread out of its wait (kmq__poll): a stuck partition
+ * that may be read again does not make its queue turn non-empty, which is
+ * all librdkafka's io events report. Any thread. */
+void kmq__wake(kmq_consumer_t *c);
 /* Returns slot idx to the free stack, bumping its generation. */
 void kmq__slot_free(kmq_consumer_t *c, uint32_t idx);
 /* Allocates the record slab (c->nslots records with areas of record_size

@@ -25,8 +25,9 @@ typedef struct kmq__part_s {
   int was_stuck; /* at the previous kmq__apply_stuck: logs the resume */
   int revoking;
   /* Messages taken from librdkafka but not yet accepted (a refusal by the
-   * handler or the gate window), in offset order, at most one read's batch:
-   * the partition's queue is not read again until they are taken. */
+   * handler or the gate window), in offset order, at most one read's batch
+   * (the partition's queue is not read again until they are taken; only
+   * the consumer-queue fallback of kmq__part_split can hold more). */
   rd_kafka_message_t **held;
   int held_cnt, held_size;
   struct kmq__part_s *next; /* in the consumer's list */

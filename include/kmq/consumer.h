@@ -291,7 +291,9 @@ void kmq_consumer_partitions(kmq_consumer_t *c,
 /* The librdkafka handle (for tools and tests). Owned by the consumer.
  * Its consumer queue carries only events: each assigned partition's
  * messages are on the partition's own queue, which only the consumer
- * reads (rd_kafka_consumer_poll on this handle returns no message). */
+ * reads (rd_kafka_consumer_poll on this handle returns no message of it;
+ * only a partition whose queue librdkafka could not give, which it does
+ * for every partition of a consumer handle, would come through there). */
 rd_kafka_t *kmq_consumer_rk(kmq_consumer_t *c);
 
 #ifdef __cplusplus
