@@ -272,18 +272,25 @@ int kmq__read_parts(kmq_consumer_t *c) {
         size_t room = kmq__room(c, c->poll_batch - taken);
         if (!room)
           break;
-        rd_kafka_message_t *ms[KMQ__READ_BATCH];
-        ssize_t n = rd_kafka_consume_batch_queue(p->q, 0, ms, room);
-        if (n <= 0)
+        /* One message at a time (rd_kafka_consume_queue), not the batch
+         * API: librdkafka 2.0.2's rd_kafka_consume_batch_queue has known
+         * issues around rebalances and pause/resume (2.0.0 release notes,
+         * fixed in 2.1.0). Taken, dispatched right away: a refusal holds
+         * it, which ends this partition's read. */
+        size_t n = 0;
+        rd_kafka_message_t *m;
+        while (n < room && !p->held_cnt && !p->revoking &&
+               (m = rd_kafka_consume_queue(p->q, 0))) {
+          n++;
+          if (m->err)
+            kmq__consume_error(c, m);
+          else
+            kmq__dispatch(c, p, m);
+        }
+        if (!n)
           continue;
         progress = 1;
         taken += (int)n;
-        for (ssize_t j = 0; j < n; j++) {
-          if (ms[j]->err)
-            kmq__consume_error(c, ms[j]);
-          else
-            kmq__dispatch(c, p, ms[j]);
-        }
         /* Acks of fast processors free slots within the same poll. */
         kmq__drain(c);
       }
@@ -357,12 +364,9 @@ void kmq__retire_queues(kmq_consumer_t *c) {
      * fetch response already under way when the partition was unassigned
      * can still land afterwards; librdkafka discards it when the partition
      * is fetched again (a newer fetch version) or the handle is destroyed. */
-    rd_kafka_message_t *ms[KMQ__READ_BATCH];
-    ssize_t n;
-    while ((n = rd_kafka_consume_batch_queue(c->retired[i], 0, ms,
-                                             KMQ__READ_BATCH)) > 0)
-      for (ssize_t j = 0; j < n; j++)
-        rd_kafka_message_destroy(ms[j]);
+    rd_kafka_message_t *m;
+    while ((m = rd_kafka_consume_queue(c->retired[i], 0)))
+      rd_kafka_message_destroy(m);
     rd_kafka_queue_destroy(c->retired[i]);
   }
   c->nretired = 0;
