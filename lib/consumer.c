@@ -430,7 +430,7 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   kmq__drain(c);
   while (c->parts)
     kmq__part_drop(c, c->parts);
-  kmq__retire_queues(c);
+  kmq__retire_queues(c, 0);
   free(c->retired);
   /* Acks that never came: their messages are still ours to free. */
   for (uint32_t i = 0; i < c->nslots; i++)

@@ -358,14 +358,17 @@ void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
   free(p);
 }
 
-void kmq__retire_queues(kmq_consumer_t *c) {
+void kmq__retire_queues(kmq_consumer_t *c, int purge) {
   for (int i = 0; i < c->nretired; i++) {
-    /* Destroyed unread: what is left belongs to the old assignment. A
+    /* Destroyed unread: what is left belongs to the old assignment. At
+     * most what is there now: a partition that is still fetched (no
+     * unassign, as after a fatal error) must not keep this loop going. A
      * fetch response already under way when the partition was unassigned
      * can still land afterwards; librdkafka discards it when the partition
      * is fetched again (a newer fetch version) or the handle is destroyed. */
     rd_kafka_message_t *m;
-    while ((m = rd_kafka_consume_queue(c->retired[i], 0)))
+    for (size_t left = purge ? rd_kafka_queue_length(c->retired[i]) : 0;
+         left > 0 && (m = rd_kafka_consume_queue(c->retired[i], 0)); left--)
       rd_kafka_message_destroy(m);
     rd_kafka_queue_destroy(c->retired[i]);
   }

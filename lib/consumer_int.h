@@ -169,10 +169,11 @@ int kmq__read_parts(kmq_consumer_t *c);
  * destroyed. */
 void kmq__consume_error(kmq_consumer_t *c, rd_kafka_message_t *m);
 void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p);
-/* Empties and releases the queues of the partitions dropped since the last
- * call: after their unassign, so that what librdkafka prefetched for them
- * does not stay in memory until they come back (kmq__part_drop). */
-void kmq__retire_queues(kmq_consumer_t *c);
+/* Releases the queues of the partitions dropped since the last call,
+ * emptying them first when purge is set (after their unassign, so that
+ * what librdkafka prefetched for them does not stay in memory until they
+ * come back; not at destroy, which frees it all). */
+void kmq__retire_queues(kmq_consumer_t *c, int purge);
 /* After kmq_ack_stuck or the ack of a stuck slot: recounts each
  * partition's stuck messages (a partition with one is not read). */
 void kmq__apply_stuck(kmq_consumer_t *c);

@@ -204,5 +204,5 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   } else {
     rd_kafka_assign(rk, NULL);
   }
-  kmq__retire_queues(c);
+  kmq__retire_queues(c, 1);
 }
