@@ -28,11 +28,7 @@ typedef struct {
 
 static void mock_up(mock_t *m) {
   char errstr[256];
-  m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rd_kafka_conf_new(), errstr,
-                       sizeof(errstr));
-  ck_assert_msg(m->rk, "%s", errstr);
-  m->mc = rd_kafka_mock_cluster_new(m->rk, 1);
-  ck_assert_ptr_nonnull(m->mc);
+  m->mc = kt_mock_cluster_new(1, &m->rk);
   kt_unique_name(m->topic, sizeof(m->topic), "main");
   snprintf(m->dlq, sizeof(m->dlq), "%s.dlq", m->topic);
   ck_assert_int_eq(rd_kafka_mock_topic_create(m->mc, m->dlq, 2, 1), 0);

@@ -26,12 +26,7 @@ typedef struct {
 } mock_t;
 
 static void mock_up(mock_t *m) {
-  char errstr[256];
-  rd_kafka_conf_t *c = rd_kafka_conf_new();
-  m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, errstr, sizeof(errstr));
-  ck_assert_msg(m->rk, "%s", errstr);
-  m->mc = rd_kafka_mock_cluster_new(m->rk, 2);
-  ck_assert_ptr_nonnull(m->mc);
+  m->mc = kt_mock_cluster_new(2, &m->rk);
   m->bs = rd_kafka_mock_cluster_bootstraps(m->mc);
   kt_unique_name(m->topic, sizeof(m->topic), "main");
   snprintf(m->dlq, sizeof(m->dlq), "%s.dlq", m->topic);

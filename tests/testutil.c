@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include <librdkafka/rdkafka_mock.h>
+
 #include <check.h>
 #include <dirent.h>
 #include <sched.h>
@@ -31,6 +33,16 @@ bool kt_wait_until(bool (*cond)(void *), void *opaque, int timeout_ms) {
     nanosleep(&ts, NULL);
   }
   return true;
+}
+
+rd_kafka_mock_cluster_t *kt_mock_cluster_new(int brokers, rd_kafka_t **rkp) {
+  char errstr[256];
+  *rkp = rd_kafka_new(RD_KAFKA_PRODUCER, rd_kafka_conf_new(), errstr,
+                      sizeof(errstr));
+  ck_assert_msg(*rkp, "%s", errstr);
+  rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(*rkp, brokers);
+  ck_assert_ptr_nonnull(mc);
+  return mc;
 }
 
 void kt_unique_name(char *buf, size_t size, const char *prefix) {

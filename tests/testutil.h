@@ -73,6 +73,13 @@ rd_kafka_t *kt_member_new(const char *bootstrap, const char *group,
                           const char *topic, const char *debug);
 void kt_member_leave(rd_kafka_t *rk);
 
+/* A librdkafka mock cluster of `brokers` brokers, hosted by a producer
+ * handle written to *rkp (the cluster lives as long as that handle:
+ * destroy the cluster, then the handle). Fails the test when either
+ * cannot be made. */
+struct rd_kafka_mock_cluster_s *kt_mock_cluster_new(int brokers,
+                                                    rd_kafka_t **rkp);
+
 /* Kafka protocol ApiKeys for the mock cluster's error injection (librdkafka
  * keeps its RD_KAFKAP_* names in a private header). */
 enum {
