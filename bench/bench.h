@@ -105,6 +105,11 @@ int64_t bench_now_ns(void);
 void bench_sleep_until_us(int64_t t_us); /* absolute, CLOCK_MONOTONIC */
 void bench_sleep_us(int64_t us);
 long bench_rss_kb(void); /* VmRSS of this process, -1 if unknown */
+/* The peak RSS (VmHWM) from now on: resets it to the current RSS and
+ * returns that, -1 if the kernel cannot. Rows run one after the other, so
+ * a row's peak is its own (minus what earlier rows left allocated). */
+long bench_rss_peak_reset(void);
+long bench_rss_peak_kb(void); /* VmHWM since the last reset, -1 if unknown */
 double bench_loadavg(void); /* 1-minute load average, -1 if unknown */
 /* CPU time (user + system) this process used so far, in microseconds: all
  * of its threads, librdkafka's included; the broker is another process. */

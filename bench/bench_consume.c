@@ -80,6 +80,14 @@ static void bench__fill_row(bench_row_t *row, int64_t n, int64_t t_first,
   row->mb_s = row->msg_s * bench__avg_bytes / (1024.0 * 1024.0);
 }
 
+/* How much the row's peak RSS grew over the RSS at its start (its
+ * consumer's prefetch, records and decoding, in MiB), when the kernel
+ * tells. */
+static void bench__rss_extra(bench_row_t *row, long rss0, long rss1) {
+  if (rss0 >= 0 && rss1 >= 0)
+    bench_row_extra(row, "peak_rss_growth_mb", (double)(rss1 - rss0) / 1024.0);
+}
+
 /* ---- kmq pipeline ---- */
 
 typedef struct {
@@ -123,6 +131,7 @@ static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
   if (!reg || (raw ? kmq_proc_set_raw(reg, bench__noop, &st)
                    : kmq_proc_set_default(reg, bench__noop, &st)))
     bench_die("registry: %s", errstr);
+  long rss0 = bench_rss_peak_reset();
   kmq_runtime_t *rt =
       kmq_runtime_new(conf, reg, NULL, NULL, errstr, sizeof(errstr));
   if (!rt)
@@ -154,6 +163,7 @@ static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
     }
   }
   int64_t t_done = bench_now_us(), cpu1 = bench_cpu_us();
+  long rss1 = bench_rss_peak_kb();
   kmq_runtime_metrics_t mx;
   kmq_runtime_metrics(rt, &mx);
   kmq_consumer_stats_t cs; /* @locality poll thread: this one */
@@ -186,6 +196,7 @@ static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
   bench_row_extra(row, "wall_s", (double)(t_done - t0) / 1e6);
   bench_row_extra(row, "cpu_us_per_msg",
                   (double)(cpu1 - cpu0) / (double)o->messages);
+  bench__rss_extra(row, rss0, rss1);
   if (mx.failed || mx.dlq) {
     bench_log("%s: %lld messages failed (DLQ %lld): the envelopes are bad",
               impl, (long long)mx.failed, (long long)mx.dlq);
@@ -224,6 +235,7 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
                                                errstr, sizeof(errstr));
   if (!rc)
     bench_die("raw consumer conf: %s", errstr);
+  long rss0 = bench_rss_peak_reset();
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, sizeof(errstr));
   if (!rk)
     bench_die("raw consumer: %s", errstr);
@@ -286,6 +298,7 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
     }
   }
   int64_t t_done = bench_now_us(), cpu1 = bench_cpu_us();
+  long rss1 = bench_rss_peak_kb();
   int64_t lag_done = bench_group_lag(o, group, bench__topic);
   bench__store_commit(rk, bench__topic, next, nparts, 0);
   rd_kafka_consumer_close(rk);
@@ -302,6 +315,7 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
   bench_row_extra(row, "wall_s", (double)(t_done - t0) / 1e6);
   bench_row_extra(row, "cpu_us_per_msg",
                   (double)(cpu1 - cpu0) / (double)o->messages);
+  bench__rss_extra(row, rss0, rss1);
   if (bad) {
     bench_log("raw+decode: %lld records did not decode", (long long)bad);
     err = -1;

@@ -174,18 +174,34 @@ void bench_sleep_us(int64_t us) {
   nanosleep(&ts, NULL);
 }
 
-long bench_rss_kb(void) {
+static long bench__status_kb(const char *field) {
   FILE *f = fopen("/proc/self/status", "r");
   if (!f)
     return -1;
   char line[256];
   long kb = -1;
+  size_t n = strlen(field);
   while (fgets(line, sizeof(line), f))
-    if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+    if (!strncmp(line, field, n) && sscanf(line + n, ": %ld kB", &kb) == 1)
       break;
   fclose(f);
   return kb;
 }
+
+long bench_rss_kb(void) { return bench__status_kb("VmRSS"); }
+
+long bench_rss_peak_reset(void) {
+  /* "5" resets the peak (VmHWM) to the current RSS (Linux 4.0+,
+   * Documentation/filesystems/proc.rst). */
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (!f)
+    return -1;
+  int ok = fputs("5", f) >= 0;
+  ok &= fclose(f) == 0;
+  return ok ? bench__status_kb("VmHWM") : -1;
+}
+
+long bench_rss_peak_kb(void) { return bench__status_kb("VmHWM"); }
 
 int64_t bench_cpu_us(void) {
   struct rusage ru;

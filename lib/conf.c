@@ -62,6 +62,14 @@ static const kmq__prop_t kmq__props[] = {
      "broker's offset.metadata.max.bytes, 4096 by default)"},
     {"kmq.commit.timeout.ms", KMQ__T_INT, "10000", 100, 600000,
      "Timeout of synchronous commits and committed-offset queries"},
+    {"kmq.fetch.queue", KMQ__T_STR, "shared", 0, 0,
+     "shared: the assigned partitions' prefetched messages wait in one "
+     "queue, which librdkafka's queued.min.messages and "
+     "queued.max.messages.kbytes bound as a whole (as for a plain "
+     "consumer); partition: each partition's in its own, which they bound "
+     "each (memory grows with the partitions; fewer fetch stalls of "
+     "librdkafka 2.0.2 for a consumer that reads faster than its prefetch "
+     "per second: README, \"Operating it\")"},
     {"kmq.poll.batch", KMQ__T_INT, "500", 1, 100000,
      "Messages handled per poll_and_dispatch call at most"},
     {"kmq.sched.workers", KMQ__T_INT, "0", 0, 1024,

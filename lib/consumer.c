@@ -123,6 +123,16 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     snprintf(errstr, errstr_size, "out of memory");
     return NULL;
   }
+  const char *fetch_queue = kmq_conf_get(conf, "kmq.fetch.queue");
+  if (!strcmp(fetch_queue, "partition")) {
+    c->per_part = 1;
+  } else if (strcmp(fetch_queue, "shared")) {
+    snprintf(errstr, errstr_size,
+             "kmq.fetch.queue: \"%s\" is neither shared nor partition",
+             fetch_queue);
+    free(c);
+    return NULL;
+  }
   c->wake[0] = c->wake[1] = -1;
   if (hooks)
     c->hooks = *hooks;
@@ -187,11 +197,15 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   rd_kafka_poll_set_consumer(c->rk);
   c->cq = rd_kafka_queue_get_consumer(c->rk);
   rd_kafka_queue_io_event_enable(c->cq, c->wake[1], "1", 1);
+  c->fq = rd_kafka_queue_new(c->rk);
+  rd_kafka_queue_io_event_enable(c->fq, c->wake[1], "1", 1);
   if (kmq__committer_init(
           &c->cm, c->rk, kmq_conf_get_int(conf, "kmq.commit.interval.ms"),
           kmq_conf_get_int(conf, "kmq.commit.batch"), c->commit_timeout_ms,
           (size_t)kmq_conf_get_int(conf, "kmq.commit.metadata.max.bytes"))) {
     snprintf(errstr, errstr_size, "out of memory for commit metadata");
+    rd_kafka_queue_io_event_enable(c->fq, -1, NULL, 0);
+    rd_kafka_queue_destroy(c->fq);
     rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
     rd_kafka_queue_destroy(c->cq);
     rd_kafka_destroy(c->rk);
@@ -436,6 +450,9 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].m)
       rd_kafka_message_destroy(c->slots[i].m);
+  /* What it still holds is freed with it. */
+  rd_kafka_queue_io_event_enable(c->fq, -1, NULL, 0);
+  rd_kafka_queue_destroy(c->fq);
   rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
   rd_kafka_queue_destroy(c->cq);
   /* After a fatal error librdkafka 2.0.2's rd_kafka_destroy spins forever

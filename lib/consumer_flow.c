@@ -64,10 +64,23 @@ void kmq__part_split(kmq_consumer_t *c, kmq__part_t *p) {
                 p->topic, p->partition);
     return;
   }
-  /* NULL: no forwarding, and librdkafka no longer forwards it to the
-   * consumer queue when the partition starts fetching. */
-  rd_kafka_queue_forward(p->q, NULL);
+  /* Set by the application (us), the forwarding stays: librdkafka no
+   * longer forwards the queue to the consumer queue when the partition
+   * starts fetching. The io event serves while it is not forwarded (what
+   * is forwarded wakes us through fq's). */
   rd_kafka_queue_io_event_enable(p->q, c->wake[1], "1", 1);
+  rd_kafka_queue_forward(p->q, c->per_part ? NULL : c->fq);
+  p->fwd = !c->per_part;
+}
+
+/* Blocks p (held or stuck): what librdkafka fetches for it next stays in
+ * its own queue. @locality poll thread */
+static void kmq__part_block(kmq_consumer_t *c, kmq__part_t *p) {
+  (void)c;
+  if (p->fwd) {
+    rd_kafka_queue_forward(p->q, NULL);
+    p->fwd = 0;
+  }
 }
 
 /* Offers m to the handler. KMQ_ERR_BACKPRESSURE: not taken, m still ours.
@@ -162,7 +175,7 @@ void kmq__hold(kmq_consumer_t *c, kmq__part_t *p,
 int kmq__retry_held(kmq_consumer_t *c) {
   int taken = 0;
   for (kmq__part_t *p = c->parts; p; p = p->next) {
-    if (!p->held_cnt || p->revoking)
+    if (!p->held_cnt || p->revoking || p->stuck)
       continue;
     int i = 0;
     while (i < p->held_cnt && kmq__offer(c, p, p->held[i]) == KMQ_OK)
@@ -197,6 +210,8 @@ void kmq__apply_stuck(kmq_consumer_t *c) {
       continue;
     if (p->stuck && !p->was_stuck) {
       kmq__set_paused(c, p, 1);
+      if (p->q)
+        kmq__part_block(c, p);
       kmq__log_to(&c->log, "WARN", "consumer",
                   "%s [%d] paused: a message of it cannot finish for now",
                   p->topic, p->partition);
@@ -221,6 +236,10 @@ void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m) {
     kmq__hold(c, p, m);
     return;
   }
+  if (p->stuck) { /* takes nothing more: its next one waits, in order */
+    kmq__hold(c, p, m);
+    return;
+  }
   if (kmq__offer(c, p, m) == KMQ_ERR_BACKPRESSURE)
     kmq__hold(c, p, m);
 }
@@ -238,8 +257,7 @@ void kmq__consume_error(kmq_consumer_t *c, rd_kafka_message_t *m) {
   rd_kafka_message_destroy(m);
 }
 
-/* Room for one read of a partition: the free records (the budget), at
- * most a batch. */
+/* Room for one read: the free records (the budget), at most a batch. */
 static size_t kmq__room(const kmq_consumer_t *c, int left) {
   size_t room = c->free_top;
   if (room > KMQ__READ_BATCH)
@@ -249,66 +267,145 @@ static size_t kmq__room(const kmq_consumer_t *c, int left) {
   return room;
 }
 
-int kmq__read_parts(kmq_consumer_t *c) {
+/* The partition of a message read from the fetch queue, or NULL when it is
+ * not (or no longer) ours: only forwarded queues feed it, and a dropped
+ * partition's messages left there belong to the old assignment. Usually
+ * the partition of the message before. @locality poll thread */
+static kmq__part_t *kmq__fq_part(kmq_consumer_t *c,
+                                 const rd_kafka_message_t *m) {
+  kmq__part_t *p = c->last;
+  if (p && p->rkt == m->rkt && p->partition == m->partition)
+    return p;
+  const char *topic = rd_kafka_topic_name(m->rkt);
+  for (p = c->parts; p; p = p->next)
+    if (p->partition == m->partition && p->q && !strcmp(p->topic, topic))
+      break;
+  if (p) {
+    p->rkt = m->rkt;
+    c->last = p;
+  }
+  return p;
+}
+
+/* Reads p's own queue: a partition of kmq.fetch.queue=partition, or one
+ * that is readable again (what librdkafka fetched while it was blocked),
+ * whose queue is forwarded to the fetch queue once empty. At most one
+ * batch if one_batch (the round robin of kmq.fetch.queue=partition).
+ * Returns the messages taken. @locality poll thread */
+static int kmq__read_own(kmq_consumer_t *c, kmq__part_t *p, int left,
+                         int one_batch) {
+  int n = 0;
+  rd_kafka_message_t *m;
+  while (!p->held_cnt && !p->stuck && !p->revoking) {
+    size_t room = kmq__room(c, left - n);
+    if (!room)
+      return n;
+    size_t k = 0;
+    /* One message at a time (rd_kafka_consume_queue), not the batch API:
+     * librdkafka 2.0.2's rd_kafka_consume_batch_queue has known issues
+     * around rebalances and pause/resume (2.0.0 release notes, fixed in
+     * 2.1.0). */
+    while (k < room && !p->held_cnt && !p->stuck &&
+           (m = rd_kafka_consume_queue(p->q, 0))) {
+      k++;
+      if (m->err)
+        kmq__consume_error(c, m);
+      else
+        kmq__dispatch(c, p, m);
+    }
+    n += (int)k;
+    if (k < room && !p->held_cnt && !p->stuck) {
+      /* Empty. Forwarded now, a message that landed in between is moved
+       * along, behind everything read here. */
+      if (!c->per_part) {
+        rd_kafka_queue_forward(p->q, c->fq);
+        p->fwd = 1;
+      }
+      return n;
+    }
+    /* Acks of fast processors free records within the same poll. */
+    kmq__drain(c);
+    if (one_batch)
+      return n;
+  }
+  return n;
+}
+
+/* kmq.fetch.queue=partition: rounds of at most one batch per readable
+ * partition, each poll starting one partition further than the last, so
+ * that a budget that runs out does not always favour the same ones. */
+static int kmq__read_rounds(kmq_consumer_t *c) {
   uint32_t nparts = 0;
   for (kmq__part_t *p = c->parts; p; p = p->next)
     nparts++;
-  int taken = 0;
-  if (nparts) {
-    /* Rounds of at most one batch per partition, each round starting one
-     * partition further than the last poll's: a budget that runs out
-     * does not always favour the same partitions. */
-    kmq__part_t *start = c->parts;
-    for (uint32_t k = c->rr++ % nparts; k; k--)
-      start = start->next;
-    int progress = 1;
-    while (progress && taken < c->poll_batch &&
-           kmq__room(c, c->poll_batch - taken)) {
-      progress = 0;
-      kmq__part_t *p = start;
-      for (uint32_t i = 0; i < nparts; i++, p = p->next ? p->next : c->parts) {
-        if (!p->q || p->revoking || p->stuck || p->held_cnt)
-          continue;
-        size_t room = kmq__room(c, c->poll_batch - taken);
-        if (!room)
-          break;
-        /* One message at a time (rd_kafka_consume_queue), not the batch
-         * API: librdkafka 2.0.2's rd_kafka_consume_batch_queue has known
-         * issues around rebalances and pause/resume (2.0.0 release notes,
-         * fixed in 2.1.0). Taken, dispatched right away: a refusal holds
-         * it, which ends this partition's read. */
-        size_t n = 0;
-        rd_kafka_message_t *m;
-        while (n < room && !p->held_cnt && !p->revoking &&
-               (m = rd_kafka_consume_queue(p->q, 0))) {
-          n++;
-          if (m->err)
-            kmq__consume_error(c, m);
-          else
-            kmq__dispatch(c, p, m);
-        }
-        if (!n)
-          continue;
-        progress = 1;
-        taken += (int)n;
-        /* Acks of fast processors free slots within the same poll. */
-        kmq__drain(c);
-      }
+  if (!nparts)
+    return 0;
+  kmq__part_t *start = c->parts;
+  for (uint32_t k = c->rr++ % nparts; k; k--)
+    start = start->next;
+  int taken = 0, progress = 1;
+  while (progress && kmq__room(c, c->poll_batch - taken)) {
+    progress = 0;
+    kmq__part_t *p = start;
+    for (uint32_t i = 0; i < nparts; i++, p = p->next ? p->next : c->parts) {
+      if (!p->q || p->fwd || p->held_cnt || p->stuck || p->revoking)
+        continue;
+      int n = kmq__read_own(c, p, c->poll_batch - taken, 1);
+      progress |= n > 0;
+      taken += n;
     }
+  }
+  return taken;
+}
+
+int kmq__read_parts(kmq_consumer_t *c) {
+  int taken = 0;
+  if (c->per_part) {
+    taken = kmq__read_rounds(c);
+  } else {
+    for (kmq__part_t *p = c->parts; p; p = p->next)
+      if (p->q && !p->fwd && !p->held_cnt && !p->stuck && !p->revoking)
+        taken += kmq__read_own(c, p, c->poll_batch - taken, 0);
+  }
+  size_t room;
+  while ((room = kmq__room(c, c->poll_batch - taken)) > 0) {
+    size_t k = 0;
+    rd_kafka_message_t *m;
+    while (k < room && (m = rd_kafka_consume_queue(c->fq, 0))) {
+      k++;
+      if (m->err) {
+        kmq__consume_error(c, m);
+        continue;
+      }
+      kmq__part_t *p = kmq__fq_part(c, m);
+      if (!p || p->revoking) {
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      kmq__dispatch(c, p, m);
+      if (p->held_cnt && p->fwd)
+        kmq__part_block(c, p);
+    }
+    taken += (int)k;
+    if (k < room)
+      break;
+    /* Acks of fast processors free records within the same poll. */
+    kmq__drain(c);
   }
   /* What waits for the budget or for held messages to be taken is freed
    * by acks, which do not wake the poll thread (kmq__poll then sleeps at
    * most 1 ms). */
   int budget = c->free_top > 0;
+  int fetched = !budget && rd_kafka_queue_length(c->fq) > 0;
   c->starved = !budget;
   for (kmq__part_t *p = c->parts; p; p = p->next) {
     if (p->revoking)
       continue;
     int waiting = p->held_cnt > 0;
-    if (waiting)
+    if (waiting && !p->stuck)
       c->starved = 1;
     if (!waiting && !budget && p->q && !p->stuck)
-      waiting = rd_kafka_queue_length(p->q) > 0;
+      waiting = p->fwd ? fetched : rd_kafka_queue_length(p->q) > 0;
     kmq__set_paused(c, p, waiting || p->stuck);
   }
   return taken;
@@ -332,7 +429,13 @@ void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
   for (int i = 0; i < p->held_cnt; i++)
     rd_kafka_message_destroy(p->held[i]);
   kmq__set_paused(c, p, 0);
+  if (c->last == p)
+    c->last = NULL;
   if (p->q) {
+    /* Back to itself: emptying it must not empty the fetch queue (reads
+     * and purges follow the forwarding). What the fetch queue still holds
+     * of it is dropped as it is read (kmq__fq_part). */
+    kmq__part_block(c, p);
     /* No more writes to the pipe from it: it outlives this handle. */
     rd_kafka_queue_io_event_enable(p->q, -1, NULL, 0);
     if (c->nretired == c->retired_size) {

@@ -27,19 +27,28 @@
 #include "lib/rdstats.h"
 
 /* Flow control (consumer_flow.c). Each assigned partition's librdkafka
- * queue is split off the consumer queue (rd_kafka_queue_forward(q, NULL))
- * and read only while kmq can take its messages: the ack budget
- * (kmq.max.inflight) has room, nothing of it is held and none of its
- * messages is stuck. A partition not read keeps what librdkafka fetched
- * for it, and librdkafka stops fetching it at queued.min.messages /
- * queued.max.messages.kbytes (per partition once split). No partition is
- * ever paused: librdkafka 2.0.2 throws a paused partition's prefetched
- * messages away, so every pause and resume fetched and decompressed them
- * again (ten times over in the decoding pipeline, bench/RESULTS.md), and
- * a resume can rewind the fetch position (#4636). The consumer queue then
- * carries only events (rebalances, errors, statistics). The poll thread
- * sleeps in poll(2) on a pipe that librdkafka writes to when one of these
- * queues turns non-empty (rd_kafka_queue_io_event_enable). */
+ * queue is taken off the consumer queue and forwarded to one fetch queue of
+ * kmq's own (rd_kafka_queue_forward), which the poll thread reads while the
+ * ack budget (kmq.max.inflight) has room. librdkafka's prefetch thresholds
+ * (queued.min.messages, queued.max.messages.kbytes) then bound what all the
+ * readable partitions hold together, as they bound a plain consumer's
+ * queue. A partition that cannot take its next message (a refusal by the
+ * handler or the gate window: "held"; a message that cannot finish for
+ * now: "stuck") is blocked: its queue is no longer forwarded, so what
+ * librdkafka fetches for it next stays there (up to the same thresholds,
+ * for that partition alone), and what the fetch queue still holds of it is
+ * held in order as it is read. Once nothing of it is held or stuck its own
+ * queue is read out and forwarded again, which keeps its offset order: held
+ * messages are older than those in the fetch queue, which are older than
+ * those in its own queue.
+ * No partition is ever paused: librdkafka 2.0.2 throws a paused
+ * partition's prefetched messages away, so every pause and resume fetched
+ * and decompressed them again (ten times over in the decoding pipeline,
+ * bench/RESULTS.md), and a resume can rewind the fetch position (#4636).
+ * The consumer queue carries only events (rebalances, errors, statistics).
+ * The poll thread sleeps in poll(2) on a pipe that librdkafka writes to
+ * when one of these queues turns non-empty (rd_kafka_queue_io_event_enable).
+ */
 #define KMQ__READ_BATCH 64
 
 enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
@@ -89,7 +98,13 @@ struct kmq_consumer_s {
    * thread, [1] written by librdkafka's threads) and the consumer queue. */
   int wake[2];
   rd_kafka_queue_t *cq;
-  uint32_t rr; /* where the next read pass starts (round robin) */
+  /* The fetch queue: readable partitions' queues forward to it, unless
+   * per_part (kmq.fetch.queue=partition): then each is read from its own
+   * queue, round robin, and fq stays empty. */
+  rd_kafka_queue_t *fq;
+  int per_part;
+  uint32_t rr; /* kmq.fetch.queue=partition: where the next round starts */
+  kmq__part_t *last; /* partition of the last message read from fq */
   /* Queues of dropped partitions, released by kmq__retire_queues. */
   rd_kafka_queue_t **retired;
   int nretired, retired_size;

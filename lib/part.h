@@ -13,9 +13,14 @@ typedef struct kmq__part_s {
   char *topic;
   int32_t partition;
   kmq_gate_t *gate;   /* NULL until the start offset is known */
-  /* The partition's own librdkafka queue, not forwarded to the consumer
-   * queue (consumer_flow.c): NULL if it could not be split off. */
+  /* The partition's own librdkafka queue, taken off the consumer queue
+   * (consumer_flow.c): NULL if it could not be. Forwarded to the consumer's
+   * fetch queue while the partition is readable (fwd), kept apart while it
+   * is blocked (held or stuck). */
   rd_kafka_queue_t *q;
+  int fwd;
+  rd_kafka_topic_t *rkt; /* of its messages, once one was read: a quick
+                            match for the fetch queue's reads */
   int64_t in_flight;  /* records outstanding for this partition */
   int64_t stored;     /* last offset handed to rd_kafka_offsets_store, -1 */
   int64_t committed;  /* last offset confirmed committed, -1 */
@@ -25,9 +30,11 @@ typedef struct kmq__part_s {
   int was_stuck; /* at the previous kmq__apply_stuck: logs the resume */
   int revoking;
   /* Messages taken from librdkafka but not yet accepted (a refusal by the
-   * handler or the gate window), in offset order, at most one read's batch
-   * (the partition's queue is not read again until they are taken; only
-   * the consumer-queue fallback of kmq__part_split can hold more). */
+   * handler or the gate window, or read from the fetch queue while the
+   * partition was held or stuck), in offset order. At most what the fetch
+   * queue held of the partition when it was blocked, plus one read's batch:
+   * a blocked partition's queue is not forwarded, so librdkafka keeps what
+   * it fetches next there, up to its queued.* thresholds. */
   rd_kafka_message_t **held;
   int held_cnt, held_size;
   struct kmq__part_s *next; /* in the consumer's list */

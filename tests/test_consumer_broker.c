@@ -1,8 +1,10 @@
 /* Consumer on a real Kafka broker: completions in random order from several
  * threads still commit exactly the end offsets; a restart sees nothing old;
  * a second member joining mid-stream loses nothing; backpressure pauses and
- * resumes without re-fetching; close right after start and close during a
- * rebalance (librdkafka #4381, #4528) return. */
+ * resumes without re-fetching, with either fetch queue (kmq.fetch.queue);
+ * the shared fetch queue bounds the prefetch of all partitions together,
+ * the per-partition one each partition's; close right after start and
+ * close during a rebalance (librdkafka #4381, #4528) return. */
 #include <check.h>
 #include <ck_ring.h>
 #include <pthread.h>
@@ -14,6 +16,7 @@
 #include "kmq/admin.h"
 #include "kmq/consumer.h"
 #include "kmq/producer.h"
+#include "lib/rdstats.h"
 #include "testutil.h"
 
 #define USERS 1000
@@ -351,6 +354,9 @@ static void dump_part(const kmq_partition_info_t *i, void *opaque) {
           (long long)i->backlog, (long long)i->in_flight, i->paused);
 }
 
+static const char *const fetch_queues[] = {"shared", "partition"};
+
+/* _i: the kmq.fetch.queue of fetch_queues[] */
 START_TEST(backpressure_pauses_and_resumes_in_order) {
   const int users = 100, per = 50;
   new_topic(NPART);
@@ -358,6 +364,9 @@ START_TEST(backpressure_pauses_and_resumes_in_order) {
   char group[96], errstr[512];
   kt_unique_name(group, sizeof(group), "g3");
   kmq_conf_t *c = conf_for(group);
+  ck_assert_int_eq(kmq_conf_set(c, "kmq.fetch.queue", fetch_queues[_i],
+                                errstr, sizeof(errstr)),
+                   KMQ_OK);
   if (getenv("KT_DEBUG"))
     kmq_conf_set(c, "consumer.debug", getenv("KT_DEBUG"), errstr,
                  sizeof(errstr));
@@ -525,6 +534,102 @@ START_TEST(close_during_rebalance) { /* #4528 */
 }
 END_TEST
 
+/* ---- the prefetch bound: all partitions together, or each ---- */
+
+#define PF_PER_PART 3000
+#define PF_MIN 300 /* queued.min.messages */
+
+typedef struct {
+  kmq_ack_t acks[64];
+  int n;
+} pf_hold_t;
+
+/* Takes records and acks none: the budget (kmq.max.inflight) fills at
+ * once, and what librdkafka fetches from then on only waits. */
+static kmq_err_t pf_keep(const rd_kafka_message_t *m, kmq_ack_t ack,
+                         void *opaque) {
+  (void)m;
+  pf_hold_t *h = opaque;
+  ck_assert_int_lt(h->n, 64);
+  h->acks[h->n++] = ack;
+  return KMQ_OK;
+}
+
+/* _i: the kmq.fetch.queue of fetch_queues[] */
+START_TEST(prefetch_is_bounded_as_configured) {
+  new_topic(NPART);
+  char errstr[512], group[96];
+  { /* Small batches: a fetch response then overshoots the threshold by a
+     * few batches per partition, not by thousands of messages. */
+    kmq_conf_t *pc = conf_for(NULL);
+    kmq_conf_set(pc, "producer.batch.num.messages", "20", errstr,
+                 sizeof(errstr));
+    kmq_producer_t *p =
+        kmq_producer_new(pc, NULL, NULL, NULL, NULL, errstr, sizeof(errstr));
+    ck_assert_msg(p, "%s", errstr);
+    for (int i = 0; i < NPART * PF_PER_PART; i++) {
+      char key[32], val[32];
+      snprintf(key, sizeof(key), "wm%05d", i % 600);
+      snprintf(val, sizeof(val), "u%d:%d", i % 600, i / 600);
+      kmq_produce_msg_t m = {.key = key, .key_len = strlen(key),
+                             .value = val, .value_len = strlen(val),
+                             .msg_type = "text"};
+      ck_assert_int_eq(kmq_producer_send(p, &m, NULL), KMQ_OK);
+    }
+    ck_assert_int_eq(kmq_producer_flush(p, 60000), KMQ_OK);
+    kmq_producer_destroy(p);
+    kmq_conf_destroy(pc);
+  }
+  kt_unique_name(group, sizeof(group), "gpf");
+  kmq_conf_t *c = conf_for(group);
+  const char *kv[][2] = {
+      {"kmq.fetch.queue", fetch_queues[_i]},
+      {"kmq.max.inflight", "8"},
+      {"consumer.queued.min.messages", "300"}, /* PF_MIN */
+      {"consumer.max.partition.fetch.bytes", "1024"},
+      {"consumer.statistics.interval.ms", "100"},
+  };
+  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+    ck_assert_msg(kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
+                               sizeof(errstr)) == KMQ_OK,
+                  "%s", errstr);
+  kmq_consumer_t *k = kmq_consumer_new(c, NULL, errstr, sizeof(errstr));
+  ck_assert_msg(k, "%s", errstr);
+  const char *topics[] = {topic};
+  ck_assert_int_eq(kmq_consumer_subscribe(k, topics, 1), KMQ_OK);
+  pf_hold_t h = {.n = 0};
+  /* Until librdkafka stopped fetching: its received count unchanged for
+   * 2 s (20 statistics) after the first message. */
+  kmq__rdstats_snap_t snap;
+  int64_t rx = -1, since = kt_now_ms(), deadline = kt_now_ms() + 60000;
+  while (kt_now_ms() < deadline) {
+    kmq_consumer_poll_and_dispatch_with_ack(k, pf_keep, &h, 100);
+    kmq__rdstats_read(kmq__consumer_rdstats(k), &snap);
+    if (snap.rxmsgs != rx) {
+      rx = snap.rxmsgs;
+      since = kt_now_ms();
+    } else if (h.n > 0 && kt_now_ms() - since > 2000) {
+      break;
+    }
+  }
+  ck_assert_int_eq(h.n, 8); /* the budget, and nothing beyond it */
+  fprintf(stderr, "prefetch (%s): %lld messages received\n", fetch_queues[_i],
+          (long long)rx);
+  if (_i == 0) /* shared: PF_MIN for all, plus one response's overshoot */
+    ck_assert_msg(rx < 2 * PF_MIN + 8 + NPART * 60,
+                  "%lld received: more than the shared bound", (long long)rx);
+  else /* each partition fetched up to PF_MIN */
+    ck_assert_msg(rx >= NPART * PF_MIN,
+                  "%lld received: a partition stopped below its bound",
+                  (long long)rx);
+  for (int i = 0; i < h.n; i++)
+    kmq_ack(h.acks[i], 1);
+  ck_assert_int_eq(kmq_consumer_close(k, 10000), KMQ_OK);
+  kmq_consumer_destroy(k);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("consumer_broker");
   TCase *tc = tcase_create("broker");
@@ -537,7 +642,8 @@ int main(void) {
   suite_add_tcase(s, tc);
   TCase *bp = tcase_create("backpressure");
   tcase_set_timeout(bp, 240);
-  tcase_add_test(bp, backpressure_pauses_and_resumes_in_order);
+  tcase_add_loop_test(bp, backpressure_pauses_and_resumes_in_order, 0, 2);
+  tcase_add_loop_test(bp, prefetch_is_bounded_as_configured, 0, 2);
   suite_add_tcase(s, bp);
   return kt_run(s);
 }

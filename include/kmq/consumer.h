@@ -253,8 +253,8 @@ bool kmq_ack_revoked(kmq_ack_t ack);
 /* The message of ack cannot finish for now and will not for a while (the
  * runtime retries a dead letter that neither the DLQ nor the fallback store
  * took): stuck != 0 pauses its partition on the next poll (the consumer
- * takes nothing more of it; librdkafka prefetches at most its queued.*
- * thresholds), until kmq_ack_stuck(ack, 0) or the message's ack; a revoke
+ * takes nothing more of it; what librdkafka fetches for it next stays on
+ * the partition's own queue, up to its queued.* thresholds), until kmq_ack_stuck(ack, 0) or the message's ack; a revoke
  * drops the partition as usual. Other partitions keep flowing. No-op on a stale ack. Any thread;
  * never blocks. */
 void kmq_ack_stuck(kmq_ack_t ack, int stuck);
@@ -290,10 +290,11 @@ void kmq_consumer_partitions(kmq_consumer_t *c,
 
 /* The librdkafka handle (for tools and tests). Owned by the consumer.
  * Its consumer queue carries only events: each assigned partition's
- * messages are on the partition's own queue, which only the consumer
- * reads (rd_kafka_consumer_poll on this handle returns no message of it;
- * only a partition whose queue librdkafka could not give, which it does
- * for every partition of a consumer handle, would come through there). */
+ * messages are on the partition's own queue, forwarded to the consumer's
+ * fetch queue (kmq.fetch.queue), which only the consumer reads
+ * (rd_kafka_consumer_poll on this handle returns no message of it; only a
+ * partition whose queue librdkafka could not give, which it does for every
+ * partition of a consumer handle, would come through there). */
 rd_kafka_t *kmq_consumer_rk(kmq_consumer_t *c);
 
 #ifdef __cplusplus
