@@ -287,48 +287,37 @@ static kmq__part_t *kmq__fq_part(kmq_consumer_t *c,
   return p;
 }
 
-/* Reads p's own queue: a partition of kmq.fetch.queue=partition, or one
- * that is readable again (what librdkafka fetched while it was blocked),
- * whose queue is forwarded to the fetch queue once empty. At most one
- * batch if one_batch (the round robin of kmq.fetch.queue=partition).
+/* kmq.fetch.queue=partition: reads p's own queue, at most one batch.
  * Returns the messages taken. @locality poll thread */
-static int kmq__read_own(kmq_consumer_t *c, kmq__part_t *p, int left,
-                         int one_batch) {
-  int n = 0;
+static int kmq__read_own(kmq_consumer_t *c, kmq__part_t *p, int left) {
+  size_t room = kmq__room(c, left), k = 0;
   rd_kafka_message_t *m;
-  while (!p->held_cnt && !p->stuck && !p->revoking) {
-    size_t room = kmq__room(c, left - n);
-    if (!room)
-      return n;
-    size_t k = 0;
-    /* One message at a time (rd_kafka_consume_queue), not the batch API:
-     * librdkafka 2.0.2's rd_kafka_consume_batch_queue has known issues
-     * around rebalances and pause/resume (2.0.0 release notes, fixed in
-     * 2.1.0). */
-    while (k < room && !p->held_cnt && !p->stuck &&
-           (m = rd_kafka_consume_queue(p->q, 0))) {
-      k++;
-      if (m->err)
-        kmq__consume_error(c, m);
-      else
-        kmq__dispatch(c, p, m);
-    }
-    n += (int)k;
-    if (k < room && !p->held_cnt && !p->stuck) {
-      /* Empty. Forwarded now, a message that landed in between is moved
-       * along, behind everything read here. */
-      if (!c->per_part) {
-        rd_kafka_queue_forward(p->q, c->fq);
-        p->fwd = 1;
-      }
-      return n;
-    }
-    /* Acks of fast processors free records within the same poll. */
-    kmq__drain(c);
-    if (one_batch)
-      return n;
+  /* One message at a time (rd_kafka_consume_queue), not the batch API:
+   * librdkafka 2.0.2's rd_kafka_consume_batch_queue has known issues
+   * around rebalances and pause/resume (2.0.0 release notes, fixed in
+   * 2.1.0). */
+  while (k < room && !p->held_cnt && !p->stuck &&
+         (m = rd_kafka_consume_queue(p->q, 0))) {
+    k++;
+    if (m->err)
+      kmq__consume_error(c, m);
+    else
+      kmq__dispatch(c, p, m);
   }
-  return n;
+  if (k)
+    kmq__drain(c); /* acks of fast processors free records */
+  return (int)k;
+}
+
+/* Forwards the queue of a partition that can take messages again to the
+ * fetch queue. Its own queue holds what librdkafka fetched while it was
+ * blocked, and the fetch queue may still hold older messages of it:
+ * forwarding moves the former behind the latter, so the fetch queue gives
+ * them in offset order (after the held ones, which kmq__retry_held offered
+ * first). Reading its own queue first would not. @locality poll thread */
+static void kmq__part_unblock(kmq_consumer_t *c, kmq__part_t *p) {
+  rd_kafka_queue_forward(p->q, c->fq);
+  p->fwd = 1;
 }
 
 /* kmq.fetch.queue=partition: rounds of at most one batch per readable
@@ -350,7 +339,7 @@ static int kmq__read_rounds(kmq_consumer_t *c) {
     for (uint32_t i = 0; i < nparts; i++, p = p->next ? p->next : c->parts) {
       if (!p->q || p->fwd || p->held_cnt || p->stuck || p->revoking)
         continue;
-      int n = kmq__read_own(c, p, c->poll_batch - taken, 1);
+      int n = kmq__read_own(c, p, c->poll_batch - taken);
       progress |= n > 0;
       taken += n;
     }
@@ -365,7 +354,7 @@ int kmq__read_parts(kmq_consumer_t *c) {
   } else {
     for (kmq__part_t *p = c->parts; p; p = p->next)
       if (p->q && !p->fwd && !p->held_cnt && !p->stuck && !p->revoking)
-        taken += kmq__read_own(c, p, c->poll_batch - taken, 0);
+        kmq__part_unblock(c, p);
   }
   size_t room;
   while ((room = kmq__room(c, c->poll_batch - taken)) > 0) {

@@ -37,10 +37,13 @@
  * now: "stuck") is blocked: its queue is no longer forwarded, so what
  * librdkafka fetches for it next stays there (up to the same thresholds,
  * for that partition alone), and what the fetch queue still holds of it is
- * held in order as it is read. Once nothing of it is held or stuck its own
- * queue is read out and forwarded again, which keeps its offset order: held
- * messages are older than those in the fetch queue, which are older than
- * those in its own queue.
+ * held in order as it is read. Once nothing of it is held or stuck its queue
+ * is forwarded again, which moves what it holds behind the fetch queue's
+ * messages and so keeps the offset order: held messages (offered first)
+ * are older than its messages still in the fetch queue, which are older
+ * than those in its own queue. Memory: the fetch queue's bound, plus each
+ * blocked partition's own queue (up to the same thresholds) and its held
+ * messages (at most what the fetch queue had of it).
  * No partition is ever paused: librdkafka 2.0.2 throws a paused
  * partition's prefetched messages away, so every pause and resume fetched
  * and decompressed them again (ten times over in the decoding pipeline,

@@ -31,10 +31,10 @@ typedef struct kmq__part_s {
   int revoking;
   /* Messages taken from librdkafka but not yet accepted (a refusal by the
    * handler or the gate window, or read from the fetch queue while the
-   * partition was held or stuck), in offset order. At most what the fetch
-   * queue held of the partition when it was blocked, plus one read's batch:
-   * a blocked partition's queue is not forwarded, so librdkafka keeps what
-   * it fetches next there, up to its queued.* thresholds. */
+   * partition was held or stuck), in offset order: at most what the fetch
+   * queue held of the partition when it was blocked, plus one read. While
+   * blocked its queue is not forwarded, so what librdkafka fetches for it
+   * next waits there instead, up to its queued.* thresholds. */
   rd_kafka_message_t **held;
   int held_cnt, held_size;
   struct kmq__part_s *next; /* in the consumer's list */

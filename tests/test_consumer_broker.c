@@ -534,6 +534,92 @@ START_TEST(close_during_rebalance) { /* #4528 */
 }
 END_TEST
 
+/* ---- a partition unblocked with older messages still in the fetch queue
+ *      and newer ones in its own queue ---- */
+
+#define UB_PER_PART 4000
+
+typedef struct {
+  int64_t next[NPART];
+  int refuse_part; /* -1 until the one refusal */
+  int64_t refused_offset;
+  int calls, handled;
+} ub_t;
+
+/* Refuses one message, on the 300th call, until the test lets it through:
+ * its partition is blocked meanwhile. Every message must come as exactly
+ * the next offset of its partition. */
+static kmq_err_t ub_handler(const rd_kafka_message_t *m, void *opaque) {
+  ub_t *b = opaque;
+  if (++b->calls == 300 && b->refuse_part < 0) {
+    b->refuse_part = m->partition;
+    b->refused_offset = m->offset;
+  }
+  if (m->partition == b->refuse_part && m->offset == b->refused_offset &&
+      b->calls < 1000000)
+    return KMQ_ERR_BACKPRESSURE;
+  ck_assert_msg(m->offset == b->next[m->partition],
+                "partition %d: offset %lld handed out, %lld expected",
+                m->partition, (long long)m->offset,
+                (long long)b->next[m->partition]);
+  b->next[m->partition]++;
+  b->handled++;
+  return KMQ_OK;
+}
+
+typedef struct {
+  rd_kafka_queue_t *q;
+} ub_wait_t;
+
+static bool own_queue_filled(void *arg) {
+  return rd_kafka_queue_length(((ub_wait_t *)arg)->q) > 0;
+}
+
+START_TEST(unblocked_partition_keeps_offset_order) {
+  new_topic(NPART);
+  produce(600, UB_PER_PART * NPART / 600);
+  char group[96], errstr[512];
+  kt_unique_name(group, sizeof(group), "gub");
+  kmq_conf_t *c = conf_for(group);
+  const char *kv[][2] = {
+      {"kmq.poll.batch", "100"},
+      {"consumer.queued.min.messages", "2000"},
+      {"consumer.max.partition.fetch.bytes", "16384"},
+  };
+  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+    ck_assert_msg(kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
+                               sizeof(errstr)) == KMQ_OK,
+                  "%s", errstr);
+  kmq_consumer_t *k = kmq_consumer_new(c, NULL, errstr, sizeof(errstr));
+  ck_assert_msg(k, "%s", errstr);
+  const char *topics[] = {topic};
+  ck_assert_int_eq(kmq_consumer_subscribe(k, topics, 1), KMQ_OK);
+  ub_t b = {.refuse_part = -1};
+  int64_t deadline = kt_now_ms() + 60000;
+  while (b.refuse_part < 0 && kt_now_ms() < deadline)
+    kmq_consumer_poll_and_dispatch(k, ub_handler, &b, 100);
+  ck_assert_int_ge(b.refuse_part, 0);
+  /* Blocked: librdkafka now fetches the partition's next messages into its
+   * own queue, while the fetch queue, read 100 at a time, still holds older
+   * ones of it (2000 prefetched over 6 partitions, 300 read). */
+  ub_wait_t w = {rd_kafka_queue_get_partition(kmq_consumer_rk(k), topic,
+                                              b.refuse_part)};
+  ck_assert_ptr_nonnull(w.q);
+  ck_assert_msg(kt_wait_until(own_queue_filled, &w, 30000),
+                "nothing fetched for the blocked partition");
+  rd_kafka_queue_destroy(w.q);
+  b.calls = 1000000; /* let it through */
+  deadline = kt_now_ms() + 60000;
+  while (b.handled < UB_PER_PART * NPART && kt_now_ms() < deadline)
+    kmq_consumer_poll_and_dispatch(k, ub_handler, &b, 100);
+  ck_assert_int_eq(b.handled, UB_PER_PART * NPART);
+  ck_assert_int_eq(kmq_consumer_close(k, 10000), KMQ_OK);
+  kmq_consumer_destroy(k);
+  kt_assert_committed_at_end(kt_bootstrap(), group, topic);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 /* ---- the prefetch bound: all partitions together, or each ---- */
 
 #define PF_PER_PART 3000
@@ -644,6 +730,7 @@ int main(void) {
   tcase_set_timeout(bp, 240);
   tcase_add_loop_test(bp, backpressure_pauses_and_resumes_in_order, 0, 2);
   tcase_add_loop_test(bp, prefetch_is_bounded_as_configured, 0, 2);
+  tcase_add_test(bp, unblocked_partition_keeps_offset_order);
   suite_add_tcase(s, bp);
   return kt_run(s);
 }
