@@ -403,6 +403,25 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
     }
     kmq__close_serve(c);
   }
+  /* After a fatal error (a fenced static member, for one) nothing can be
+   * committed (what finished since the last commit is redelivered to the
+   * next owner) and the group is not left cleanly. But a rebalance that
+   * librdkafka handed to the application before the error still waits for
+   * its assign call, and its group will not terminate without one:
+   * rd_kafka_destroy (kmq_consumer_destroy) would then wait for it forever
+   * (seen: "waiting for assign call ... before terminating"). Serving the
+   * consumer queue makes that call (librdkafka treats every assign after a
+   * fatal error as an unassign), within the close deadline. */
+  char fatal[256];
+  if (rd_kafka_fatal_error(c->rk, fatal, sizeof(fatal))) {
+    kmq__log_to(&c->log, "WARN", "consumer",
+                "close: after the fatal error \"%s\" the group cannot be "
+                "left cleanly: no final commit, no leave", fatal);
+    do
+      kmq__close_serve(c);
+    while (rd_kafka_queue_length(c->cq) > 0 && kmq__mono_ms() < deadline);
+    return ret ? ret : KMQ_ERR_FATAL;
+  }
   /* A commit sent while the member rejoins is answered ILLEGAL_GENERATION
    * (committer.h): the finished work would be done again by the next
    * owner. Let the rejoin finish first, within the same deadline and at

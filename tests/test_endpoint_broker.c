@@ -593,6 +593,51 @@ START_TEST(fatal_error_ends_run) {
 }
 END_TEST
 
+static bool consumer_queue_has_event(void *arg) {
+  return rd_kafka_queue_length((rd_kafka_queue_t *)arg) > 0;
+}
+
+/* A fatal error while librdkafka waits for the application's assign call
+ * (the rebalance is queued, not yet served): the group cannot terminate
+ * until that call is made, and rd_kafka_destroy then waits forever (a
+ * stack taken from a hung fatal_error_ends_run showed it: "waiting for
+ * assign call ... before terminating"). Destroy must return, within its
+ * bound. (Here librdkafka's close served the call even before kmq's close
+ * did it itself after a fatal error: the hang needs a narrower race.) */
+START_TEST(fatal_error_with_rebalance_pending) {
+  char topic[96], group[64], errstr[512];
+  kt_unique_name(topic, sizeof(topic), "kmq-fatal2");
+  kt_unique_name(group, sizeof(group), "kmq-fatal2");
+  kt_create_topics(topic, 1, NULL);
+  hooks_t h = {0};
+  kmq_conf_t *c = conf_new(topic, group, &h);
+  kmq_conf_set(c, "kmq.close.timeout.ms", "5000", errstr, sizeof(errstr));
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_default(reg, count, NULL), KMQ_OK);
+  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
+                                      sizeof(errstr));
+  ck_assert_msg(rt, "%s", errstr);
+  ck_assert_int_ge(kmq_runtime_poll(rt, 0), 0); /* subscribes */
+  rd_kafka_t *rk = kmq_consumer_rk(kmq_runtime_consumer(rt));
+  /* Not polled from here on: the assignment's rebalance waits in the
+   * consumer queue, librdkafka in wait-assign-call. */
+  rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(rk);
+  ck_assert_msg(kt_wait_until(consumer_queue_has_event, cq, 30000),
+                "no rebalance was handed to the application");
+  rd_kafka_queue_destroy(cq);
+  ck_assert_int_eq(rd_kafka_test_fatal_error(
+                       rk, RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+                       "test: fenced"),
+                   RD_KAFKA_RESP_ERR_NO_ERROR);
+  int64_t t0 = kt_now_ms();
+  kmq_runtime_destroy(rt);
+  /* close (5 s) + flush (conf_new's) + librdkafka's own teardown */
+  ck_assert_int_lt(kt_now_ms() - t0, 60000);
+  kmq_proc_registry_destroy(reg);
+  kmq_conf_destroy(c);
+}
+END_TEST
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_ALL);
   Suite *s = suite_create("endpoint_broker");
@@ -604,6 +649,7 @@ int main(void) {
   tcase_add_test(tc, retrying_record_in_stuck);
   tcase_add_test(tc, unreachable_cluster_reaches_the_error_hook);
   tcase_add_test(tc, fatal_error_ends_run);
+  tcase_add_test(tc, fatal_error_with_rebalance_pending);
   suite_add_tcase(s, tc);
   int rc = kt_run(s);
   curl_global_cleanup();

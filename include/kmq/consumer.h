@@ -254,9 +254,10 @@ bool kmq_ack_revoked(kmq_ack_t ack);
  * runtime retries a dead letter that neither the DLQ nor the fallback store
  * took): stuck != 0 pauses its partition on the next poll (the consumer
  * takes nothing more of it; what librdkafka fetches for it next stays on
- * the partition's own queue, up to its queued.* thresholds), until kmq_ack_stuck(ack, 0) or the message's ack; a revoke
- * drops the partition as usual. Other partitions keep flowing. No-op on a stale ack. Any thread;
- * never blocks. */
+ * the partition's own queue, up to its queued.* thresholds), until
+ * kmq_ack_stuck(ack, 0) or the message's ack; a revoke drops the partition
+ * as usual. Other partitions keep flowing. No-op on a stale ack. Any
+ * thread; never blocks. */
 void kmq_ack_stuck(kmq_ack_t ack, int stuck);
 
 /* Graceful shutdown: stops taking messages, flags every in-flight message
@@ -268,7 +269,10 @@ void kmq_ack_stuck(kmq_ack_t ack, int stuck);
  * the commit would be refused), closes the group membership (serving the
  * rebalance). Returns KMQ_ERR_TIMED_OUT if messages were still running at
  * the deadline: the member leaves anyway, their offsets stay uncommitted
- * and are redelivered (logged as an error). Idempotent. */
+ * and are redelivered (logged as an error). After a fatal librdkafka error
+ * it neither commits nor leaves the group (librdkafka 2.0.2's close could
+ * wait forever for it) and returns KMQ_ERR_FATAL (or KMQ_ERR_TIMED_OUT):
+ * the group's session timeout ends the membership. Idempotent. */
 kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms);
 
 /* Closes if needed (kmq.close.timeout.ms), then frees. No-op on NULL. */
