@@ -177,11 +177,15 @@ void kmq__hold(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m);
 int kmq__retry_held(kmq_consumer_t *c);
 /* Routes one consumed message of p: drop a re-fetch, hold, or offer. */
 void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m);
-/* Splits p's queue off the consumer queue (before it is assigned). */
+/* Takes p's queue off the consumer queue (before it is assigned) and
+ * forwards it to the fetch queue (kmq.fetch.queue=shared) or keeps it
+ * apart (partition). */
 void kmq__part_split(kmq_consumer_t *c, kmq__part_t *p);
-/* One read pass over the readable partitions, round robin, up to
- * kmq.poll.batch messages; sets c->starved and each partition's paused.
- * Returns the messages taken. */
+/* One read pass, up to kmq.poll.batch messages: forwards the queues of
+ * partitions that can take messages again, reads the fetch queue (or, with
+ * kmq.fetch.queue=partition, the readable partitions' own queues, round
+ * robin); sets c->starved and each partition's paused. Returns the
+ * messages taken. */
 int kmq__read_parts(kmq_consumer_t *c);
 /* Errors from librdkafka's queues (m->err set): logged, reported, m
  * destroyed. */

@@ -534,6 +534,25 @@ START_TEST(close_during_rebalance) { /* #4528 */
 }
 END_TEST
 
+/* A consumer of group on the test topic, conf_for's settings plus kv[n],
+ * subscribed. *confp: its configuration, for the caller to destroy. */
+static kmq_consumer_t *subscribed_with(const char *group,
+                                       const char *const kv[][2], size_t n,
+                                       kmq_conf_t **confp) {
+  char errstr[512];
+  kmq_conf_t *c = conf_for(group);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
+                               sizeof(errstr)) == KMQ_OK,
+                  "%s", errstr);
+  kmq_consumer_t *k = kmq_consumer_new(c, NULL, errstr, sizeof(errstr));
+  ck_assert_msg(k, "%s", errstr);
+  const char *topics[] = {topic};
+  ck_assert_int_eq(kmq_consumer_subscribe(k, topics, 1), KMQ_OK);
+  *confp = c;
+  return k;
+}
+
 /* ---- a partition unblocked with older messages still in the fetch queue
  *      and newer ones in its own queue ---- */
 
@@ -578,22 +597,16 @@ static bool own_queue_filled(void *arg) {
 START_TEST(unblocked_partition_keeps_offset_order) {
   new_topic(NPART);
   produce(600, UB_PER_PART * NPART / 600);
-  char group[96], errstr[512];
+  char group[96];
   kt_unique_name(group, sizeof(group), "gub");
-  kmq_conf_t *c = conf_for(group);
   const char *kv[][2] = {
       {"kmq.poll.batch", "100"},
       {"consumer.queued.min.messages", "2000"},
       {"consumer.max.partition.fetch.bytes", "16384"},
   };
-  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-    ck_assert_msg(kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
-                               sizeof(errstr)) == KMQ_OK,
-                  "%s", errstr);
-  kmq_consumer_t *k = kmq_consumer_new(c, NULL, errstr, sizeof(errstr));
-  ck_assert_msg(k, "%s", errstr);
-  const char *topics[] = {topic};
-  ck_assert_int_eq(kmq_consumer_subscribe(k, topics, 1), KMQ_OK);
+  kmq_conf_t *c;
+  kmq_consumer_t *k =
+      subscribed_with(group, kv, sizeof(kv) / sizeof(kv[0]), &c);
   ub_t b = {.refuse_part = -1};
   int64_t deadline = kt_now_ms() + 60000;
   while (b.refuse_part < 0 && kt_now_ms() < deadline)
@@ -667,7 +680,6 @@ START_TEST(prefetch_is_bounded_as_configured) {
     kmq_conf_destroy(pc);
   }
   kt_unique_name(group, sizeof(group), "gpf");
-  kmq_conf_t *c = conf_for(group);
   const char *kv[][2] = {
       {"kmq.fetch.queue", fetch_queues[_i]},
       {"kmq.max.inflight", "8"},
@@ -675,14 +687,9 @@ START_TEST(prefetch_is_bounded_as_configured) {
       {"consumer.max.partition.fetch.bytes", "1024"},
       {"consumer.statistics.interval.ms", "100"},
   };
-  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-    ck_assert_msg(kmq_conf_set(c, kv[i][0], kv[i][1], errstr,
-                               sizeof(errstr)) == KMQ_OK,
-                  "%s", errstr);
-  kmq_consumer_t *k = kmq_consumer_new(c, NULL, errstr, sizeof(errstr));
-  ck_assert_msg(k, "%s", errstr);
-  const char *topics[] = {topic};
-  ck_assert_int_eq(kmq_consumer_subscribe(k, topics, 1), KMQ_OK);
+  kmq_conf_t *c;
+  kmq_consumer_t *k =
+      subscribed_with(group, kv, sizeof(kv) / sizeof(kv[0]), &c);
   pf_hold_t h = {.n = 0};
   /* Until librdkafka stopped fetching: its received count unchanged for
    * 2 s (20 statistics) after the first message. */
