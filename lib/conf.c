@@ -69,7 +69,7 @@ static const kmq__prop_t kmq__props[] = {
      "consumer); partition: each partition's in its own, which they bound "
      "each (memory grows with the partitions; fewer fetch stalls of "
      "librdkafka 2.0.2 for a consumer that reads faster than its prefetch "
-     "per second: README, \"Operating it\")"},
+     "per second: README, Known limits)"},
     {"kmq.poll.batch", KMQ__T_INT, "500", 1, 100000,
      "Messages handled per poll_and_dispatch call at most"},
     {"kmq.sched.workers", KMQ__T_INT, "0", 0, 1024,

@@ -51,6 +51,18 @@ static void kmq__set_paused(kmq_consumer_t *c, kmq__part_t *p, int pause) {
   KMQ__INC(c, paused, pause ? 1 : -1);
 }
 
+/* fwd: p's queue feeds the fetch queue. Not fwd (blocked: held or stuck;
+ * or kmq.fetch.queue=partition): what librdkafka fetches for p stays in
+ * p's own queue. Forwarding moves what p's queue holds behind what the
+ * fetch queue holds, older messages of p included, so the fetch queue
+ * gives p's messages in offset order (after its held ones, which
+ * kmq__retry_held offers first); reading p's own queue first would not.
+ * @locality poll thread */
+static void kmq__part_forward(kmq_consumer_t *c, kmq__part_t *p, int fwd) {
+  rd_kafka_queue_forward(p->q, fwd ? c->fq : NULL);
+  p->fwd = fwd;
+}
+
 void kmq__part_split(kmq_consumer_t *c, kmq__part_t *p) {
   if (p->q)
     return;
@@ -69,18 +81,7 @@ void kmq__part_split(kmq_consumer_t *c, kmq__part_t *p) {
    * starts fetching. The io event serves while it is not forwarded (what
    * is forwarded wakes us through fq's). */
   rd_kafka_queue_io_event_enable(p->q, c->wake[1], "1", 1);
-  rd_kafka_queue_forward(p->q, c->per_part ? NULL : c->fq);
-  p->fwd = !c->per_part;
-}
-
-/* Blocks p (held or stuck): what librdkafka fetches for it next stays in
- * its own queue. @locality poll thread */
-static void kmq__part_block(kmq_consumer_t *c, kmq__part_t *p) {
-  (void)c;
-  if (p->fwd) {
-    rd_kafka_queue_forward(p->q, NULL);
-    p->fwd = 0;
-  }
+  kmq__part_forward(c, p, !c->per_part);
 }
 
 /* Offers m to the handler. KMQ_ERR_BACKPRESSURE: not taken, m still ours.
@@ -210,8 +211,8 @@ void kmq__apply_stuck(kmq_consumer_t *c) {
       continue;
     if (p->stuck && !p->was_stuck) {
       kmq__set_paused(c, p, 1);
-      if (p->q)
-        kmq__part_block(c, p);
+      if (p->q && p->fwd)
+        kmq__part_forward(c, p, 0);
       kmq__log_to(&c->log, "WARN", "consumer",
                   "%s [%d] paused: a message of it cannot finish for now",
                   p->topic, p->partition);
@@ -232,15 +233,9 @@ void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m) {
     rd_kafka_message_destroy(m);
     return;
   }
-  if (p->held_cnt) { /* keep offset order behind what is already held */
-    kmq__hold(c, p, m);
-    return;
-  }
-  if (p->stuck) { /* takes nothing more: its next one waits, in order */
-    kmq__hold(c, p, m);
-    return;
-  }
-  if (kmq__offer(c, p, m) == KMQ_ERR_BACKPRESSURE)
+  /* Behind what is already held, or a stuck partition's next: waits, in
+   * offset order. */
+  if (p->held_cnt || p->stuck || kmq__offer(c, p, m) == KMQ_ERR_BACKPRESSURE)
     kmq__hold(c, p, m);
 }
 
@@ -309,17 +304,6 @@ static int kmq__read_own(kmq_consumer_t *c, kmq__part_t *p, int left) {
   return (int)k;
 }
 
-/* Forwards the queue of a partition that can take messages again to the
- * fetch queue. Its own queue holds what librdkafka fetched while it was
- * blocked, and the fetch queue may still hold older messages of it:
- * forwarding moves the former behind the latter, so the fetch queue gives
- * them in offset order (after the held ones, which kmq__retry_held offered
- * first). Reading its own queue first would not. @locality poll thread */
-static void kmq__part_unblock(kmq_consumer_t *c, kmq__part_t *p) {
-  rd_kafka_queue_forward(p->q, c->fq);
-  p->fwd = 1;
-}
-
 /* kmq.fetch.queue=partition: rounds of at most one batch per readable
  * partition, each poll starting one partition further than the last, so
  * that a budget that runs out does not always favour the same ones. */
@@ -352,12 +336,13 @@ int kmq__read_parts(kmq_consumer_t *c) {
   if (c->per_part) {
     taken = kmq__read_rounds(c);
   } else {
+    /* Those that can take messages again feed the fetch queue again. */
     for (kmq__part_t *p = c->parts; p; p = p->next)
       if (p->q && !p->fwd && !p->held_cnt && !p->stuck && !p->revoking)
-        kmq__part_unblock(c, p);
+        kmq__part_forward(c, p, 1);
   }
   size_t room;
-  while ((room = kmq__room(c, c->poll_batch - taken)) > 0) {
+  while (!c->per_part && (room = kmq__room(c, c->poll_batch - taken)) > 0) {
     size_t k = 0;
     rd_kafka_message_t *m;
     while (k < room && (m = rd_kafka_consume_queue(c->fq, 0))) {
@@ -373,7 +358,7 @@ int kmq__read_parts(kmq_consumer_t *c) {
       }
       kmq__dispatch(c, p, m);
       if (p->held_cnt && p->fwd)
-        kmq__part_block(c, p);
+        kmq__part_forward(c, p, 0);
     }
     taken += (int)k;
     if (k < room)
@@ -424,7 +409,8 @@ void kmq__part_drop(kmq_consumer_t *c, kmq__part_t *p) {
     /* Back to itself: emptying it must not empty the fetch queue (reads
      * and purges follow the forwarding). What the fetch queue still holds
      * of it is dropped as it is read (kmq__fq_part). */
-    kmq__part_block(c, p);
+    if (p->fwd)
+      kmq__part_forward(c, p, 0);
     /* No more writes to the pipe from it: it outlives this handle. */
     rd_kafka_queue_io_event_enable(p->q, -1, NULL, 0);
     if (c->nretired == c->retired_size) {
