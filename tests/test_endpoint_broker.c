@@ -561,7 +561,10 @@ END_TEST
 
 /* A fatal error (fabricated with rd_kafka_test_fatal_error, as a fenced
  * static member would raise one) reaches the hook and ends
- * kmq_runtime_run with KMQ_ERR_FATAL; destroy still works. */
+ * kmq_runtime_run with KMQ_ERR_FATAL; destroy still works. Known flaky:
+ * about one run in fifteen under load, destroy hangs in rd_kafka_destroy,
+ * librdkafka's main thread "waiting for assign call ... before
+ * terminating" (kmq_consumer_close's fatal-error path; not fixed). */
 START_TEST(fatal_error_ends_run) {
   char topic[96], group[64], errstr[512];
   kt_unique_name(topic, sizeof(topic), "kmq-fatal");
