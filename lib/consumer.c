@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "lib/consumer_int.h"
+#include "lib/rk_destroy.h"
 #include "lib/redact.h"
 #include "lib/util.h"
 
@@ -58,6 +59,9 @@ static void kmq__note_join_state(kmq_consumer_t *c, const char *buf) {
   for (size_t i = 0; i < sizeof(rejoining) / sizeof(rejoining[0]); i++)
     if (!strncmp(arrow + 4, rejoining[i], strlen(rejoining[i])))
       steady = 0;
+  int call = !strncmp(arrow + 4, "wait-assign-call ", 17) ||
+             !strncmp(arrow + 4, "wait-unassign-call ", 19);
+  atomic_store_explicit(&c->join_call, call, memory_order_release);
   atomic_store_explicit(&c->join_steady, steady, memory_order_release);
 }
 
@@ -70,10 +74,17 @@ static void kmq__rdk_log_cb(const rd_kafka_t *rk, int level, const char *fac,
     kmq__note_join_state(c, buf);
   if (!c->user_debug && level > c->user_log_level)
     return;
-  if (c->log.cb)
-    kmq__log_rdk_rk(&c->log, rk, level, fac, buf);
-  else
-    kmq__rdk_log(rk, level, fac, buf); /* librdkafka's stderr format */
+  /* Entered before muted is read, both seq_cst: destroy, which mutes
+   * first and then waits for log_entered to drop, sees this call or this
+   * call sees the mute. */
+  atomic_fetch_add(&c->log_entered, 1);
+  if (!atomic_load(&c->log_muted)) {
+    if (c->log.cb)
+      kmq__log_rdk_rk(&c->log, rk, level, fac, buf);
+    else
+      kmq__rdk_log(rk, level, fac, buf); /* librdkafka's stderr format */
+  }
+  atomic_fetch_sub(&c->log_entered, 1);
 }
 
 /* Turns on librdkafka's cgrp debug context (for kmq__note_join_state),
@@ -177,6 +188,9 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
   rd_kafka_conf_set_error_cb(rc, kmq__error_cb);
   rd_kafka_conf_set_stats_cb(rc, kmq__stats_cb);
   atomic_init(&c->join_steady, 1);
+  atomic_init(&c->join_call, 0);
+  atomic_init(&c->log_muted, 0);
+  atomic_init(&c->log_entered, 0);
   if (kmq__debug_cgrp(c, rc, errstr, errstr_size)) {
     rd_kafka_conf_destroy(rc);
     goto fail_slots;
@@ -405,24 +419,37 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
   }
   /* After a fatal error (a fenced static member, for one) nothing can be
    * committed (what finished since the last commit is redelivered to the
-   * next owner) and the group is not left cleanly. But a rebalance that
-   * librdkafka handed to the application before the error still waits for
-   * its assign call, and its group will not terminate without one:
-   * rd_kafka_destroy (kmq_consumer_destroy) would then wait for it forever
-   * (seen: "waiting for assign call ... before terminating"). Serving the
-   * consumer queue makes that call if the rebalance is already there
-   * (librdkafka treats every assign after a fatal error as an unassign),
-   * within the close deadline. Not enough: the same wait was seen again
-   * after this (tests/test_endpoint_broker.c, fatal_error_ends_run, about
-   * one run in fifteen under load); its cause is not found yet. */
+   * next owner) and the group is not left cleanly. kmq_consumer_destroy
+   * then has librdkafka terminate the group without a consumer close, and
+   * that never ends while the group waits for an assign call of ours
+   * (lib/rk_destroy.h). So the group is served until it waits for nothing
+   * of ours: nothing in the consumer queue, no rejoin under way (its
+   * assignment would come after), no assign call pending; within the
+   * close deadline and at most kmq.commit.timeout.ms, like the rejoin wait
+   * below. For a static member librdkafka turns the assign call itself
+   * into an unassign that leaves the wait as it is (call_ignored): serving
+   * longer cannot help, and destroy's bound takes over. */
   char fatal[256];
   if (rd_kafka_fatal_error(c->rk, fatal, sizeof(fatal))) {
     kmq__log_to(&c->log, "WARN", "consumer",
                 "close: after the fatal error \"%s\" the group cannot be "
                 "left cleanly: no final commit, no leave", fatal);
-    do
+    int64_t until = kmq__mono_ms() + c->commit_timeout_ms;
+    if (until > deadline)
+      until = deadline;
+    for (;;) {
+      int queued = rd_kafka_queue_length(c->cq) > 0;
+      int rejoining =
+          !atomic_load_explicit(&c->join_steady, memory_order_acquire);
+      int call = atomic_load_explicit(&c->join_call, memory_order_acquire);
+      if (!queued && !rejoining && !call)
+        break;
+      if (!queued && call && c->call_ignored)
+        break; /* our call was made and did not end the wait */
+      if (kmq__mono_ms() >= until)
+        break;
       kmq__close_serve(c);
-    while (rd_kafka_queue_length(c->cq) > 0 && kmq__mono_ms() < deadline);
+    }
     return ret ? ret : KMQ_ERR_FATAL;
   }
   /* A commit sent while the member rejoins is answered ILLEGAL_GENERATION
@@ -459,6 +486,16 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
   return ret;
 }
 
+/* What librdkafka's threads may use until its handle is gone: the
+ * consumer itself (the log callback's opaque) and the pipe its queues'
+ * io events write to. */
+static void kmq__consumer_release(void *arg) {
+  kmq_consumer_t *c = arg;
+  close(c->wake[0]);
+  close(c->wake[1]);
+  free(c);
+}
+
 void kmq_consumer_destroy(kmq_consumer_t *c) {
   if (!c)
     return;
@@ -477,21 +514,49 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   rd_kafka_queue_destroy(c->fq);
   rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
   rd_kafka_queue_destroy(c->cq);
-  /* After a fatal error librdkafka 2.0.2's rd_kafka_destroy spins forever
-   * in its main thread closing the group (seen with a fatal error raised
-   * by rd_kafka_test_fatal_error; tests/test_endpoint_broker.c): the group
-   * cannot be left cleanly any more, so don't try. */
-  if (rd_kafka_fatal_error(c->rk, NULL, 0))
-    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-  else
-    rd_kafka_destroy(c->rk);
-  /* After librdkafka's threads are gone: none writes to it any more. */
-  close(c->wake[0]);
-  close(c->wake[1]);
+  /* librdkafka's threads use none of these. */
   kmq__committer_free(&c->cm);
   kmq__rdstats_free(&c->rdstats);
   kmq__slab_free(c);
-  free(c);
+  /* After a fatal error librdkafka's own consumer close returns the error
+   * without terminating the group, and its main thread would then wait
+   * for the group forever: NO_CONSUMER_CLOSE terminates it without a
+   * leave (close could not leave it cleanly either). */
+  int fatal = rd_kafka_fatal_error(c->rk, NULL, 0) != 0;
+  /* The teardown gets what is left of close's deadline, at least
+   * KMQ__TEARDOWN_MIN_MS (joining librdkafka's threads after a close that
+   * used its whole deadline). A group still waiting for an assign call
+   * without a consumer close never terminates (rk_destroy.h): no wait. */
+  int64_t left = c->close_deadline - kmq__mono_ms();
+  if (left < KMQ__TEARDOWN_MIN_MS)
+    left = KMQ__TEARDOWN_MIN_MS;
+  int stuck = fatal && atomic_load_explicit(&c->join_call,
+                                            memory_order_acquire);
+  if (stuck)
+    left = 0;
+  if (!kmq__rk_destroy_within(c->rk,
+                              fatal ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0,
+                              (int)left, kmq__consumer_release, c)) {
+    kmq__consumer_release(c);
+    return;
+  }
+  kmq__log_to(&c->log, "ERROR", "consumer",
+              "destroy: %s: the librdkafka handle is abandoned (its threads "
+              "and memory stay until it ends, if ever), no more of its log "
+              "lines are passed on",
+              stuck ? "librdkafka waits for an assign call that it turns "
+                      "into an unassign after the fatal error, and cannot "
+                      "terminate the group without it (librdkafka 2.0.2)"
+                    : "librdkafka's teardown did not end within its bound");
+  /* Mute, then wait out the log callbacks already inside the hook
+   * (consumer.c's log callback says why this order). Short: a log hook
+   * returns, and one that does not keeps this thread no longer than it
+   * would have kept librdkafka's. */
+  atomic_store(&c->log_muted, 1);
+  while (atomic_load(&c->log_entered) != 0) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 void kmq_consumer_stats(const kmq_consumer_t *c, kmq_consumer_stats_t *out) {

@@ -155,11 +155,33 @@ struct kmq_consumer_s {
    * lines reach the log hook only when the application asked for debug
    * lines (user_debug) or its log_level (user_log_level) takes them. */
   atomic_int join_steady;
+  /* 1 while that join state waits for the application's assign or
+   * unassign call (wait-assign-call, wait-unassign-call): a handle
+   * destroyed then never finishes (lib/rk_destroy.h). Same writer and
+   * source as join_steady; read by close and destroy. */
+  atomic_int join_call;
+  /* Set by the rebalance callback when join_call is still 1 after its
+   * assign call returned: librdkafka ignored the call. @locality poll
+   * thread */
+  int call_ignored;
+  /* Set by kmq_consumer_destroy when it abandons the handle to a
+   * librdkafka destroy that did not end within its bound: from then on
+   * librdkafka's lines no longer reach the conf's log hook, whose opaque
+   * the application may free once destroy returns. log_entered counts
+   * the log callbacks inside that hook, which destroy waits out. */
+  atomic_int log_muted;
+  atomic_int log_entered;
   int user_debug;
   int user_log_level;
   /* librdkafka's statistics (stats_cb), for the metrics endpoint. */
   kmq__rdstats_t rdstats;
 };
+
+/* What kmq_consumer_destroy gives librdkafka's teardown at least, past
+ * close's deadline, before it abandons the handle (rk_destroy.h). A
+ * healthy teardown after a close joins librdkafka's threads in well under
+ * a second. */
+#define KMQ__TEARDOWN_MIN_MS 5000
 
 #define KMQ__INC(c, f, n)                                                      \
   atomic_fetch_add_explicit(&(c)->st.f, (n), memory_order_relaxed)
