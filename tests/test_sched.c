@@ -959,7 +959,8 @@ static bool t_all_asleep(void *o) {
  * threshold wakes), the rest once the batch ends. A lost wake-up leaves
  * items queued with all workers asleep and fails at the deadline. */
 START_TEST(test_batch_wakes) {
-  const uint32_t nkeys = 40;
+  /* One threshold's worth and a part: both paths are taken. */
+  const uint32_t nkeys = KMQ_SCHED_WAKE_BATCH + KMQ_SCHED_WAKE_BATCH / 2;
   t_ctx_t *c = t_ctx_new(T_SYNC, true, "b", nkeys, 2);
   t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "2", NULL});
   for (int round = 0; round < 2; round++) {

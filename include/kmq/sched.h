@@ -192,8 +192,15 @@ kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
  * runnable actors that no awake worker is looking for. One futex wake per
  * burst instead of one per message; a worker that is awake picks the work
  * up meanwhile. Outside a batch, every submit wakes at once. Not nestable;
- * NULL is a no-op. @locality dispatcher thread. */
-#define KMQ_SCHED_WAKE_BATCH 16
+ * NULL is a no-op. @locality dispatcher thread.
+ * 512: above the runtime's default burst (kmq.poll.batch, 500), so one
+ * poll wakes sleeping workers once. Workers that empty the queue faster
+ * than the dispatcher fills it fall asleep again between wakes: with 16,
+ * a catch-up of 1 M messages cost about 300 k context switches, and the
+ * no-op pipeline's CPU per message fell by about a quarter with 512
+ * (bench/RESULTS.md). The price: the first items of a burst wait for up
+ * to 511 more to be dispatched (about 0.5 ms) when every worker sleeps. */
+#define KMQ_SCHED_WAKE_BATCH 512
 void kmq_sched_batch_begin(kmq_sched_t *s);
 void kmq_sched_batch_end(kmq_sched_t *s);
 
