@@ -67,6 +67,10 @@ enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
  * paused while a PENDING slot of it carries this flag. */
 #define KMQ__SLOT_STUCK 16u
 
+/* The consumer struct's groups written by different threads start cache
+ * lines of their own (and so the struct is allocated aligned to it). */
+#define KMQ__CACHELINE 64
+
 /* A record's header (its ack slot): one message awaiting its ack. `word`
  * packs the generation (high 32 bits) with the state and the REVOKED flag
  * so that kmq_ack() from any thread can CAS a specific (generation,
@@ -127,25 +131,29 @@ struct kmq_consumer_s {
    * than interleaved with the areas so that the scans over them (revoke,
    * stuck recount, partition drop) stay within a few cache lines per 64
    * records whatever the embedder keeps. */
-  kmq__slot_t *slots;
+  _Alignas(KMQ__CACHELINE) kmq__slot_t *slots;
   unsigned char *data;
   size_t data_stride;
   uint32_t nslots;
-  uint32_t *free_stack; /* @locality poll thread */
+  /* Cache lines of their own from here on (KMQ__CACHELINE): the poll
+   * thread writes these for every message, the ackers write `acked`, and
+   * the lines above are read by both (kmq_ack reads slots and nslots). */
+  _Alignas(KMQ__CACHELINE) uint32_t *free_stack; /* @locality poll thread */
   uint32_t free_top;
-  kmq__mpsc_t acked; /* ackers -> poll thread: slot indices */
+  _Alignas(KMQ__CACHELINE) kmq__mpsc_t acked; /* ackers -> poll thread:
+                                                 slot indices */
   uint32_t *acked_next;
   /* Set (release) by kmq_ack_stuck and by an ack of a stuck slot; the poll
    * thread exchanges it (acquire) and recounts the stuck slots. */
   atomic_int stuck_dirty;
 
   /* The handler of the current poll call, to re-offer held messages. */
-  kmq_handler_cb *h;
+  _Alignas(KMQ__CACHELINE) kmq_handler_cb *h;
   kmq_ack_handler_cb *ah;
   void *hopaque;
 
   /* Written on the poll thread, read anywhere: relaxed, metrics only. */
-  kmq__cstats_t st;
+  _Alignas(KMQ__CACHELINE) kmq__cstats_t st;
   /* The conf's log hook: kmq's lines and librdkafka's (log_cb). */
   kmq__log_sink_t log;
   /* 0 while librdkafka's group join state is a rejoin state (init,

@@ -57,6 +57,8 @@ typedef struct kmq__job_s {
   char err[256];
 } kmq__job_t;
 
+#define KMQ__RT_CACHELINE 64
+
 struct kmq_runtime_s {
   char *topic;
   kmq_consumer_t *consumer;
@@ -98,13 +100,19 @@ struct kmq_runtime_s {
    * both) alive until it returns; a thread still entered at destroy's
    * deadline (a dead-letter send waiting on a full queue, a fallback hook)
    * keeps the DLQ and the consumer until it leaves. */
-  atomic_int detached;
+  /* Each group below on cache lines of its own: every message writes
+   * these from the poll thread and the workers, and sharing a line with
+   * the read-mostly fields above would make every reader miss. */
+  _Alignas(KMQ__RT_CACHELINE) atomic_int detached;
   atomic_int entered;
   atomic_long refs;
 
-  /* Relaxed counters: metrics only. */
-  atomic_llong dispatched, processed, failed, retried, dlq_lost, cancelled,
-      gate_backlog, commit_lag, dlq_retries;
+  /* Relaxed counters: metrics only. The poll thread's, then the others
+   * (workers, completion threads). */
+  _Alignas(KMQ__RT_CACHELINE) atomic_llong dispatched;
+  atomic_llong gate_backlog, commit_lag;
+  _Alignas(KMQ__RT_CACHELINE) atomic_llong processed;
+  atomic_llong failed, retried, dlq_lost, cancelled, dlq_retries;
   /* Jobs whose dead letter waits for a retry now (a gauge). */
   atomic_llong dlq_retrying;
 };
@@ -620,7 +628,12 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
                                   "required");
     return NULL;
   }
-  kmq_runtime_t *rt = calloc(1, sizeof(*rt));
+  /* Aligned: the struct's cache-line groups must start on lines. */
+  size_t size = (sizeof(kmq_runtime_t) + KMQ__RT_CACHELINE - 1) /
+                KMQ__RT_CACHELINE * KMQ__RT_CACHELINE;
+  kmq_runtime_t *rt = aligned_alloc(KMQ__RT_CACHELINE, size);
+  if (rt)
+    memset(rt, 0, size);
   if (!rt) {
     snprintf(errstr, errstr_size, "out of memory");
     return NULL;
