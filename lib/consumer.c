@@ -59,8 +59,9 @@ static void kmq__note_join_state(kmq_consumer_t *c, const char *buf) {
   for (size_t i = 0; i < sizeof(rejoining) / sizeof(rejoining[0]); i++)
     if (!strncmp(arrow + 4, rejoining[i], strlen(rejoining[i])))
       steady = 0;
-  int call = !strncmp(arrow + 4, "wait-assign-call ", 17) ||
-             !strncmp(arrow + 4, "wait-unassign-call ", 19);
+  int call = !strncmp(arrow + 4, "wait-assign-call ", 17)     ? KMQ__CALL_ASSIGN
+             : !strncmp(arrow + 4, "wait-unassign-call ", 19) ? KMQ__CALL_UNASSIGN
+                                                               : 0;
   atomic_store_explicit(&c->join_call, call, memory_order_release);
   atomic_store_explicit(&c->join_steady, steady, memory_order_release);
 }
@@ -178,6 +179,9 @@ kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
     rd_kafka_conf_destroy(rc);
     goto fail_slots;
   }
+  vs = sizeof(v);
+  c->static_member = rd_kafka_conf_get(rc, "group.instance.id", v, &vs) ==
+                         RD_KAFKA_CONF_OK && v[0];
   vs = sizeof(v);
   rd_kafka_conf_get(rc, "partition.assignment.strategy", v, &vs);
   c->cooperative = strstr(v, "cooperative") != NULL;
@@ -424,15 +428,21 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
   /* After a fatal error (a fenced static member, for one) nothing can be
    * committed (what finished since the last commit is redelivered to the
    * next owner) and the group is not left cleanly. kmq_consumer_destroy
-   * then has librdkafka terminate the group without a consumer close, and
-   * that never ends while the group waits for an assign call of ours
+   * then has librdkafka terminate the group without a consumer close,
+   * which does not end while the group waits for an assign call of ours
    * (lib/rk_destroy.h). So the group is served until it waits for nothing
-   * of ours: nothing in the consumer queue, no rejoin under way (its
-   * assignment would come after), no assign call pending; within the
-   * close deadline and at most kmq.commit.timeout.ms, like the rejoin wait
-   * below. For a static member librdkafka turns the assign call itself
-   * into an unassign that leaves the wait as it is (call_ignored): serving
-   * longer cannot help, and destroy's bound takes over. */
+   * of ours: nothing in the consumer queue, no assign call pending and,
+   * for a dynamic member, no rejoin under way (its assignment would come
+   * after; librdkafka keeps the fatal error to the application then). A
+   * static member's fatal error is librdkafka's own: no assignment can
+   * follow it, and a fenced member stays in `init` for good, so its
+   * rejoin is not waited for. Within the close deadline and at most
+   * kmq.commit.timeout.ms, like the rejoin wait below (an assign
+   * callback served here can take up to kmq.commit.timeout.ms more: its
+   * committed-offset fetch). For a static cooperative member librdkafka
+   * turns the assign call itself into an unassign that leaves the wait as
+   * it is (call_ignored): serving longer cannot help, and destroy's bound
+   * takes over. */
   char fatal[256];
   if (rd_kafka_fatal_error(c->rk, fatal, sizeof(fatal))) {
     kmq__log_to(&c->log, "WARN", "consumer",
@@ -444,6 +454,7 @@ kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms) {
     for (;;) {
       int queued = rd_kafka_queue_length(c->cq) > 0;
       int rejoining =
+          !c->static_member &&
           !atomic_load_explicit(&c->join_steady, memory_order_acquire);
       int call = atomic_load_explicit(&c->join_call, memory_order_acquire);
       if (!queued && !rejoining && !call)
@@ -500,6 +511,33 @@ static void kmq__consumer_release(void *arg) {
   free(c);
 }
 
+/* The teardown did not end within its bound (kmq__rk_destroy_within, on
+ * destroy's thread, c still its own): say so, then mute librdkafka's log
+ * lines and wait out those already inside the hook (the log callback says
+ * why this order), so that none reaches it after destroy returns. Short:
+ * a log hook returns, and one that does not keeps this thread no longer
+ * than it would have kept librdkafka's. */
+static void kmq__consumer_abandon(void *arg) {
+  kmq_consumer_t *c = arg;
+  kmq__log_to(&c->log, "ERROR", "consumer",
+              "destroy: %s: the librdkafka handle is abandoned (its threads, "
+              "memory and two file descriptors stay until it ends, if ever), "
+              "no more of its log lines are passed on%s",
+              c->teardown_stuck
+                  ? "after the fatal error librdkafka turned the assign call "
+                    "into an unassign and cannot terminate the group "
+                    "(librdkafka 2.0.2; fixed in 2.4.0)"
+                  : "librdkafka's teardown did not end within its bound",
+              c->teardown_stuck ? "; its main thread now spins on one CPU "
+                                  "for good: restart the process"
+                                : "");
+  atomic_store(&c->log_muted, 1);
+  while (atomic_load(&c->log_entered) != 0) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 void kmq_consumer_destroy(kmq_consumer_t *c) {
   if (!c)
     return;
@@ -529,38 +567,23 @@ void kmq_consumer_destroy(kmq_consumer_t *c) {
   int fatal = rd_kafka_fatal_error(c->rk, NULL, 0) != 0;
   /* The teardown gets what is left of close's deadline, at least
    * KMQ__TEARDOWN_MIN_MS (joining librdkafka's threads after a close that
-   * used its whole deadline). A group still waiting for an assign call
-   * without a consumer close never terminates (rk_destroy.h): no wait. */
+   * used its whole deadline). When it is known never to end (rk_destroy.h:
+   * a static cooperative member whose assign call librdkafka ignored after
+   * its fatal error), no wait. */
   int64_t left = c->close_deadline - kmq__mono_ms();
   if (left < KMQ__TEARDOWN_MIN_MS)
     left = KMQ__TEARDOWN_MIN_MS;
-  int stuck = fatal && atomic_load_explicit(&c->join_call,
-                                            memory_order_acquire);
-  if (stuck)
+  c->teardown_stuck =
+      fatal && c->static_member && c->cooperative && c->call_ignored &&
+      atomic_load_explicit(&c->join_call, memory_order_acquire) ==
+          KMQ__CALL_ASSIGN;
+  if (c->teardown_stuck)
     left = 0;
   if (!kmq__rk_destroy_within(c->rk,
                               fatal ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0,
-                              (int)left, kmq__consumer_release, c)) {
+                              (int)left, kmq__consumer_abandon,
+                              kmq__consumer_release, c))
     kmq__consumer_release(c);
-    return;
-  }
-  kmq__log_to(&c->log, "ERROR", "consumer",
-              "destroy: %s: the librdkafka handle is abandoned (its threads "
-              "and memory stay until it ends, if ever), no more of its log "
-              "lines are passed on",
-              stuck ? "librdkafka waits for an assign call that it turns "
-                      "into an unassign after the fatal error, and cannot "
-                      "terminate the group without it (librdkafka 2.0.2)"
-                    : "librdkafka's teardown did not end within its bound");
-  /* Mute, then wait out the log callbacks already inside the hook
-   * (consumer.c's log callback says why this order). Short: a log hook
-   * returns, and one that does not keeps this thread no longer than it
-   * would have kept librdkafka's. */
-  atomic_store(&c->log_muted, 1);
-  while (atomic_load(&c->log_entered) != 0) {
-    struct timespec ts = {0, 1000000};
-    nanosleep(&ts, NULL);
-  }
 }
 
 void kmq_consumer_stats(const kmq_consumer_t *c, kmq_consumer_stats_t *out) {

@@ -163,15 +163,18 @@ struct kmq_consumer_s {
    * lines reach the log hook only when the application asked for debug
    * lines (user_debug) or its log_level (user_log_level) takes them. */
   atomic_int join_steady;
-  /* 1 while that join state waits for the application's assign or
-   * unassign call (wait-assign-call, wait-unassign-call): a handle
-   * destroyed then never finishes (lib/rk_destroy.h). Same writer and
-   * source as join_steady; read by close and destroy. */
+  /* KMQ__CALL_ASSIGN or KMQ__CALL_UNASSIGN while that join state waits
+   * for the application's assign or unassign call (wait-assign-call,
+   * wait-unassign-call), else 0: a handle destroyed in the first may never
+   * finish (lib/rk_destroy.h). Same writer and source as join_steady; read
+   * by close and destroy. */
   atomic_int join_call;
-  /* Set by the rebalance callback when join_call is still 1 after its
-   * assign call returned: librdkafka ignored the call. @locality poll
-   * thread */
+  /* Set by the rebalance callback when join_call is still
+   * KMQ__CALL_ASSIGN after its assign call returned: librdkafka ignored
+   * the call. @locality poll thread */
   int call_ignored;
+  int static_member;  /* group.instance.id is set */
+  int teardown_stuck; /* destroy: known never to end (rk_destroy.h) */
   /* Set by kmq_consumer_destroy when it abandons the handle to a
    * librdkafka destroy that did not end within its bound: from then on
    * librdkafka's lines no longer reach the conf's log hook, whose opaque
@@ -190,6 +193,8 @@ struct kmq_consumer_s {
  * healthy teardown after a close joins librdkafka's threads in well under
  * a second. */
 #define KMQ__TEARDOWN_MIN_MS 5000
+
+enum { KMQ__CALL_ASSIGN = 1, KMQ__CALL_UNASSIGN = 2 };
 
 #define KMQ__INC(c, f, n)                                                      \
   atomic_fetch_add_explicit(&(c)->st.f, (n), memory_order_relaxed)

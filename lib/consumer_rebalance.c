@@ -144,10 +144,12 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     else
       rd_kafka_assign(rk, parts);
     /* librdkafka has handled the call (and logged the join state it left
-     * for) before it returns: still waiting for it means the call was
-     * turned into an unassign (after a fatal error of a static member). */
-    c->call_ignored =
-        atomic_load_explicit(&c->join_call, memory_order_acquire);
+     * for) before it returns: still waiting for an assign call means the
+     * call was turned into an unassign (after a fatal error of a static
+     * member, librdkafka < 2.4.0). */
+    c->call_ignored = atomic_load_explicit(&c->join_call,
+                                           memory_order_acquire) ==
+                      KMQ__CALL_ASSIGN;
     if (e) {
       kmq__log_to(&c->log, "ERROR", "consumer", "incremental_assign: %s",
                rd_kafka_error_string(e));

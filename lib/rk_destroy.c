@@ -40,6 +40,7 @@ static void *kmq__rkd_main(void *a) {
 }
 
 int kmq__rk_destroy_within(rd_kafka_t *rk, int flags, int timeout_ms,
+                           kmq__rk_release_cb *on_abandon,
                            kmq__rk_release_cb *release, void *arg) {
   kmq__rkd_t *d = calloc(1, sizeof(*d));
   pthread_condattr_t ca;
@@ -84,8 +85,12 @@ int kmq__rk_destroy_within(rd_kafka_t *rk, int flags, int timeout_ms,
          pthread_cond_timedwait(&d->cv, &d->mu, &until) == 0)
     ;
   int done = d->done;
-  if (!done)
+  if (!done) {
+    /* Under mu: a destroy that returns now waits here before it reads
+     * `abandoned`, so arg is still ours while on_abandon uses it. */
+    on_abandon(arg);
     d->abandoned = 1;
+  }
   pthread_mutex_unlock(&d->mu);
   if (done) {
     pthread_join(t, NULL);

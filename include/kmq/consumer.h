@@ -272,21 +272,25 @@ void kmq_ack_stuck(kmq_ack_t ack, int stuck);
  * and are redelivered (logged as an error). After a fatal librdkafka error
  * it neither commits nor leaves the group (librdkafka 2.0.2's close could
  * wait forever for it); it serves the group until librdkafka waits for
- * nothing of the application (no rejoin under way, no assign call
- * pending; within the deadline and kmq.commit.timeout.ms) and returns
- * KMQ_ERR_FATAL (or KMQ_ERR_TIMED_OUT): the group's session timeout ends
- * the membership. Idempotent. */
+ * nothing of the application (no assign call pending and, for a dynamic
+ * member, no rejoin under way; within the deadline and
+ * kmq.commit.timeout.ms) and returns KMQ_ERR_FATAL (or
+ * KMQ_ERR_TIMED_OUT): the group's session timeout ends the membership.
+ * Idempotent. */
 kmq_err_t kmq_consumer_close(kmq_consumer_t *c, int timeout_ms);
 
 /* Closes if needed (kmq.close.timeout.ms), then frees. No-op on NULL.
- * librdkafka's teardown (rd_kafka_destroy) gets what is left of close's
- * deadline, at least 5 s; one that does not end by then is abandoned:
- * logged as an error, the librdkafka handle with its threads and the
- * consumer's own struct stay until it ends (freed then, by its thread),
- * and none of its log lines reach the conf's log hook any more. This
- * happens at once, without the wait, when it is known never to end: after
- * a fatal error of a static member (group.instance.id) whose assign call
- * librdkafka ignored (lib/rk_destroy.h). @locality an application thread */
+ * librdkafka's teardown (rd_kafka_destroy) gets until close's deadline, or
+ * 5 s from its start if that is later; one that does not end by then is
+ * abandoned: logged as an error, the librdkafka handle with its threads,
+ * the consumer's own struct and two file descriptors stay until it ends
+ * (freed then, by its thread), and none of its log lines reach the conf's
+ * log hook after this returns. It is abandoned at once, without the wait,
+ * when it is known never to end: after the fatal error of a static
+ * (group.instance.id) cooperative member whose assign call librdkafka
+ * ignored (lib/rk_destroy.h, librdkafka < 2.4.0); librdkafka's main
+ * thread then spins on one CPU for the life of the process, which should
+ * be restarted. @locality an application thread */
 void kmq_consumer_destroy(kmq_consumer_t *c);
 
 /* Commits the contiguous prefix of every partition now, synchronously.

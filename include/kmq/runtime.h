@@ -258,8 +258,9 @@ void kmq_runtime_stop(kmq_runtime_t *rt);
  * undelivered dead letters (about 2 s), the fallback hook's own time, and,
  * when the group coordinator does not answer, librdkafka's final commit
  * and group leave (its socket and session timeouts). librdkafka's own
- * teardown is bounded too: at least 5 s past the close deadline, after
- * which the consumer's handle is abandoned (kmq_consumer_destroy).
+ * teardown is bounded too: until the close deadline, or 5 s from its
+ * start if that is later; past it the consumer's handle is abandoned
+ * (kmq_consumer_destroy).
  * tests/test_shutdown_broker.c: 1 s + 1 s bounds, a SYNC or ASYNC processor
  * that never returns, destroy in < 8 s.
  * What still runs at the close deadline is abandoned: logged as an error,
