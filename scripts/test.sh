@@ -12,7 +12,8 @@
 #      private 1- and 3-node clusters); the same on the ASan+UBSan build except
 #      the private-cluster scenarios (broker kill/restart cycles are slow under
 #      ASan and exercise no extra kmq code); the tests labelled "tsan" (gate,
-#      scheduler, registry) on the TSan build;
+#      scheduler, registry, histogram, metrics, fallback store, WeCom API
+#      client) on the TSan build;
 #   5. a short libFuzzer run of the gate and the envelope decoder.
 # Options: --quick (plain build only, no sanitizer passes).
 set -euo pipefail
