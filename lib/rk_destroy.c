@@ -1,6 +1,8 @@
 /* Bounded rd_kafka_destroy (rk_destroy.h). */
 #include "lib/rk_destroy.h"
 
+#include "lib/util.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -73,13 +75,7 @@ int kmq__rk_destroy_within(rd_kafka_t *rk, int flags, int timeout_ms,
     return 0;
   }
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  kmq__mono_deadline(&until, timeout_ms > 0 ? timeout_ms : 0);
   pthread_mutex_lock(&d->mu);
   while (!d->done &&
          pthread_cond_timedwait(&d->cv, &d->mu, &until) == 0)

@@ -13,6 +13,10 @@
 int64_t kmq__wall_ms(void);
 /* Monotonic clock, ms. */
 int64_t kmq__mono_ms(void);
+/* *ts = CLOCK_MONOTONIC now + ms (ms >= 0): the deadline of a
+ * pthread_cond_timedwait on a condition variable set to that clock. */
+struct timespec;
+void kmq__mono_deadline(struct timespec *ts, int64_t ms);
 /* RFC 3339 UTC with milliseconds into buf (at least 32 bytes). */
 void kmq__rfc3339(int64_t wall_ms, char *buf, size_t size);
 /* Base64 (RFC 4648, padded) of in into a new NUL-terminated string the caller

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "scheduler/sched_ring.h"
+#include "lib/util.h"
 
 _Noreturn void kmq__sched_bug(const char *file, int line, const char *msg) {
   fprintf(stderr, "kmq scheduler: BUG at %s:%d: %s\n", file, line, msg);
@@ -488,15 +489,7 @@ kmq_err_t kmq_sched_destroy_within(kmq_sched_t *s, int timeout_ms) {
    * run to be done and everything queued to be cancelled. */
   kmq_sched_stop(s);
   struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  if (timeout_ms >= 0) {
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-      dl.tv_sec++;
-      dl.tv_nsec -= 1000000000L;
-    }
-  }
+  kmq__mono_deadline(&dl, timeout_ms >= 0 ? timeout_ms : 0);
   pthread_mutex_lock(&s->lock);
   /* Acquire: pairs with the release decrements (kmq__inflight_release), so
    * no finishing thread's access to s or an actor is left after this. */

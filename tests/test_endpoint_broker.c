@@ -568,6 +568,47 @@ START_TEST(unreachable_cluster_reaches_the_error_hook) {
 }
 END_TEST
 
+/* The fatal-error tests' runtime: a topic of one partition, a group of
+ * its own, conf_new's conf plus the key/value pairs of kv (NULL-ended),
+ * a counting default processor. fx_end destroys what is left. */
+typedef struct {
+  char topic[96], group[64];
+  hooks_t h;
+  kmq_conf_t *c;
+  kmq_proc_registry_t *reg;
+  kmq_runtime_t *rt;
+} fx_t;
+
+static void fx_start(fx_t *f, const char *prefix, const char *const *kv) {
+  char errstr[512];
+  memset(f, 0, sizeof(*f));
+  kt_unique_name(f->topic, sizeof(f->topic), prefix);
+  kt_unique_name(f->group, sizeof(f->group), prefix);
+  kt_create_topics(f->topic, 1, NULL);
+  f->c = conf_new(f->topic, f->group, &f->h);
+  for (; kv && kv[0]; kv += 2)
+    ck_assert_msg(!kmq_conf_set(f->c, kv[0], kv[1], errstr, sizeof(errstr)),
+                  "%s: %s", kv[0], errstr);
+  f->reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_default(f->reg, count, NULL), KMQ_OK);
+  f->rt = kmq_runtime_new(f->c, f->reg, NULL, NULL, errstr, sizeof(errstr));
+  ck_assert_msg(f->rt, "%s", errstr);
+}
+
+/* kmq_runtime_destroy(f->rt), timed: ms it took. */
+static int64_t fx_destroy_runtime(fx_t *f) {
+  int64_t t0 = kt_now_ms();
+  kmq_runtime_destroy(f->rt);
+  f->rt = NULL;
+  return kt_now_ms() - t0;
+}
+
+static void fx_end(fx_t *f) {
+  kmq_runtime_destroy(f->rt);
+  kmq_proc_registry_destroy(f->reg);
+  kmq_conf_destroy(f->c);
+}
+
 /* A fatal error (fabricated with rd_kafka_test_fatal_error, as a fenced
  * static member would raise one) reaches the hook and ends
  * kmq_runtime_run with KMQ_ERR_FATAL; destroy still works. The error comes
@@ -577,17 +618,9 @@ END_TEST
  * had stopped serving; "waiting for assign call ... before
  * terminating"). */
 START_TEST(fatal_error_ends_run) {
-  char topic[96], group[64], errstr[512];
-  kt_unique_name(topic, sizeof(topic), "kmq-fatal");
-  kt_unique_name(group, sizeof(group), "kmq-fatal");
-  kt_create_topics(topic, 1, NULL);
-  hooks_t h = {0};
-  kmq_conf_t *c = conf_new(topic, group, &h);
-  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
-  ck_assert_int_eq(kmq_proc_set_default(reg, count, NULL), KMQ_OK);
-  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
-                                      sizeof(errstr));
-  ck_assert_msg(rt, "%s", errstr);
+  fx_t f;
+  fx_start(&f, "kmq-fatal", NULL);
+  kmq_runtime_t *rt = f.rt;
   ck_assert_int_ge(kmq_runtime_poll(rt, 10), 0);
   ck_assert_int_eq(
       rd_kafka_test_fatal_error(kmq_consumer_rk(kmq_runtime_consumer(rt)),
@@ -596,18 +629,17 @@ START_TEST(fatal_error_ends_run) {
       RD_KAFKA_RESP_ERR_NO_ERROR);
   /* run returns by itself: nobody calls kmq_runtime_stop. */
   ck_assert_int_eq(kmq_runtime_run(rt), KMQ_ERR_FATAL);
-  ck_assert_int_eq(atomic_load(&h.fatal), 1);
+  ck_assert_int_eq(atomic_load(&f.h.fatal), 1);
   kmq_runtime_metrics_t m;
   kmq_runtime_metrics(rt, &m);
   ck_assert_int_eq(m.errors[4], 1);
   ck_assert_str_eq(kmq_runtime_error_type(4), "fatal");
-  kmq_runtime_destroy(rt);
+  fx_destroy_runtime(&f);
   /* A dynamic member: close serves the group until it waits for nothing
    * of the application, and the teardown ends (fatal_error_with_
    * rebalance_pending says why it could not). */
-  ck_assert_int_eq(atomic_load(&h.abandoned), 0);
-  kmq_proc_registry_destroy(reg);
-  kmq_conf_destroy(c);
+  ck_assert_int_eq(atomic_load(&f.h.abandoned), 0);
+  fx_end(&f);
 }
 END_TEST
 
@@ -635,55 +667,41 @@ static bool wait_assign_call_seen(void *arg) {
  * The fatal error is raised once librdkafka has entered wait-assign-call
  * (its own log line), the consumer not polled since it subscribed. */
 START_TEST(fatal_error_with_rebalance_pending) {
-  char topic[96], group[64], errstr[512];
-  kt_unique_name(topic, sizeof(topic), "kmq-fatal2");
-  kt_unique_name(group, sizeof(group), "kmq-fatal2");
-  kt_create_topics(topic, 1, NULL);
-  hooks_t h = {0};
-  kmq_conf_t *c = conf_new(topic, group, &h);
-  ck_assert_int_eq(kmq_conf_set(c, "kmq.close.timeout.ms", "5000", errstr,
-                                sizeof(errstr)),
-                   KMQ_OK);
-  if (_i >= 1)
-    ck_assert_msg(!kmq_conf_set(c, "consumer.group.instance.id", group, errstr,
-                                sizeof(errstr)),
-                  "%s", errstr);
-  if (_i == 2)
-    ck_assert_msg(!kmq_conf_set(c, "consumer.partition.assignment.strategy",
-                                "range", errstr, sizeof(errstr)),
-                  "%s", errstr);
-  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
-  ck_assert_int_eq(kmq_proc_set_default(reg, count, NULL), KMQ_OK);
-  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
-                                      sizeof(errstr));
-  ck_assert_msg(rt, "%s", errstr);
+  char inst[64];
+  kt_unique_name(inst, sizeof(inst), "kmq-inst");
+  /* fx_start stops at the first NULL key: static from _i 1, eager at 2. */
+  const char *kv[] = {"kmq.close.timeout.ms", "5000",
+                      _i >= 1 ? "consumer.group.instance.id" : NULL, inst,
+                      _i == 2 ? "consumer.partition.assignment.strategy"
+                              : NULL,
+                      "range", NULL};
+  fx_t f;
+  fx_start(&f, "kmq-fatal2", kv);
+  kmq_runtime_t *rt = f.rt;
   ck_assert_int_ge(kmq_runtime_poll(rt, 0), 0); /* subscribes */
   rd_kafka_t *rk = kmq_consumer_rk(kmq_runtime_consumer(rt));
-  ck_assert_msg(kt_wait_until(wait_assign_call_seen, &h, 30000),
+  ck_assert_msg(kt_wait_until(wait_assign_call_seen, &f.h, 30000),
                 "librdkafka never waited for an assign call");
   ck_assert_int_eq(rd_kafka_test_fatal_error(
                        rk, RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
                        "test: fenced"),
                    RD_KAFKA_RESP_ERR_NO_ERROR);
-  int64_t t0 = kt_now_ms();
-  kmq_runtime_destroy(rt);
-  int64_t took = kt_now_ms() - t0;
+  int64_t took = fx_destroy_runtime(&f);
   /* Close serves the assignment within kmq.commit.timeout.ms, a stuck
    * teardown is known at once, the others get 5 s: well within close
    * (5 s) + the teardown's 5 s + flush. */
   ck_assert_msg(took < 10000, "destroy took %lld ms", (long long)took);
-  ck_assert_int_eq(atomic_load(&h.abandoned), _i == 1 ? 1 : 0);
+  ck_assert_int_eq(atomic_load(&f.h.abandoned), _i == 1 ? 1 : 0);
   if (_i == 1) {
     /* No line after destroy returned, though librdkafka's main thread
      * formats one per turn of its (spinning) loop: a window to look, not
      * a synchronisation. */
-    int lines = atomic_load(&h.rdk_lines);
+    int lines = atomic_load(&f.h.rdk_lines);
     struct timespec ts = {0, 300 * 1000000L};
     nanosleep(&ts, NULL);
-    ck_assert_int_eq(atomic_load(&h.rdk_lines), lines);
+    ck_assert_int_eq(atomic_load(&f.h.rdk_lines), lines);
   }
-  kmq_proc_registry_destroy(reg);
-  kmq_conf_destroy(c);
+  fx_end(&f);
 }
 END_TEST
 
@@ -695,29 +713,21 @@ END_TEST
  * kmq.commit.timeout.ms, in a first version of the close after a fatal
  * error), and its teardown ends (not abandoned). */
 START_TEST(fenced_static_member_ends_run) {
-  char topic[96], group[64], errstr[512];
-  kt_unique_name(topic, sizeof(topic), "kmq-fence");
-  kt_unique_name(group, sizeof(group), "kmq-fence");
-  kt_create_topics(topic, 1, NULL);
-  hooks_t h = {0};
-  kmq_conf_t *c = conf_new(topic, group, &h);
-  ck_assert_msg(!kmq_conf_set(c, "consumer.group.instance.id", group, errstr,
-                              sizeof(errstr)),
-                "%s", errstr);
-  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
-  ck_assert_int_eq(kmq_proc_set_default(reg, count, NULL), KMQ_OK);
-  kmq_runtime_t *rt = kmq_runtime_new(c, reg, NULL, NULL, errstr,
-                                      sizeof(errstr));
-  ck_assert_msg(rt, "%s", errstr);
+  char inst[64], errstr[512];
+  kt_unique_name(inst, sizeof(inst), "kmq-inst");
+  const char *fkv[] = {"consumer.group.instance.id", inst, NULL};
+  fx_t f;
+  fx_start(&f, "kmq-fence", fkv);
+  kmq_runtime_t *rt = f.rt;
   int64_t deadline = kt_now_ms() + 30000;
-  while (!atomic_load(&h.steady) && kt_now_ms() < deadline)
+  while (!atomic_load(&f.h.steady) && kt_now_ms() < deadline)
     ck_assert_int_ge(kmq_runtime_poll(rt, 50), 0);
-  ck_assert_msg(atomic_load(&h.steady), "the member never joined");
+  ck_assert_msg(atomic_load(&f.h.steady), "the member never joined");
 
   rd_kafka_conf_t *bc = rd_kafka_conf_new();
   const char *kv[][2] = {{"bootstrap.servers", kt_bootstrap()},
-                         {"group.id", group},
-                         {"group.instance.id", group},
+                         {"group.id", f.group},
+                         {"group.instance.id", inst},
                          {"partition.assignment.strategy",
                           "cooperative-sticky"}};
   for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
@@ -728,7 +738,7 @@ START_TEST(fenced_static_member_ends_run) {
   ck_assert_msg(b, "%s", errstr);
   rd_kafka_poll_set_consumer(b);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+  rd_kafka_topic_partition_list_add(l, f.topic, RD_KAFKA_PARTITION_UA);
   ck_assert_int_eq(rd_kafka_subscribe(b, l), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_topic_partition_list_destroy(l);
   int rc = 0;
@@ -740,18 +750,15 @@ START_TEST(fenced_static_member_ends_run) {
       rd_kafka_message_destroy(m);
   }
   ck_assert_int_eq(rc, KMQ_ERR_FATAL);
-  ck_assert_int_eq(atomic_load(&h.fatal), 1);
-  int64_t t0 = kt_now_ms();
-  kmq_runtime_destroy(rt);
-  int64_t took = kt_now_ms() - t0;
+  ck_assert_int_eq(atomic_load(&f.h.fatal), 1);
+  int64_t took = fx_destroy_runtime(&f);
   /* Far below kmq.commit.timeout.ms (10 s) and kmq.close.timeout.ms (30
    * s), the waits a fenced member must not cost. */
   ck_assert_msg(took < 5000, "destroy took %lld ms", (long long)took);
-  ck_assert_int_eq(atomic_load(&h.abandoned), 0);
+  ck_assert_int_eq(atomic_load(&f.h.abandoned), 0);
   rd_kafka_consumer_close(b);
   rd_kafka_destroy(b);
-  kmq_proc_registry_destroy(reg);
-  kmq_conf_destroy(c);
+  fx_end(&f);
 }
 END_TEST
 
