@@ -12,8 +12,11 @@
 #      private 1- and 3-node clusters); the same on the ASan+UBSan build except
 #      the private-cluster scenarios (broker kill/restart cycles are slow under
 #      ASan and exercise no extra kmq code); the tests labelled "tsan" (gate,
-#      scheduler, registry, histogram, metrics, fallback store, WeCom API
-#      client) on the TSan build;
+#      scheduler, registry, histogram, metrics exposition, fallback store,
+#      WeCom API client, and the librdkafka clients: consumer acks on the
+#      mock cluster, runtime, metrics read while it runs, retries,
+#      shutdown, endpoint and fatal errors on the broker) on the TSan build,
+#      librdkafka's C11 threads made visible to TSan by tests/tsan_c11.c;
 #   5. a short libFuzzer run of the gate and the envelope decoder.
 # Options: --quick (plain build only, no sanitizer passes).
 set -euo pipefail
@@ -60,7 +63,7 @@ echo "test: MariaDB on port $KMQ_MARIADB_PORT"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$REPO/tests/lsan.supp:print_suppressions=0
-export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$REPO/tests/tsan.supp
 
 status=0
 run() { # title, build dir, ctest args...

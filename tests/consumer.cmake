@@ -7,4 +7,4 @@ kmq_add_test(test_rejoin_broker SOURCES test_rejoin_broker.c LIBS kmq_brokerutil
 # Issue 10 item 1: the record slab (kmq_ack_data, generations, the plain
 # style over the ack path), on librdkafka's mock cluster.
 kmq_add_test(test_consumer_mock SOURCES test_consumer_mock.c LIBS kmq_core
-             LABELS "mock" TIMEOUT 300)
+             LABELS "mock;tsan" TIMEOUT 300)

@@ -1,13 +1,12 @@
 /* Metrics are read from any thread (issue 10, item 5): a reader thread
  * calls kmq_runtime_metrics() and kmq_consumer_stats() as fast as it can
  * while a runtime consumes on the real broker; the cumulative counts it sees
- * must only grow, and the run must be clean under ASan+UBSan.
- * Not under ThreadSanitizer: Debian's librdkafka starts its threads with
- * C11 thrd_create, which TSan does not intercept, and the first allocation
- * on such a thread crashes inside TSan's allocator (rdk:broker thread,
- * getaddrinfo -> realloc, seen with gdb). Every counter these calls read is
- * an atomic written with a relaxed store or add (lib/consumer_int.h,
- * lib/committer.h, runtime/runtime.c, scheduler/sched_int.h). */
+ * must only grow, and the run must be clean under ASan+UBSan and
+ * ThreadSanitizer (the TSan pass; librdkafka's C11 threads, which TSan does
+ * not intercept, are started through pthread_create there: tests/
+ * tsan_c11.c). Every counter these calls read is an atomic written with a
+ * relaxed store or add (lib/consumer_int.h, lib/committer.h,
+ * runtime/runtime.c, scheduler/sched_int.h). */
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
