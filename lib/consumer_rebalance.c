@@ -127,6 +127,8 @@ void kmq__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               void *opaque) {
   kmq_consumer_t *c = opaque;
   KMQ__INC(c, rebalances, 1);
+  if (c->hooks.on_rebalance)
+    c->hooks.on_rebalance(c->hooks.opaque);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     kmq__on_assign(c, parts);
     /* Before the assignment starts fetching: then librdkafka does not

@@ -553,6 +553,19 @@ static void kmq__cancel(void *opaque, void *item) {
   kmq__leave(rt);
 }
 
+/* Consumer hooks (@locality poll thread). Errors are counted and reported
+ * by the observer. */
+static void kmq__on_error(rd_kafka_resp_err_t err, const char *reason,
+                          void *opaque) {
+  kmq__obs_on_error(err, reason, ((kmq_runtime_t *)opaque)->obs);
+}
+
+/* A rebalance may keep the poll thread for long (consumer.h): the actors
+ * this poll's batch made runnable go to the workers first. */
+static void kmq__on_rebalance(void *opaque) {
+  kmq_sched_batch_flush(((kmq_runtime_t *)opaque)->sched);
+}
+
 /* @locality poll thread */
 static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
                                  void *opaque) {
@@ -582,6 +595,9 @@ static kmq_err_t kmq__on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
    * keep): dead-lettered here, before routing, and finished once the DLQ
    * has it. */
   if (!m->key || !m->key_len) {
+    /* The send may wait for room in the DLQ's queue: what this poll made
+     * runnable goes to the workers first. */
+    kmq_sched_batch_flush(rt->sched);
     kmq__dlq(job, "missing_user",
              "record has no key: the key must be the external_userid",
              "consumer");
@@ -722,8 +738,9 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
   /* No revoke hook: the consumer flags a revoked partition's messages and
    * kmq__run drops those that have not started (kmq_ack_revoked). Errors
    * are counted, reported to the error hook, and a fatal one stops run. */
-  kmq_consumer_hooks_t hooks = {.on_error = kmq__obs_on_error,
-                                .opaque = rt->obs,
+  kmq_consumer_hooks_t hooks = {.on_error = kmq__on_error,
+                                .on_rebalance = kmq__on_rebalance,
+                                .opaque = rt,
                                 .record_size = sizeof(kmq__job_t)};
   rt->consumer = kmq_consumer_new(conf, &hooks, errstr, errstr_size);
   if (!rt->consumer)

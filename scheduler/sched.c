@@ -198,6 +198,15 @@ void kmq_sched_batch_end(kmq_sched_t *s) {
   pthread_mutex_unlock(&s->runq_lock);
 }
 
+void kmq_sched_batch_flush(kmq_sched_t *s) {
+  if (s == NULL || !s->batching || s->deferred == 0)
+    return;
+  s->deferred = 0;
+  pthread_mutex_lock(&s->runq_lock);
+  kmq__wake_locked(s);
+  pthread_mutex_unlock(&s->runq_lock);
+}
+
 bool kmq_sched_can_accept(const kmq_sched_t *s, const void *key,
                           size_t key_len) {
   if (s == NULL || (key == NULL && key_len > 0) || kmq__inflight_full(s) ||

@@ -8,3 +8,4 @@ kmq_add_test(test_rejoin_broker SOURCES test_rejoin_broker.c LIBS kmq_brokerutil
 # style over the ack path), on librdkafka's mock cluster.
 kmq_add_test(test_consumer_mock SOURCES test_consumer_mock.c LIBS kmq_core
              LABELS "mock;tsan" TIMEOUT 300)
+kmq_tsan_rdkafka(test_consumer_mock)

@@ -18,6 +18,7 @@ target_include_directories(test_rdstats PRIVATE ${PROJECT_SOURCE_DIR})
 # /metrics and /stuck over HTTP during a run, hooks, a missing topic.
 kmq_add_test(test_endpoint_broker SOURCES test_endpoint_broker.c
              LIBS kmq_brokerutil PkgConfig::CURL LABELS "broker;tsan" TIMEOUT 300)
+kmq_tsan_rdkafka(test_endpoint_broker)
 target_compile_definitions(test_endpoint_broker PRIVATE
                            KMQ_PROMTOOL="${KMQ_PROMTOOL}"
                            KMQ_KMQCTL="$<TARGET_FILE:kmqctl>")

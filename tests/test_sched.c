@@ -984,6 +984,30 @@ START_TEST(test_batch_wakes) {
 }
 END_TEST
 
+/* kmq_sched_batch_flush hands what a batch deferred to the sleeping
+ * workers without ending it: fewer items than the threshold, all workers
+ * asleep, they run before the batch ends (without the flush they would
+ * wait for kmq_sched_batch_end, and t_wait_finished fails). */
+START_TEST(test_batch_flush_wakes) {
+  const uint32_t nkeys = 40;
+  t_ctx_t *c = t_ctx_new(T_SYNC, true, "f", nkeys, 2);
+  t_ctx_start(c, (const char *const[]){"kmq.sched.workers", "2", NULL});
+  ck_assert_msg(kt_wait_until(t_all_asleep, c, T_WAIT_MS),
+                "workers did not go to sleep");
+  kmq_sched_batch_begin(c->s);
+  for (uint32_t k = 0; k < nkeys; k++)
+    t_submit(c, t_item(c, k, 0));
+  kmq_sched_batch_flush(c->s);
+  t_wait_finished(c, nkeys); /* still inside the batch */
+  kmq_sched_batch_end(c->s);
+  kmq_sched_batch_flush(c->s); /* outside a batch: no-op */
+  kmq_sched_batch_flush(NULL);
+  ck_assert_uint_eq(atomic_load(&c->violations), 0);
+  ck_assert_uint_eq(t_stats(c).completed, nkeys);
+  t_ctx_free(c);
+}
+END_TEST
+
 START_TEST(test_api_edges) {
   char errstr[256] = "";
   kmq_conf_t *conf = kmq_conf_new();
@@ -1272,6 +1296,7 @@ static Suite *sched_suite(void) {
   tcase_add_test(tc, test_destroy_within_in_time);
   tcase_add_test(tc, test_api_edges);
   tcase_add_test(tc, test_batch_wakes);
+  tcase_add_test(tc, test_batch_flush_wakes);
   tcase_add_test(tc, test_oldest_item_first);
   suite_add_tcase(s, tc);
   tc = tcase_create("retry");

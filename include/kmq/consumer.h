@@ -140,6 +140,12 @@ typedef struct {
    * allocated by kmq_consumer_new (which fails, with errstr, when that
    * cannot be), zeroed, and freed by kmq_consumer_destroy. */
   size_t record_size;
+  /* At the start of every rebalance callback, on the poll thread, before
+   * the consumer may block for long (an assignment's committed-offset
+   * fetch, a revoke's wait for its running messages and its commit): an
+   * embedder that defers handing work to other threads during a poll
+   * (kmq_sched_batch_begin) hands it over here. May be NULL. */
+  void (*on_rebalance)(void *opaque);
 } kmq_consumer_hooks_t;
 
 typedef struct {

@@ -198,11 +198,21 @@ kmq_err_t kmq_sched_submit(kmq_sched_t *s, const void *key, size_t key_len,
  * than the dispatcher fills it fall asleep again between wakes: with 16,
  * a catch-up of 1 M messages cost about 300 k context switches, and the
  * no-op pipeline's CPU per message fell by about a quarter with 512
- * (bench/RESULTS.md). The price: the first items of a burst wait for up
- * to 511 more to be dispatched (about 0.5 ms) when every worker sleeps. */
+ * (bench/RESULTS.md). The price: when every worker sleeps, the first
+ * items of a burst wait until the batch ends or 511 more are dispatched
+ * (about 0.5 ms of dispatching); a dispatcher that may block mid-batch
+ * hands them over first with kmq_sched_batch_flush (the runtime does
+ * before a rebalance callback and a keyless record's dead letter). */
 #define KMQ_SCHED_WAKE_BATCH 512
 void kmq_sched_batch_begin(kmq_sched_t *s);
 void kmq_sched_batch_end(kmq_sched_t *s);
+/* Inside a batch: wakes the workers for what it deferred so far and goes
+ * on batching. For a dispatcher about to block mid-burst (a rebalance
+ * callback waiting for running messages, a dead-letter send waiting for
+ * room), which would otherwise keep up to KMQ_SCHED_WAKE_BATCH - 1
+ * runnable actors from sleeping workers for as long. No-op outside a
+ * batch and on NULL. @locality dispatcher thread. */
+void kmq_sched_batch_flush(kmq_sched_t *s);
 
 /* True when kmq_sched_submit() for this key would not return
  * KMQ_ERR_BACKPRESSURE right now (it may still fail with KMQ_ERR_NOMEM).
