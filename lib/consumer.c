@@ -130,11 +130,9 @@ kmq__rdstats_t *kmq__consumer_rdstats(kmq_consumer_t *c) {
 kmq_consumer_t *kmq_consumer_new(const kmq_conf_t *conf,
                                  const kmq_consumer_hooks_t *hooks,
                                  char *errstr, size_t errstr_size) {
-  size_t size = (sizeof(kmq_consumer_t) + KMQ__CACHELINE - 1) /
-                KMQ__CACHELINE * KMQ__CACHELINE;
-  kmq_consumer_t *c = aligned_alloc(KMQ__CACHELINE, size);
-  if (c)
-    memset(c, 0, size);
+  /* Its groups written by different threads start cache lines of their
+   * own (consumer_int.h). */
+  kmq_consumer_t *c = kmq__zalloc_lines(sizeof(*c));
   if (!c) {
     snprintf(errstr, errstr_size, "out of memory");
     return NULL;

@@ -25,6 +25,7 @@
 #include "lib/mpsc.h"
 #include "lib/part.h"
 #include "lib/rdstats.h"
+#include "lib/util.h" /* KMQ__CACHELINE */
 
 /* Flow control (consumer_flow.c). Each assigned partition's librdkafka
  * queue is taken off the consumer queue and forwarded to one fetch queue of
@@ -66,10 +67,6 @@ enum { KMQ__SLOT_FREE = 0, KMQ__SLOT_PENDING, KMQ__SLOT_OK, KMQ__SLOT_FAIL };
 /* The message cannot finish for now (kmq_ack_stuck): its partition stays
  * paused while a PENDING slot of it carries this flag. */
 #define KMQ__SLOT_STUCK 16u
-
-/* The consumer struct's groups written by different threads start cache
- * lines of their own (and so the struct is allocated aligned to it). */
-#define KMQ__CACHELINE 64
 
 /* A record's header (its ack slot): one message awaiting its ack. `word`
  * packs the generation (high 32 bits) with the state and the REVOKED flag

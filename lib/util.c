@@ -12,6 +12,14 @@ int64_t kmq__wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void *kmq__zalloc_lines(size_t size) {
+  size = (size + KMQ__CACHELINE - 1) / KMQ__CACHELINE * KMQ__CACHELINE;
+  void *p = aligned_alloc(KMQ__CACHELINE, size);
+  if (p)
+    memset(p, 0, size);
+  return p;
+}
+
 int64_t kmq__mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

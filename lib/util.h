@@ -11,6 +11,13 @@
 
 /* Wall clock, ms since the epoch. */
 int64_t kmq__wall_ms(void);
+/* The cache line size that structs written by several threads align
+ * their groups of fields to. */
+#define KMQ__CACHELINE 64
+/* size bytes, zeroed, aligned to KMQ__CACHELINE (the size rounded up to
+ * it, as aligned_alloc wants): for a struct with _Alignas(KMQ__CACHELINE)
+ * members. NULL when out of memory; free() frees it. */
+void *kmq__zalloc_lines(size_t size);
 /* Monotonic clock, ms. */
 int64_t kmq__mono_ms(void);
 /* *ts = CLOCK_MONOTONIC now + ms (ms >= 0): the deadline of a

@@ -57,8 +57,6 @@ typedef struct kmq__job_s {
   char err[256];
 } kmq__job_t;
 
-#define KMQ__RT_CACHELINE 64
-
 struct kmq_runtime_s {
   char *topic;
   kmq_consumer_t *consumer;
@@ -103,15 +101,15 @@ struct kmq_runtime_s {
   /* Each group below on cache lines of its own: every message writes
    * these from the poll thread and the workers, and sharing a line with
    * the read-mostly fields above would make every reader miss. */
-  _Alignas(KMQ__RT_CACHELINE) atomic_int detached;
+  _Alignas(KMQ__CACHELINE) atomic_int detached;
   atomic_int entered;
   atomic_long refs;
 
   /* Relaxed counters: metrics only. The poll thread's, then the others
    * (workers, completion threads). */
-  _Alignas(KMQ__RT_CACHELINE) atomic_llong dispatched;
+  _Alignas(KMQ__CACHELINE) atomic_llong dispatched;
   atomic_llong gate_backlog, commit_lag;
-  _Alignas(KMQ__RT_CACHELINE) atomic_llong processed;
+  _Alignas(KMQ__CACHELINE) atomic_llong processed;
   atomic_llong failed, retried, dlq_lost, cancelled, dlq_retries;
   /* Jobs whose dead letter waits for a retry now (a gauge). */
   atomic_llong dlq_retrying;
@@ -645,11 +643,7 @@ kmq_runtime_t *kmq_runtime_new(const kmq_conf_t *conf,
     return NULL;
   }
   /* Aligned: the struct's cache-line groups must start on lines. */
-  size_t size = (sizeof(kmq_runtime_t) + KMQ__RT_CACHELINE - 1) /
-                KMQ__RT_CACHELINE * KMQ__RT_CACHELINE;
-  kmq_runtime_t *rt = aligned_alloc(KMQ__RT_CACHELINE, size);
-  if (rt)
-    memset(rt, 0, size);
+  kmq_runtime_t *rt = kmq__zalloc_lines(sizeof(*rt));
   if (!rt) {
     snprintf(errstr, errstr_size, "out of memory");
     return NULL;

@@ -56,6 +56,7 @@
 #include <ck_ring.h>
 
 #include "kmq/sched.h"
+#include "lib/util.h" /* KMQ__CACHELINE */
 
 /* Keys up to this length live inside the actor; longer keys get one heap
  * block when the actor is bound (a new user, never per item). */
@@ -70,8 +71,6 @@
 #define KMQ__SCHED_CANCEL_BATCH 64
 /* Initial actor-table size (power of two). */
 #define KMQ__SCHED_TABLE_MIN 1024
-
-#define KMQ__CACHELINE 64
 
 /* Aborts with a message: for broken internal invariants only. */
 #define KMQ__SCHED_BUG(msg) kmq__sched_bug(__FILE__, __LINE__, msg)
