@@ -28,7 +28,7 @@
 #include "lib/log.h"
 #include "runtime/metrics_http.h"
 
-/* ---- the stall state of a job (runtime.c writes, the sampler reads) ----
+/* ---- the stall state of a job (job.c writes, the sampler reads) ----
  * One word per job: state in the low 3 bits, attempts begun above. A
  * relaxed store at each transition (a plain store on x86): the sampler
  * reads a value the job had, and nothing is published through it. */

@@ -6,7 +6,7 @@
  * not intercept, are started through pthread_create there: tests/
  * tsan_c11.c). Every counter these calls read is an atomic written with a
  * relaxed store or add (lib/consumer_int.h, lib/committer.h,
- * runtime/runtime.c, scheduler/sched_int.h). */
+ * runtime/runtime_int.h, scheduler/sched_int.h). */
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>

@@ -39,7 +39,7 @@
  *                               and items are cancelled only once the
  *                               scheduler stopped taking submits, so this
  *                               bound never refuses a record the consumer
- *                               admitted; runtime.c kmq__complete);
+ *                               admitted; runtime/job.c kmq__complete);
  *       kmq.sched.max.actors    live actors (keys with state);
  *       kmq.sched.workers       worker threads (0: online CPUs);
  *       kmq.sched.idle.ms       idle time after which kmq_sched_reclaim()
