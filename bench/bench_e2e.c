@@ -46,6 +46,18 @@
 /* Warm-up users: enough keys that every partition gets a warm-up record
  * (64 keys over 6 partitions miss one with probability ~5e-5). */
 #define BENCH_E2E_WARM 64
+/* Warm-up rounds (of BENCH_E2E_WARM records, ~6 KB per partition before
+ * compression): enough that every partition is past its first offset- and
+ * time-index entry, which the broker writes once log.index.interval.bytes
+ * (4096) of batches have been appended. That first write touches the new
+ * segment's preallocated, sparse, memory-mapped index files; on this
+ * machine's kernel (ext4, large-folio readahead) the page fault zero-fills
+ * megabytes and holds one of the broker's request threads for 100-250 ms
+ * in all, with every produce request queued behind it (perf, bench/
+ * RESULTS.md "The phase-start stall"). A new topic pays it once, at its
+ * first few KB; measured, it was the slowest stretch of nearly every
+ * phase. */
+#define BENCH_E2E_WARM_ROUNDS 8
 
 typedef struct {
   const bench_opts_t *o;
@@ -189,17 +201,21 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
     bench_die("cannot start the consumer thread");
 
   /* Warm-up, not measured: one message of each of BENCH_E2E_WARM extra
-   * users (indexes `users` and up), a round every 200 ms until a round's
-   * worth has gone all the way through, so that the producer has the
-   * topic's metadata, the consumer its partitions and fetch positions, and
-   * every partition its first record on the broker (the first append to a
-   * partition creates its segment files) before the clock starts. */
+   * users (indexes `users` and up) per round, BENCH_E2E_WARM_ROUNDS rounds
+   * that go all the way through (a round is sent again every 200 ms until
+   * it does: messages sent before the consumer's first assignment are not
+   * read), so that before the clock starts the producer has the topic's
+   * metadata, the consumer its partitions and fetch positions, and every
+   * partition on the broker its segment files (created by the first
+   * append) and its first index entries (BENCH_E2E_WARM_ROUNDS says why). */
   uint64_t rng = 0xD1B54A32D192ED03ULL ^ (uint64_t)users;
   kmq_runtime_metrics_t mx;
   int64_t t_wait = bench_now_us();
-  for (int w = 0; atomic_load(&e.warm) < BENCH_E2E_WARM; w++) {
+  const long long warm_all = (long long)BENCH_E2E_WARM * BENCH_E2E_WARM_ROUNDS;
+  for (int w = 0; atomic_load(&e.warm) < warm_all; w++) {
     if (bench_now_us() - t_wait > 60000000)
       bench_die("e2e: the warm-up messages were not processed in 60 s");
+    long long before = atomic_load(&e.warm);
     for (int k = 0; k < BENCH_E2E_WARM; k++) {
       size_t len = bench_envelope(users + k, w, 0, -1, o->size, &rng, buf,
                                   sizeof(buf));
@@ -209,7 +225,8 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
       kmq_producer_send(p, &m, NULL);
     }
     kmq_producer_flush(p, 10000);
-    for (int i = 0; i < 20 && atomic_load(&e.warm) < BENCH_E2E_WARM; i++)
+    for (int i = 0; i < 20 && atomic_load(&e.warm) - before < BENCH_E2E_WARM;
+         i++)
       bench_sleep_us(10000);
   }
   bench_sleep_us(100000);
