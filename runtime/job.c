@@ -95,8 +95,8 @@ static void kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
   case KMQ_PROC_RETRY:
     KMQ__INC(rt, retried);
     if (job->attempt >= rt->max_attempts) {
-      kmq__job_dlq(job, KMQ_PROC_REASON_RETRIES, kmq_proc_ctx_reason(&job->ctx),
-               "processor");
+      kmq__job_dlq(job, KMQ_PROC_REASON_RETRIES,
+                   kmq_proc_ctx_reason(&job->ctx), "processor");
       return;
     }
     if (kmq_ack_revoked(job->ack)) {
@@ -120,7 +120,7 @@ static void kmq__outcome(kmq__job_t *job, kmq_proc_result_t r) {
     return;
   default:
     kmq__job_dlq(job, KMQ_PROC_REASON_FAILED, kmq_proc_ctx_reason(&job->ctx),
-             "processor");
+                 "processor");
     return;
   }
 }
@@ -274,7 +274,7 @@ void kmq__job_cancel(void *opaque, void *item) {
 
 /* @locality poll thread */
 kmq_err_t kmq__job_on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
-                                 void *opaque) {
+                              void *opaque) {
   kmq_runtime_t *rt = opaque;
   /* The record's area: ours until kmq_ack. Never NULL for a current ack of
    * a consumer created with record_size (kmq_runtime_new). */
@@ -305,8 +305,8 @@ kmq_err_t kmq__job_on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
      * runnable goes to the workers first. */
     kmq_sched_batch_flush(rt->sched);
     kmq__job_dlq(job, "missing_user",
-             "record has no key: the key must be the external_userid",
-             "consumer");
+                 "record has no key: the key must be the external_userid",
+                 "consumer");
     return KMQ_OK;
   }
   /* Queued, not running, until kmq__job_run begins it: a revoke meanwhile

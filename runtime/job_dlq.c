@@ -68,7 +68,7 @@ static void kmq__dlq_done(kmq_dlq_outcome_t outcome, kmq_err_t err,
 /* Dead-letters the job's message; the ack follows the DLQ outcome, so the
  * offset is finished only once the record is durable somewhere. */
 void kmq__job_dlq(kmq__job_t *job, const char *reason, const char *error,
-                     const char *source) {
+                  const char *source) {
   const rd_kafka_message_t *m = job->m;
   if (job->rt->shadow) {
     /* A shadow must not touch what the live path owns, the DLQ included:

@@ -1,11 +1,12 @@
 /*
  * The runtime's inside, shared by its files (kmq__ prefix, not installed):
- *   runtime.c   the object: new, poll, run, stop, destroy, metrics, the
- *               consumer's hooks, and the references that let destroy end
- *               while a job is still out (the late path);
+ *   runtime.c   the object: new, poll, run, stop, destroy (which detaches
+ *               the runtime when a job is still out), metrics, the
+ *               consumer's hooks, and kmq__rt_free (the last reference);
  *   job.c       one message's path from dispatch to ack: routing, decode,
  *               processor attempts, retries on the scheduler's timer,
- *               cancel, completion;
+ *               cancel, completion, and the late path (a job back after
+ *               destroy detached the runtime);
  *   job_dlq.c   a job's dead letter: the DLQ, its outcome, the retry when
  *               neither the DLQ nor the fallback store took it.
  * Threads: the poll thread dispatches (kmq__job_on_message); workers run
@@ -13,7 +14,11 @@
  * thread and the DLQ's delivery thread bring outcomes back. Every way back
  * into the runtime for a job brackets its own work with kmq__rt_enter /
  * kmq__rt_leave (never the processor call), so that destroy can bound its
- * wait (see `detached` below).
+ * wait (see `detached` below); "inside kmq__rt_enter" below also covers
+ * the poll thread at dispatch (a keyless record's dead letter), which
+ * destroy never runs beside (the same thread) and whose job reference
+ * keeps rt alive.
+ * The references (refs, enter, leave, unref) are inline here.
  */
 #ifndef KMQ_RUNTIME_RUNTIME_INT_H
 #define KMQ_RUNTIME_RUNTIME_INT_H
@@ -53,14 +58,14 @@ typedef struct kmq__job_s {
   const kmq_proc_entry_t *entry;
   kmq_chat_msg_t msg;
   int decoded;
-  /* 1 on the first run; > 1 when kmq__run gets the job back from
+  /* 1 on the first run; > 1 when kmq__job_run gets the job back from
    * kmq_sched_retry_after (begun and decoded already). */
   int attempt;
   int64_t t0_us;
   /* Its dead letter, kept for a retry when neither the DLQ nor the store
-   * took it (kmq__dlq_retry): the arguments of kmq__dlq (static strings,
+   * took it (kmq__dlq_retry): the arguments of kmq__job_dlq (static strings,
    * job->err or the ctx's reason, all stable until the job ends) and the
-   * attempts so far. dlq_retry: kmq__run gets the job back for the DLQ,
+   * attempts so far. dlq_retry: kmq__job_run gets the job back for the DLQ,
    * not for its processor. */
   const char *dlq_reason, *dlq_error, *dlq_source;
   int dlq_tries;
@@ -102,18 +107,18 @@ struct kmq_runtime_s {
   /* Shutdown with work still running (kmq_runtime_destroy past its
    * bound). Every way back into the runtime for a job (a worker's run or
    * cancel, an ASYNC completion, a DLQ outcome) brackets its own work with
-   * kmq__enter/kmq__leave (never the processor call). destroy sets
+   * kmq__rt_enter/kmq__rt_leave (never the processor call). destroy sets
    * `detached` and waits (bounded) for `entered` to reach 0; from then on
-   * a job that comes back takes the late path (kmq__late): it touches only
-   * the job, the scheduler it came from and `refs`, never the consumer's
-   * API (it does not ack), the DLQ or the gates. `refs` is 1 (the owner,
-   * dropped by destroy) + the jobs between kmq__on_message and their end +
-   * the threads entered; whoever drops the last one frees the runtime and
-   * what destroy could not free: a stuck processor keeps its job and
-   * message (and so the closed consumer handle, whose record slab holds
-   * both) alive until it returns; a thread still entered at destroy's
-   * deadline (a dead-letter send waiting on a full queue, a fallback hook)
-   * keeps the DLQ and the consumer until it leaves. */
+   * a job that comes back takes the late path (kmq__job_late): it touches
+   * only the job, the scheduler it came from and `refs`, never the
+   * consumer's API (it does not ack), the DLQ or the gates. `refs` is 1
+   * (the owner, dropped by destroy) + the jobs between kmq__job_on_message
+   * and their end + the threads entered; whoever drops the last one frees
+   * the runtime and what destroy could not free: a stuck processor keeps
+   * its job and message (and so the closed consumer handle, whose record
+   * slab holds both) alive until it returns; a thread still entered at
+   * destroy's deadline (a dead-letter send waiting on a full queue, a
+   * fallback hook) keeps the DLQ and the consumer until it leaves. */
   /* Each group below on cache lines of its own: every message writes
    * these from the poll thread and the workers, and sharing a line with
    * the read-mostly fields above would make every reader miss. */
@@ -125,6 +130,7 @@ struct kmq_runtime_s {
    * (workers, completion threads). */
   _Alignas(KMQ__CACHELINE) atomic_llong dispatched;
   atomic_llong gate_backlog, commit_lag;
+
   _Alignas(KMQ__CACHELINE) atomic_llong processed;
   atomic_llong failed, retried, dlq_lost, cancelled, dlq_retries;
   /* Jobs whose dead letter waits for a retry now (a gauge). */
@@ -142,7 +148,7 @@ static inline int64_t kmq__now_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* ---- references and the late path (runtime.c) ---- */
+/* ---- references (inline; kmq__rt_free in runtime.c) ---- */
 
 /* Frees the runtime once its last reference is gone (kmq__rt_unref). */
 void kmq__rt_free(kmq_runtime_t *rt);
