@@ -5,6 +5,10 @@
  * topic with a processor that simulates work (--work-us, default 1000 us;
  * a sleep, like a call to an upstream API, or a busy loop with --work spin).
  *
+ * Before the clock starts, a warm-up (not measured; bench__phase) puts
+ * BENCH_E2E_WARM_BYTES per partition through the whole path, past the
+ * broker's first index entries of the new topic.
+ *
  * Latency = processed - scheduled send time. The send time (CLOCK_MONOTONIC,
  * us; producer and consumer share this process) travels inside the
  * envelope's content as "bench_t_us", which the processor reads from
@@ -46,17 +50,22 @@
 /* Warm-up users: enough keys that every partition gets a warm-up record
  * (64 keys over 6 partitions miss one with probability ~5e-5). */
 #define BENCH_E2E_WARM 64
-/* Warm-up rounds (of BENCH_E2E_WARM records, ~6 KB per partition before
- * compression): enough that every partition is past its first offset- and
- * time-index entry, which the broker writes once log.index.interval.bytes
- * (4096) of batches have been appended. That first write touches the new
- * segment's preallocated, sparse, memory-mapped index files; on this
- * machine's kernel (ext4, large-folio readahead) the page fault zero-fills
- * megabytes and holds one of the broker's request threads for 100-250 ms
- * in all, with every produce request queued behind it (perf, bench/
- * RESULTS.md "The phase-start stall"). A new topic pays it once, at its
- * first few KB; measured, it was the slowest stretch of nearly every
- * phase. */
+/* Warm-up bytes per partition, before compression: enough that every
+ * partition is past its first offset- and time-index entry before the
+ * clock starts. The broker writes the first entry on the append after
+ * more than log.index.interval.bytes (4096) of batches, as stored (lz4:
+ * one round of BENCH_E2E_WARM default envelopes is ~6 KB per partition,
+ * ~2-3 KB stored). That first write touches the new segment's
+ * preallocated, sparse, memory-mapped index files; on this machine's
+ * kernel (Linux 6.18, ext4) the page fault's readahead zero-fills pages
+ * of the hole, and it kept one of the broker's request threads busy for
+ * 100-250 ms while the produce requests behind it waited (bench/
+ * RESULTS.md "The phase-start stall"). Each partition of a new topic pays
+ * it once; before this warm-up it fell on the first 0.5 s of nearly every
+ * measured phase. 64 KiB leaves the 4096 stored bytes behind unless lz4
+ * shrinks the records 16 times. */
+#define BENCH_E2E_WARM_BYTES 65536
+/* At least this many rounds whatever the size. */
 #define BENCH_E2E_WARM_ROUNDS 8
 
 typedef struct {
@@ -200,34 +209,45 @@ static int bench__phase(const bench_opts_t *o, int users, bench_run_t *run) {
   if (pthread_create(&th, NULL, bench__consumer, &e))
     bench_die("cannot start the consumer thread");
 
-  /* Warm-up, not measured: one message of each of BENCH_E2E_WARM extra
-   * users (indexes `users` and up) per round, BENCH_E2E_WARM_ROUNDS rounds
-   * that go all the way through (a round is sent again every 200 ms until
-   * it does: messages sent before the consumer's first assignment are not
-   * read), so that before the clock starts the producer has the topic's
-   * metadata, the consumer its partitions and fetch positions, and every
-   * partition on the broker its segment files (created by the first
-   * append) and its first index entries (BENCH_E2E_WARM_ROUNDS says why). */
+  /* Warm-up, not measured: rounds of one message of each of
+   * BENCH_E2E_WARM extra users (indexes `users` and up), each round
+   * flushed (one batch per partition), until BENCH_E2E_WARM_BYTES per
+   * partition and BENCH_E2E_WARM_ROUNDS rounds went out; then every one
+   * of them must have been processed (a new group reads from the earliest
+   * offset, so rounds sent before the first assignment are read after
+   * it). So before the clock starts the producer has the topic's
+   * metadata, the consumer its partitions and fetch positions, every
+   * partition on the broker its segment files (the first append creates
+   * them) and its first index entries (BENCH_E2E_WARM_BYTES says why),
+   * and no warm-up record is left to overlap the measured ones. Its own
+   * random state: the measured phase's users and paddings do not depend
+   * on how the warm-up went. */
   uint64_t rng = 0xD1B54A32D192ED03ULL ^ (uint64_t)users;
+  uint64_t wrng = rng ^ 0x9E3779B97F4A7C15ULL;
   kmq_runtime_metrics_t mx;
   int64_t t_wait = bench_now_us();
-  const long long warm_all = (long long)BENCH_E2E_WARM * BENCH_E2E_WARM_ROUNDS;
-  for (int w = 0; atomic_load(&e.warm) < warm_all; w++) {
-    if (bench_now_us() - t_wait > 60000000)
-      bench_die("e2e: the warm-up messages were not processed in 60 s");
-    long long before = atomic_load(&e.warm);
+  long long warm_sent = 0;
+  double warm_bytes = 0, warm_need = (double)BENCH_E2E_WARM_BYTES *
+                                     (o->partitions > 0 ? o->partitions : 1);
+  for (int w = 0; w < BENCH_E2E_WARM_ROUNDS || warm_bytes < warm_need; w++) {
     for (int k = 0; k < BENCH_E2E_WARM; k++) {
-      size_t len = bench_envelope(users + k, w, 0, -1, o->size, &rng, buf,
+      size_t len = bench_envelope(users + k, w, 0, -1, o->size, &wrng, buf,
                                   sizeof(buf));
       snprintf(key, sizeof(key), "wm%06d", users + k);
       kmq_produce_msg_t m = {.key = key, .key_len = strlen(key), .value = buf,
                              .value_len = len};
-      kmq_producer_send(p, &m, NULL);
+      if (kmq_producer_send(p, &m, NULL))
+        bench_die("e2e: a warm-up send was refused");
+      warm_sent++;
+      warm_bytes += (double)len;
     }
-    kmq_producer_flush(p, 10000);
-    for (int i = 0; i < 20 && atomic_load(&e.warm) - before < BENCH_E2E_WARM;
-         i++)
-      bench_sleep_us(10000);
+    if (kmq_producer_flush(p, 10000))
+      bench_die("e2e: the warm-up was not delivered in 10 s");
+  }
+  while (atomic_load(&e.warm) < warm_sent) {
+    if (bench_now_us() - t_wait > 60000000)
+      bench_die("e2e: the warm-up messages were not processed in 60 s");
+    bench_sleep_us(10000);
   }
   bench_sleep_us(100000);
 
