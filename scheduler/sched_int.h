@@ -115,10 +115,6 @@ struct kmq_sched_actor_s {
    * double-done detector; ordering comes from `pending`. */
   _Atomic bool running;
 
-  /* Run-queue priority: the seq of the mailbox head when the actor was
-   * queued (the head cannot change while it is queued: only its runner
-   * pops). Under s->runq_lock only. */
-  uint32_t runq_seq;
   /* Retry timer (timer.c), under s->runq_lock only: the running item put
    * back by kmq_sched_retry_after, when it is due (CLOCK_MONOTONIC ns) and
    * its arming order (ties run first armed, first run). Meaningful only
@@ -173,6 +169,16 @@ typedef struct kmq__dstats_s {
   _Atomic uint64_t mailbox_depth_max;
 } kmq__dstats_t;
 
+/* A run-queue entry: a queued actor and its priority, the seq of its
+ * mailbox head when it was queued (the head cannot change while it is
+ * queued: only its runner pops). The seq lives in the heap itself, so that
+ * a sift compares within one array instead of reading an actor (a likely
+ * cache miss with many users) at every level. */
+typedef struct {
+  uint32_t seq;
+  kmq_sched_actor_t *a;
+} kmq__runq_ent_t;
+
 struct kmq_sched_s {
   /* -- Immutable after kmq_sched_new -- */
   kmq_sched_callbacks_t cbs;
@@ -203,17 +209,17 @@ struct kmq_sched_s {
 
   /* -- Run queue: actors with work, oldest head item first, under
    * runq_lock (sched.c) --
-   * A binary min-heap on runq_seq: workers take the actor whose next item
-   * was submitted first, so items run close to submit (offset) order and
-   * the commit gate's backlog of finished-but-uncommittable offsets stays
-   * near the number of workers; a FIFO of actors let an old item wait
-   * behind every other runnable actor's turn (bench/RESULTS.md).
+   * A binary min-heap on the entries' seq: workers take the actor whose
+   * next item was submitted first, so items run close to submit (offset)
+   * order and the commit gate's backlog of finished-but-uncommittable
+   * offsets stays near the number of workers; a FIFO of actors let an old
+   * item wait behind every other runnable actor's turn (bench/RESULTS.md).
    * A mutex, not a lock-free ring: with more workers than CPUs a producer
    * preempted inside ck_ring's multi-producer enqueue made every other
    * producer spin behind it (finding 1); a waiter on a mutex sleeps
    * instead, and the critical section is short. */
   _Alignas(KMQ__CACHELINE) pthread_mutex_t runq_lock;
-  kmq_sched_actor_t **runq_heap; /* runq_cap slots */
+  kmq__runq_ent_t *runq_heap;    /* runq_cap slots */
   uint32_t runq_cap;             /* > the most actors queued at once */
   pthread_cond_t wake_cond;    /* idle workers wait here, on runq_lock */
   /* Workers in wake_cond: written under runq_lock; atomic only so that

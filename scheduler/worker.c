@@ -39,15 +39,15 @@ void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
   if (len >= s->runq_cap)
     KMQ__SCHED_BUG("run queue overflow");
   uint32_t i = len;
-  a->runq_seq = seq;
+  kmq__runq_ent_t *h = s->runq_heap;
   while (i > 0) { /* sift up */
     uint32_t parent = (i - 1) / 2;
-    if (!kmq__seq_before(seq, s->runq_heap[parent]->runq_seq))
+    if (!kmq__seq_before(seq, h[parent].seq))
       break;
-    s->runq_heap[i] = s->runq_heap[parent];
+    h[i] = h[parent];
     i = parent;
   }
-  s->runq_heap[i] = a;
+  h[i] = (kmq__runq_ent_t){seq, a};
   atomic_store_explicit(&s->runq_len, len + 1, memory_order_relaxed);
   if (wake)
     kmq__wake_locked(s);
@@ -60,17 +60,17 @@ static kmq_sched_actor_t *kmq__runq_take(kmq_sched_t *s) {
   uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
   if (len == 0)
     return NULL;
-  kmq_sched_actor_t **h = s->runq_heap;
-  kmq_sched_actor_t *top = h[0];
-  kmq_sched_actor_t *last = h[--len];
+  kmq__runq_ent_t *h = s->runq_heap;
+  kmq_sched_actor_t *top = h[0].a;
+  kmq__runq_ent_t last = h[--len];
   uint32_t i = 0;
   for (;;) { /* sift last down from the root */
     uint32_t c = 2 * i + 1;
     if (c >= len)
       break;
-    if (c + 1 < len && kmq__seq_before(h[c + 1]->runq_seq, h[c]->runq_seq))
+    if (c + 1 < len && kmq__seq_before(h[c + 1].seq, h[c].seq))
       c++;
-    if (!kmq__seq_before(h[c]->runq_seq, last->runq_seq))
+    if (!kmq__seq_before(h[c].seq, last.seq))
       break;
     h[i] = h[c];
     i = c;
