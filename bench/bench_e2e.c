@@ -161,6 +161,10 @@ static void *bench__consumer(void *arg) {
       e->poll_err = r;
       break;
     }
+    /* The maxima cover the measured phase only, not the warm-up's
+     * bursts. */
+    if (atomic_load(&e->t0) == 0)
+      continue;
     int64_t acc[2] = {0, 0};
     kmq_consumer_partitions(kmq_runtime_consumer(e->rt), bench__sample, acc);
     if (acc[0] > e->backlog_max)
