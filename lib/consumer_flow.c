@@ -227,12 +227,13 @@ void kmq__apply_stuck(kmq_consumer_t *c) {
 
 void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m) {
   KMQ__INC(c, consumed, 1);
-  if (p->gate && m->offset < kmq_gate_high(p->gate) && !p->held_cnt) {
-    /* Already handed out in this assignment: a re-fetch. Never twice. */
+  if (m->offset < p->read_end) {
+    /* Already read in this assignment: a re-fetch. Never twice. */
     KMQ__INC(c, refetched, 1);
     rd_kafka_message_destroy(m);
     return;
   }
+  p->read_end = m->offset + 1;
   /* Behind what is already held, or a stuck partition's next: waits, in
    * offset order. */
   if (p->held_cnt || p->stuck || kmq__offer(c, p, m) == KMQ_ERR_BACKPRESSURE)

@@ -22,6 +22,13 @@ typedef struct kmq__part_s {
   rd_kafka_topic_t *rkt; /* of its messages, once one was read: a quick
                             match for the fetch queue's reads */
   int64_t in_flight;  /* records outstanding for this partition */
+  /* One past the highest offset read from librdkafka for it in this
+   * assignment (0: none yet): a message below it was read before (handed
+   * out, skipped as restored, or held), so it is a re-fetch. Not the
+   * gate's high: a finished prefix carries the gate past offsets restored
+   * as finished that the fetch has not reached yet (gate.c), and those are
+   * skipped, not re-fetches. */
+  int64_t read_end;
   int64_t stored;     /* last offset handed to rd_kafka_offsets_store, -1 */
   int64_t committed;  /* last offset confirmed committed, -1 */
   int dirty;          /* committable advanced past `stored` */

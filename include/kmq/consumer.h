@@ -164,7 +164,9 @@ typedef struct {
                              message waits, a stuck one, or no budget while
                              librdkafka has messages of it) */
   int64_t consume_errors; /* error events from librdkafka */
-  int64_t refetched;      /* re-fetched offsets dropped (already handed out) */
+  int64_t refetched;      /* re-fetched offsets dropped (read before in the
+                             partition's assignment: handed out, skipped or
+                             held) */
   int64_t slow_revokes;   /* revokes that waited past kmq.revoke.timeout.ms */
   int64_t abandoned;      /* in flight when their partition was dropped (lost,
                              or revoke/close past its bound): outcome ignored */
