@@ -7,8 +7,10 @@
  *   - backlog = bits set; ahead = bits set at or past high. Those are offsets
  *     restored as finished (kmq_gate_restore_done) that the fetch has not
  *     reached yet: high stays "one past the highest offset tracked or marked
- *     here", so a consumer's re-fetch check (offset < high) and in_flight
- *     keep their meaning after a restore.
+ *     here", so in_flight keeps its meaning after a restore. (A finished
+ *     prefix can still carry base, and high with it, over restored offsets
+ *     not read yet: a consumer's re-fetch check needs its own record of
+ *     what it read, lib/part.h read_end.)
  *   - in_flight = (high - base) - (backlog - ahead).
  */
 #include "kmq/gate.h"
