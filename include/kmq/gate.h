@@ -85,7 +85,10 @@ int64_t kmq_gate_in_flight(const kmq_gate_t *gate);
 
 /* One past the highest offset tracked or marked done (committable when
  * none). Offsets restored as finished move it only once the committable
- * offset passes them, so "offset < high" still means "handed out before". */
+ * offset passes them. So "offset < high" means "handed out before, or
+ * restored as finished and passed by the committable offset": not, on its
+ * own, that a record read now was read before (the consumer keeps its own
+ * record of what it read for that). */
 int64_t kmq_gate_high(const kmq_gate_t *gate);
 
 /* True when `offset` is finished: below the committable offset, or marked
