@@ -25,7 +25,7 @@ kmq__part_t *kmq__part_add(kmq_consumer_t *c, const char *topic,
     return NULL;
   }
   p->partition = partition;
-  p->stored = p->committed = -1;
+  p->stored = p->committed = p->dropped_at = -1;
   p->next = c->parts;
   c->parts = p;
   return p;
@@ -159,10 +159,18 @@ void kmq__hold(kmq_consumer_t *c, kmq__part_t *p,
     int ns = p->held_size ? p->held_size * 2 : 4;
     rd_kafka_message_t **n = realloc(p->held, (size_t)ns * sizeof(*n));
     if (!n) {
-      /* Cannot keep it: drop it uncommitted; it is redelivered after a
-       * restart or rebalance since the gate never passes it. */
-      kmq__log_to(&c->log, "ERROR", "consumer", "out of memory holding %s [%d] @%lld",
-               p->topic, p->partition, (long long)m->offset);
+      /* Cannot keep it: drop it, and everything after it (dropped_at), so
+       * that the gate never tracks past it (tracking a later offset would
+       * count it finished) and it is read again by the next owner or
+       * after a restart. The partition makes no progress meanwhile. */
+      kmq__log_to(&c->log, "ERROR", "consumer",
+                  "out of memory holding %s [%d] @%lld: the partition stops "
+                  "here (nothing from this offset on is processed or "
+                  "committed) until it is reassigned or the process "
+                  "restarts",
+                  p->topic, p->partition, (long long)m->offset);
+      if (p->dropped_at < 0)
+        p->dropped_at = m->offset;
       rd_kafka_message_destroy(m);
       return;
     }
@@ -234,6 +242,11 @@ void kmq__dispatch(kmq_consumer_t *c, kmq__part_t *p, rd_kafka_message_t *m) {
     return;
   }
   p->read_end = m->offset + 1;
+  if (p->dropped_at >= 0) {
+    /* Past a message that could not be kept (kmq__hold): not offered. */
+    rd_kafka_message_destroy(m);
+    return;
+  }
   /* Behind what is already held, or a stuck partition's next: waits, in
    * offset order. */
   if (p->held_cnt || p->stuck || kmq__offer(c, p, m) == KMQ_ERR_BACKPRESSURE)

@@ -29,6 +29,11 @@ typedef struct kmq__part_s {
    * as finished that the fetch has not reached yet (gate.c), and those are
    * skipped, not re-fetches. */
   int64_t read_end;
+  /* -1, or the offset of a message kmq could not keep (out of memory in
+   * kmq__hold): nothing at or past it is offered in this assignment, so
+   * the gate never tracks past it and nothing from it on is committed; the
+   * next owner, or this one after a restart, reads it again. */
+  int64_t dropped_at;
   int64_t stored;     /* last offset handed to rd_kafka_offsets_store, -1 */
   int64_t committed;  /* last offset confirmed committed, -1 */
   int dirty;          /* committable advanced past `stored` */
