@@ -18,7 +18,10 @@
 
 int kmq__slab_init(kmq_consumer_t *c, size_t record_size, char *errstr,
                    size_t errstr_size) {
-  const size_t align = alignof(max_align_t);
+  /* Areas on cache lines of their own: the poll thread fills a record's
+   * area while workers write their neighbours', and an area that shares a
+   * line with the next record's would bounce between them. */
+  const size_t align = KMQ__CACHELINE;
   size_t n = c->nslots;
   /* nslots <= 2^22 (kmq.max.inflight): the headers cannot overflow. */
   size_t head = KMQ__ALIGN_UP(n * sizeof(kmq__slot_t), align);
@@ -32,9 +35,13 @@ int kmq__slab_init(kmq_consumer_t *c, size_t record_size, char *errstr,
     }
     stride = KMQ__ALIGN_UP(record_size, align);
   }
-  /* calloc: every word starts FREE at generation 0, every area zeroed;
-   * aligned for max_align_t, so are head and every stride after it. */
-  unsigned char *slab = calloc(1, head + n * stride);
+  /* Zeroed: every word starts FREE at generation 0, every area zeroed;
+   * aligned to a cache line (which max_align_t divides), so are head and
+   * every stride after it. */
+  size_t bytes = KMQ__ALIGN_UP(head + n * stride, align);
+  unsigned char *slab = aligned_alloc(align, bytes);
+  if (slab)
+    memset(slab, 0, bytes);
   c->free_stack = calloc(n, sizeof(*c->free_stack));
   c->acked_next = calloc(n, sizeof(*c->acked_next));
   if (!slab || !c->free_stack || !c->acked_next) {
