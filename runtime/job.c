@@ -33,8 +33,8 @@ void kmq__job_late(kmq_runtime_t *rt, kmq__job_t *job) {
  * order so that the scheduler counts an item as in flight only while its
  * record is taken: its kmq.max.inflight, the consumer's, then never
  * refuses what the consumer admitted (sched.h). Inside kmq__rt_enter; drops
- * the job's reference, never the last one (the entered thread holds
- * one). */
+ * the job's reference, never the last one (the owner's is held while a
+ * thread is inside). */
 static void kmq__complete(kmq__job_t *job, int ok) {
   kmq_runtime_t *rt = job->rt;
   if (job->dlq_tries) {
@@ -183,6 +183,7 @@ static bool kmq__prepare(kmq_runtime_t *rt, kmq__job_t *job) {
     kmq__job_drop(job);
     return false;
   }
+  job->entry = NULL; /* no processor yet: a dead letter before it says so */
   if (!kmq_ack_begin(job->ack)) {
     /* Its partition is being revoked (or we are closing): the revoke does
      * not wait for it, the next owner runs it. */
@@ -291,7 +292,6 @@ kmq_err_t kmq__job_on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   job->m = m;
   job->ack = ack;
   job->actor = NULL;
-  job->entry = NULL;
   job->decoded = 0;
   job->attempt = 1;
   job->dlq_tries = 0;
@@ -304,6 +304,7 @@ kmq_err_t kmq__job_on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
     /* The send may wait for room in the DLQ's queue: what this poll made
      * runnable goes to the workers first. */
     kmq_sched_batch_flush(rt->sched);
+    job->entry = NULL;
     kmq__job_dlq(job, "missing_user",
                  "record has no key: the key must be the external_userid",
                  "consumer");

@@ -327,13 +327,26 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
    * in a dead-letter send waiting for room or in the fallback hook: it
    * gets kmq.flush.timeout.ms, shared with the DLQ's own flush. */
   int64_t flush_deadline = kmq__mono_ms() + rt->flush_ms;
-  atomic_store(&rt->detached, 1);
-  while (atomic_load(&rt->entered) != 0 &&
+  atomic_fetch_or_explicit(&rt->entered, KMQ__RT_DETACHED,
+                           memory_order_acq_rel);
+  while ((atomic_load_explicit(&rt->entered, memory_order_acquire) &
+          KMQ__RT_INSIDE) != 0 &&
          kmq__mono_ms() < flush_deadline) {
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
-  if (atomic_load(&rt->entered) == 0) {
+  /* Still someone inside: abandoned, in the same RMW that sees it, so that
+   * exactly one of us drops the owner's reference (kmq__rt_leave). A
+   * thread refused entry counts for a moment too: it then leaves as the
+   * last one out, which is as right. */
+  long long word = atomic_load_explicit(&rt->entered, memory_order_acquire);
+  while ((word & KMQ__RT_INSIDE) != 0 &&
+         !atomic_compare_exchange_weak_explicit(
+             &rt->entered, &word, word | KMQ__RT_ABANDONED,
+             memory_order_acq_rel, memory_order_acquire))
+    ;
+  bool inside = (word & KMQ__RT_INSIDE) != 0;
+  if (!inside) {
     /* Dead letters still in flight reach their outcome (or are purged)
      * within what is left; their callbacks take the late path. */
     int64_t fl = flush_deadline - kmq__mono_ms();
@@ -353,9 +366,11 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
              "after kmq.flush.timeout.ms: the DLQ and the consumer are freed "
              "when it returns");
   }
-  /* The owner's reference; if a late job or an entered thread still holds
-   * one, the last of them frees the rest (kmq__rt_free). */
-  if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
+  /* The owner's reference, unless abandoned (then the last thread out
+   * drops it); if a late job still holds one, the last of them frees the
+   * rest (kmq__rt_free). */
+  if (!inside &&
+      atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
     kmq__free_now(rt);
 }
 

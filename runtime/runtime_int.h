@@ -25,6 +25,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -51,31 +52,40 @@
  * its bytes between records: rt and ctx are set on a record's first use
  * (the consumer zeroes the slab), the rest per message. */
 typedef struct kmq__job_s {
+  /* The first cache line (the consumer aligns areas to lines): all that
+   * kmq__job_on_message writes per message, so that handing a record out
+   * costs the poll thread one line that a worker last wrote, not three. */
   kmq_runtime_t *rt;
   const rd_kafka_message_t *m;
   kmq_ack_t ack;
   kmq_sched_actor_t *actor; /* NULL for messages dead-lettered at dispatch */
-  const kmq_proc_entry_t *entry;
-  kmq_chat_msg_t msg;
-  int decoded;
+  int64_t t0_us;
   /* 1 on the first run; > 1 when kmq__job_run gets the job back from
    * kmq_sched_retry_after (begun and decoded already). */
   int attempt;
-  int64_t t0_us;
-  /* Its dead letter, kept for a retry when neither the DLQ nor the store
-   * took it (kmq__dlq_retry): the arguments of kmq__job_dlq (static strings,
-   * job->err or the ctx's reason, all stable until the job ends) and the
-   * attempts so far. dlq_retry: kmq__job_run gets the job back for the DLQ,
-   * not for its processor. */
-  const char *dlq_reason, *dlq_error, *dlq_source;
-  int dlq_tries;
-  int dlq_retry;
   /* Stall diagnostics (runtime/metrics_int.h): state and attempts, a
    * relaxed store per transition, sampled by the poll thread. */
   atomic_int diag;
+  /* Its dead letter's attempts so far, and dlq_retry: kmq__job_run gets
+   * the job back for the DLQ, not for its processor (kmq__dlq_retry). */
+  int dlq_tries;
+  unsigned char dlq_retry;
+  unsigned char decoded; /* msg holds a decoded message to clear */
+  /* From here on, written by the workers. entry: the processor, set by
+   * kmq__prepare (NULL until then). */
+  const kmq_proc_entry_t *entry;
+  /* Its dead letter, kept for a retry when neither the DLQ nor the store
+   * took it (kmq__dlq_retry): the arguments of kmq__job_dlq (static
+   * strings, job->err or the ctx's reason, all stable until the job
+   * ends). */
+  const char *dlq_reason, *dlq_error, *dlq_source;
+  kmq_chat_msg_t msg;
   kmq_proc_ctx_t ctx;
   char err[256];
 } kmq__job_t;
+
+_Static_assert(offsetof(kmq__job_t, entry) <= KMQ__CACHELINE,
+               "the fields the poll thread writes fit the first line");
 
 
 struct kmq_runtime_s {
@@ -107,24 +117,32 @@ struct kmq_runtime_s {
   /* Shutdown with work still running (kmq_runtime_destroy past its
    * bound). Every way back into the runtime for a job (a worker's run or
    * cancel, an ASYNC completion, a DLQ outcome) brackets its own work with
-   * kmq__rt_enter/kmq__rt_leave (never the processor call). destroy sets
-   * `detached` and waits (bounded) for `entered` to reach 0; from then on
-   * a job that comes back takes the late path (kmq__job_late): it touches
-   * only the job, the scheduler it came from and `refs`, never the
-   * consumer's API (it does not ack), the DLQ or the gates. `refs` is 1
-   * (the owner, dropped by destroy) + the jobs between kmq__job_on_message
-   * and their end + the threads entered; whoever drops the last one frees
-   * the runtime and what destroy could not free: a stuck processor keeps
-   * its job and message (and so the closed consumer handle, whose record
-   * slab holds both) alive until it returns; a thread still entered at
-   * destroy's deadline (a dead-letter send waiting on a full queue, a
-   * fallback hook) keeps the DLQ and the consumer until it leaves. */
-  /* Each group below on cache lines of its own: every message writes
-   * these from the poll thread and the workers, and sharing a line with
-   * the read-mostly fields above would make every reader miss. */
-  _Alignas(KMQ__CACHELINE) atomic_int detached;
-  atomic_int entered;
-  atomic_long refs;
+   * kmq__rt_enter/kmq__rt_leave (never the processor call). `entered` is
+   * one word: the number of threads inside (KMQ__RT_INSIDE) and destroy's
+   * flags. destroy sets KMQ__RT_DETACHED and waits (bounded) for no thread
+   * inside; from then on a job that comes back takes the late path
+   * (kmq__job_late): it touches only the job, the scheduler it came from
+   * and `refs`, never the consumer's API (it does not ack), the DLQ or the
+   * gates. One word, so that entering and leaving are one RMW each and
+   * destroy's checks are exact: a thread either enters before the flag or
+   * sees it.
+   * `refs` is 1 (the owner) + the jobs between kmq__job_on_message and
+   * their end; whoever drops the last one frees the runtime and what
+   * destroy could not free: a stuck processor keeps its job and message
+   * (and so the closed consumer handle, whose record slab holds both)
+   * alive until it returns. An entered thread takes no reference of its
+   * own (a job can end inside, dropping its): the owner's covers it.
+   * destroy drops the owner's only once no thread is inside; when one is
+   * still inside at its deadline (a dead-letter send waiting on a full
+   * queue, a fallback hook), destroy sets KMQ__RT_ABANDONED instead and
+   * the last thread to leave drops it (KMQ__RT_OWNER_DROPPED: exactly
+   * once), keeping the DLQ and the consumer until then. */
+  /* On cache lines of their own: every message writes them, `entered`
+   * from the workers, `refs` from the poll thread and the workers, and
+   * sharing a line with the read-mostly fields above would make every
+   * reader miss. */
+  _Alignas(KMQ__CACHELINE) atomic_llong entered;
+  _Alignas(KMQ__CACHELINE) atomic_long refs;
 
   /* Relaxed counters: metrics only. The poll thread's, then the others
    * (workers, completion threads). */
@@ -160,27 +178,36 @@ static inline void kmq__rt_unref(kmq_runtime_t *rt) {
     kmq__rt_free(rt);
 }
 
-/* Enters the runtime's own code for a job (see `detached`), holding a
- * reference until kmq__rt_leave. Returns false, entered and referenced
- * nothing, when the runtime is detached: take the late path
- * (kmq__job_late) instead. The caller's job reference keeps rt alive
- * meanwhile. seq_cst with destroy's store of detached and load of entered:
- * either destroy sees us entered and waits, or we see detached. */
-static inline bool kmq__rt_enter(kmq_runtime_t *rt) {
-  atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
-  atomic_fetch_add(&rt->entered, 1);
-  if (!atomic_load(&rt->detached))
-    return true;
-  atomic_fetch_sub_explicit(&rt->entered, 1, memory_order_release);
-  atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
-  return false;
+#define KMQ__RT_INSIDE 0xffffffffLL       /* threads inside */
+#define KMQ__RT_DETACHED (1LL << 40)      /* destroy: no entering */
+#define KMQ__RT_ABANDONED (1LL << 41)     /* the last out drops the owner's */
+#define KMQ__RT_OWNER_DROPPED (1LL << 42) /* ... and has dropped it */
+
+/* Leaves (or undoes a refused entry). The last thread out of an abandoned
+ * runtime drops the owner's reference, which may free it: nothing of rt
+ * may be touched after this. acq_rel: what the thread did inside happens
+ * before destroy's (acquire) check that no one is inside, and before the
+ * free of the last one out. */
+static inline void kmq__rt_leave(kmq_runtime_t *rt) {
+  long long old =
+      atomic_fetch_sub_explicit(&rt->entered, 1, memory_order_acq_rel);
+  if ((old & KMQ__RT_ABANDONED) && (old & KMQ__RT_INSIDE) == 1 &&
+      !(atomic_fetch_or_explicit(&rt->entered, KMQ__RT_OWNER_DROPPED,
+                                 memory_order_acq_rel) &
+        KMQ__RT_OWNER_DROPPED))
+    kmq__rt_unref(rt);
 }
 
-/* Leaves; may free the runtime (destroy gave up waiting for us): nothing
- * of rt may be touched after it. */
-static inline void kmq__rt_leave(kmq_runtime_t *rt) {
-  atomic_fetch_sub_explicit(&rt->entered, 1, memory_order_release);
-  kmq__rt_unref(rt);
+/* Enters the runtime's own code for a job (see `entered`). Returns false,
+ * entered nothing, when the runtime is detached: take the late path
+ * (kmq__job_late) instead. The caller's job reference keeps rt alive
+ * meanwhile (and the owner's, while entered). */
+static inline bool kmq__rt_enter(kmq_runtime_t *rt) {
+  if (!(atomic_fetch_add_explicit(&rt->entered, 1, memory_order_acq_rel) &
+        KMQ__RT_DETACHED))
+    return true;
+  kmq__rt_leave(rt);
+  return false;
 }
 
 /* ---- the message path (job.c) ---- */

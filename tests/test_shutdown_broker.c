@@ -19,6 +19,11 @@
  *   - a new member of the group processes offsets 3-9 of user 0 in order
  *     and does not process user 1's finished messages again (commit
  *     metadata), and commits the end offset.
+ * And a thread still inside the runtime at destroy's deadline (a fallback
+ * hook that blocks, called from a worker for a record too large for its
+ * dead letter): destroy returns within its bound, the runtime's remains
+ * stay until the thread leaves and go then (the last one out drops the
+ * owner's reference), nothing is committed.
  */
 #include <check.h>
 #include <pthread.h>
@@ -243,12 +248,128 @@ END_TEST
 START_TEST(test_stuck_async_processor) { stuck_case(true); }
 END_TEST
 
+/* ---- a thread still inside the runtime at destroy's deadline ---- */
+
+/* A record too large for its dead letter (escaped twofold) goes to the
+ * fallback hook from inside the runtime (kmq_dlq_send, on the worker). */
+#define BIG 990000 /* over kmq.msg.max.bytes, under message.max.bytes */
+
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  atomic_int in_hook, released, returned;
+} hook_t;
+
+/* Blocks until released. @locality the worker, inside the runtime */
+static kmq_err_t stuck_hook(const kmq_fallback_record_t *rec, void *opaque) {
+  (void)rec;
+  hook_t *h = opaque;
+  atomic_store(&h->in_hook, 1);
+  pthread_mutex_lock(&h->lock);
+  while (!atomic_load(&h->released))
+    pthread_cond_wait(&h->cond, &h->lock);
+  pthread_mutex_unlock(&h->lock);
+  atomic_store(&h->returned, 1);
+  return KMQ_OK; /* stored: too late, the runtime is gone */
+}
+
+static kmq_proc_result_t never_called(const kmq_chat_msg_t *msg,
+                                      kmq_proc_ctx_t *ctx, void *opaque) {
+  (void)msg;
+  (void)ctx;
+  atomic_store((atomic_int *)opaque, 1);
+  return KMQ_PROC_OK;
+}
+
+static bool in_hook(void *arg) { return atomic_load(&((hook_t *)arg)->in_hook); }
+
+static bool hook_returned(void *arg) {
+  return atomic_load(&((hook_t *)arg)->returned) != 0;
+}
+
+/* The fallback hook blocks while destroy runs: destroy returns within its
+ * bound (close + flush) with the worker still inside; the runtime, its
+ * consumer and its DLQ stay until that thread leaves, then go (the last
+ * thread out drops the owner's reference: ASan sees no leak and no use
+ * after free); nothing is committed for the record. */
+START_TEST(test_thread_inside_at_deadline) {
+  kt_unique_name(topic, sizeof(topic), "kmq-shut-hook");
+  snprintf(dlq_topic, sizeof(dlq_topic), "%s.dlq", topic);
+  kt_unique_name(group, sizeof(group), "kmq-shut-hook");
+  kt_create_topics(topic, 1, dlq_topic);
+  rd_kafka_t *p = kt_producer_new();
+  char *v = malloc(BIG);
+  ck_assert_ptr_nonnull(v);
+  memset(v, '"', BIG);
+  ck_assert_int_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic),
+                                     RD_KAFKA_V_KEY("big-user", 8),
+                                     RD_KAFKA_V_VALUE(v, BIG),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                     RD_KAFKA_V_END),
+                   0);
+  free(v);
+  kt_producer_done(p);
+
+  hook_t *h = calloc(1, sizeof(*h)); /* outlives the runtime's husk */
+  ck_assert_ptr_nonnull(h);
+  pthread_mutex_init(&h->lock, NULL);
+  pthread_cond_init(&h->cond, NULL);
+  atomic_int called = 0;
+  char errstr[512];
+  kmq_conf_t *c = kmq_conf_new();
+  set(c, "bootstrap.servers", kt_bootstrap());
+  set(c, "kmq.topic", topic);
+  set(c, "group.id", group);
+  set(c, "kmq.sched.workers", "1");
+  set(c, "kmq.close.timeout.ms", "1000");
+  set(c, "kmq.flush.timeout.ms", "500");
+  kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
+  ck_assert_int_eq(kmq_proc_set_default(reg, never_called, &called), KMQ_OK);
+  member_t m = {0};
+  m.reg = reg;
+  m.rt = kmq_runtime_new(c, reg, stuck_hook, h, errstr, sizeof(errstr));
+  ck_assert_msg(m.rt, "%s", errstr);
+  kmq_conf_destroy(c);
+  pthread_create(&m.th, NULL, member_main, &m);
+  ck_assert_msg(kt_wait_until(in_hook, h, 60000), "the hook was not called");
+
+  int64_t took = member_stop(&m);
+  ck_assert_msg(took < 8000, "destroy took %lld ms with a thread inside",
+                (long long)took);
+  ck_assert_msg(took >= 1400, "destroy took only %lld ms: it did not wait "
+                "for the thread inside", (long long)took);
+  ck_assert(!atomic_load(&h->returned));
+  /* Kept for the thread inside: its DLQ and consumer (librdkafka threads),
+   * its abandoned scheduler's worker. */
+  ck_assert_int_gt(kt_threads_named("rdk:"), 0);
+  ck_assert_int_gt(kt_threads_named("kmq-sched-"), 0);
+  ck_assert_int_lt(committed_p0(), 1);
+
+  pthread_mutex_lock(&h->lock);
+  atomic_store(&h->released, 1);
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+  ck_assert(kt_wait_until(hook_returned, h, 10000));
+  ck_assert_msg(kt_wait_until(remains_gone, NULL, 30000),
+                "after the thread left: %d scheduler workers, %d librdkafka "
+                "threads", kt_threads_named("kmq-sched-"),
+                kt_threads_named("rdk:"));
+  ck_assert_int_lt(committed_p0(), 1);
+  ck_assert_int_eq(atomic_load(&called), 0);
+  kmq_proc_registry_destroy(reg);
+  pthread_mutex_destroy(&h->lock);
+  pthread_cond_destroy(&h->cond);
+  free(h);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("shutdown");
   TCase *tc = tcase_create("stuck");
   tcase_set_timeout(tc, 240);
   tcase_add_test(tc, test_stuck_sync_processor);
   tcase_add_test(tc, test_stuck_async_processor);
+  tcase_add_test(tc, test_thread_inside_at_deadline);
   suite_add_tcase(s, tc);
   return s;
 }
