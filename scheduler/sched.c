@@ -103,7 +103,8 @@ kmq_err_t kmq_sched_done(kmq_sched_t *s, kmq_sched_actor_t *actor) {
   if (!atomic_exchange_explicit(&actor->running, false, memory_order_relaxed))
     return KMQ_ERR_STATE;
   atomic_fetch_add_explicit(&s->st_completed, 1, memory_order_relaxed);
-  kmq__actor_finish(s, actor, false);
+  if (!kmq__step_finish(s, actor))
+    kmq__actor_finish(s, actor, false);
   return KMQ_OK;
 }
 

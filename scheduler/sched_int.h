@@ -11,8 +11,11 @@
  *     pushed into the mailbox and not yet finished (done or cancelled). The
  *     transition 0 -> 1 (dispatcher) and every finish that leaves it > 0
  *     (any thread) put the actor on the run queue (a worker cancelling a
- *     run of items may instead keep it, a bounded number of times); so an
- *     actor is, at any time, exactly one of:
+ *     run of items may instead keep it, a bounded number of times; a done
+ *     inside cbs->run, on the runner's own thread, leaves it to the runner,
+ *     which puts it on the queue and takes the oldest in one lock,
+ *     kmq__runq_swap, often taking it straight back); so an actor is, at
+ *     any time, exactly one of:
  *       idle      pending == 0: owned by the dispatcher, which may recycle
  *                 it;
  *       queued    on the run queue (pending > 0, nothing running);
@@ -58,9 +61,10 @@
 #include "kmq/sched.h"
 #include "lib/util.h" /* KMQ__CACHELINE */
 
-/* Keys up to this length live inside the actor; longer keys get one heap
- * block when the actor is bound (a new user, never per item). */
-#define KMQ__SCHED_KEY_INLINE 48
+/* Keys up to this length live inside the actor (in its first line: a
+ * WeCom external_userid is 32 bytes); longer keys get one heap block when
+ * the actor is bound (a new user, never per item). */
+#define KMQ__SCHED_KEY_INLINE 32
 /* Actor slots allocated per slab chunk. */
 #define KMQ__SCHED_SLAB_ACTORS 64
 /* Outstanding cancellation generations (power of two). */
@@ -95,18 +99,24 @@ static inline bool kmq__seq_before(uint32_t a, uint32_t b) {
 CK_RING_PROTOTYPE(kmq__mbox, kmq__mbox_entry)
 
 struct kmq_sched_actor_s {
+  /* -- The first cache line: all that the dispatcher reads to route an item
+   *    to a live actor (kmq__actor_find's key compare, kmq__actor_touch's
+   *    stamp check, the mailbox push's buffer), so that a submit to an actor
+   *    gone cold costs one line here, not two. The key and mbox_buf are
+   *    immutable while live (written by the dispatcher before the actor is
+   *    first published on the run queue; read by runners); stamp_ms is
+   *    dispatcher-only. -- */
+  char *key;                        /* key_inline or a heap block */
+  size_t key_len;
+  struct kmq__mbox_entry *mbox_buf; /* inside the slab, after this struct */
+  int64_t stamp_ms; /* dispatcher clock at the last submit/busy check */
+  char key_inline[KMQ__SCHED_KEY_INLINE];
   /* -- Dispatcher-only (@locality dispatcher) -- */
   kmq_sched_actor_t *lru_prev; /* LRU order = stamp order; free-list link */
   kmq_sched_actor_t *lru_next;
   uint64_t hash;
-  int64_t stamp_ms;   /* dispatcher clock at the last submit/busy check */
-  /* -- Immutable while live (written by the dispatcher before the actor is
-   *    first published on the run queue; read by runners) -- */
+  /* -- Immutable while live, as above -- */
   kmq_sched_t *s;
-  struct kmq__mbox_entry *mbox_buf; /* inside the slab, after this struct */
-  char *key;                        /* key_inline or a heap block */
-  size_t key_len;
-  char key_inline[KMQ__SCHED_KEY_INLINE];
 
   /* -- Shared -- */
   /* Items pushed and not finished; see the ownership rule above. */
@@ -127,6 +137,9 @@ struct kmq_sched_actor_s {
    * cache lines (ck_ring pads c_head and p_tail apart). */
   _Alignas(KMQ__CACHELINE) ck_ring_t mbox;
 };
+
+_Static_assert(offsetof(struct kmq_sched_actor_s, lru_prev) == KMQ__CACHELINE,
+               "the dispatcher's lookup fields fill the actor's first line");
 
 /* Open-addressing (linear probing) table key -> actor. Dispatcher only. */
 typedef struct kmq__table_slot_s {
@@ -305,6 +318,15 @@ void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
 /* Wakes sleepers for the queued actors no awake worker will take.
  * @locks_required runq_lock */
 void kmq__wake_locked(kmq_sched_t *s);
+
+/* kmq_sched_done's shortcut: when called on a worker thread for the item
+ * that worker's cbs->run is running (a synchronous completion, before run
+ * returns), finishes it like kmq__actor_finish but leaves an actor with
+ * more items to that worker, which goes on with it after run returns
+ * (kmq__actor_step) instead of a push on the run queue and a pop by some
+ * worker: one run-queue lock per item instead of two. Returns false (did
+ * nothing) anywhere else. @locality any thread */
+bool kmq__step_finish(kmq_sched_t *s, kmq_sched_actor_t *a);
 
 /* A worker thread's body (arg: the scheduler); returns once `exiting`. */
 void *kmq__worker_main(void *arg);

@@ -3,7 +3,9 @@
  * (a min-heap of actors on their head item's submit order, under
  * runq_lock; sched_int.h says why), the wake-up accounting for sleeping
  * workers, and the worker loop, which also takes due retry timers
- * (timer.c). The ownership protocol is in sched_int.h.
+ * (timer.c), and goes on with an actor whose item finished inside cbs->run
+ * (kmq__step_finish) without a second trip through the run queue. The
+ * ownership protocol is in sched_int.h.
  */
 #include "scheduler/sched_ring.h"
 
@@ -54,6 +56,25 @@ void kmq__runq_push(kmq_sched_t *s, kmq_sched_actor_t *a, uint32_t seq,
   pthread_mutex_unlock(&s->runq_lock);
 }
 
+/* Puts e at the root of the heap h[0..len) (its old root gone) and sifts
+ * it down. Called with runq_lock held. */
+static void kmq__runq_sift_root(kmq__runq_ent_t *h, uint32_t len,
+                                kmq__runq_ent_t e) {
+  uint32_t i = 0;
+  for (;;) {
+    uint32_t c = 2 * i + 1;
+    if (c >= len)
+      break;
+    if (c + 1 < len && kmq__seq_before(h[c + 1].seq, h[c].seq))
+      c++;
+    if (!kmq__seq_before(h[c].seq, e.seq))
+      break;
+    h[i] = h[c];
+    i = c;
+  }
+  h[i] = e;
+}
+
 /* The actor with the oldest head item, or NULL. Called with runq_lock
  * held. */
 static kmq_sched_actor_t *kmq__runq_take(kmq_sched_t *s) {
@@ -62,23 +83,30 @@ static kmq_sched_actor_t *kmq__runq_take(kmq_sched_t *s) {
     return NULL;
   kmq__runq_ent_t *h = s->runq_heap;
   kmq_sched_actor_t *top = h[0].a;
-  kmq__runq_ent_t last = h[--len];
-  uint32_t i = 0;
-  for (;;) { /* sift last down from the root */
-    uint32_t c = 2 * i + 1;
-    if (c >= len)
-      break;
-    if (c + 1 < len && kmq__seq_before(h[c + 1].seq, h[c].seq))
-      c++;
-    if (!kmq__seq_before(h[c].seq, last.seq))
-      break;
-    h[i] = h[c];
-    i = c;
-  }
-  if (len > 0)
-    h[i] = last;
+  if (--len > 0)
+    kmq__runq_sift_root(h, len, h[len]);
   atomic_store_explicit(&s->runq_len, len, memory_order_relaxed);
   return top;
+}
+
+/* Between two items of a worker's run: a, held with more items, and the
+ * queued actors compete for the worker on their head items' submit order,
+ * as if a were pushed and the oldest popped, in one lock: a itself when
+ * its head is the oldest (the queue untouched), else the oldest queued
+ * actor, a taking its place. The queue's length does not change, so no
+ * sleeper needs waking. @locality a's runner */
+static kmq_sched_actor_t *kmq__runq_swap(kmq_sched_t *s,
+                                         kmq_sched_actor_t *a) {
+  kmq__runq_ent_t e = {kmq__mbox_head_seq(a), a};
+  pthread_mutex_lock(&s->runq_lock);
+  uint32_t len = atomic_load_explicit(&s->runq_len, memory_order_relaxed);
+  kmq__runq_ent_t *h = s->runq_heap;
+  if (len > 0 && kmq__seq_before(h[0].seq, e.seq)) {
+    a = h[0].a;
+    kmq__runq_sift_root(h, len, e);
+  }
+  pthread_mutex_unlock(&s->runq_lock);
+  return a;
 }
 
 /* Takes the head actor without sleeping; NULL when the queue looks empty.
@@ -117,7 +145,31 @@ static kmq_sched_actor_t *kmq__worker_wait(kmq_sched_t *s, void **itemp) {
   return a;
 }
 
-/* Runs or cancels the head item(s) of an actor popped from the run queue.
+/* The item a worker's cbs->run is running (kmq__step_finish). */
+typedef struct {
+  kmq_sched_t *s;
+  kmq_sched_actor_t *a;
+  bool done; /* kmq_sched_done came before run returned */
+  bool more; /* ... and left the actor with this worker (items remain) */
+} kmq__step_t;
+
+/* The worker thread's step, NULL outside cbs->run. Thread-local scratch:
+ * only its own thread reads or writes it, so nothing is shared. */
+static _Thread_local kmq__step_t *kmq__step;
+
+bool kmq__step_finish(kmq_sched_t *s, kmq_sched_actor_t *a) {
+  kmq__step_t *st = kmq__step;
+  if (st == NULL || st->s != s || st->a != a || st->done)
+    return false;
+  st->done = true;
+  st->more = kmq__actor_finish(s, a, true);
+  return true;
+}
+
+/* Runs or cancels the head item(s) of an actor popped from the run queue,
+ * then, while each item finishes before run returns and leaves more,
+ * whatever is oldest (kmq__runq_swap): the same actor or another. Due
+ * retry timers still come first between two items.
  * @locality any worker (the actor's runner) */
 static void kmq__actor_step(kmq_sched_t *s, kmq_sched_actor_t *a) {
   for (int n = 1;; n++) {
@@ -133,9 +185,24 @@ static void kmq__actor_step(kmq_sched_t *s, kmq_sched_actor_t *a) {
        * caller's own hand-off, which orders this store before its done. */
       atomic_store_explicit(&a->running, true, memory_order_relaxed);
       atomic_fetch_add_explicit(&s->st_run, 1, memory_order_relaxed);
+      kmq__step_t step = {s, a, false, false};
+      kmq__step = &step;
       s->cbs.run(s->opaque, a, e.item);
-      /* a now belongs to the item's completer: not touched again here. */
-      return;
+      kmq__step = NULL;
+      /* Unless its item finished in there and left it to us, a belongs to
+       * the item's completer (or the dispatcher): not touched again. */
+      if (!step.more)
+        return;
+      void *item;
+      kmq_sched_actor_t *t = kmq__timer_poll(s, &item);
+      if (t != NULL) {
+        kmq__runq_push(s, a, kmq__mbox_head_seq(a), true);
+        kmq__timer_fire(s, t, item);
+        return;
+      }
+      a = kmq__runq_swap(s, a);
+      n = 0; /* a new run of a (maybe another) actor */
+      continue;
     }
     s->cbs.cancel(s->opaque, e.item);
     atomic_fetch_add_explicit(&s->st_cancelled, 1, memory_order_relaxed);

@@ -230,7 +230,12 @@ bool kmq_sched_can_accept(const kmq_sched_t *s, const void *key,
  * item, i.e. a detected second acknowledgement (detection is best effort: a
  * late duplicate after the actor started its next item is not detected),
  * KMQ_ERR_INVALID_ARG for NULL arguments. Never blocks, never allocates.
- * @locality any thread. */
+ * Called from inside cbs->run for the item it is running (a synchronous
+ * completion), the actor's next item starts after run returns, on the
+ * same worker when it is the oldest queued work (else the oldest queued
+ * actor runs there and this one waits its turn in the run queue): the
+ * order is the run queue's either way, at one lock per item instead of
+ * two. @locality any thread. */
 kmq_err_t kmq_sched_done(kmq_sched_t *s, kmq_sched_actor_t *actor);
 
 /* Puts the running item of actor back to run again later: after delay_ms
