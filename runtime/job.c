@@ -296,7 +296,9 @@ kmq_err_t kmq__job_on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   job->attempt = 1;
   job->dlq_tries = 0;
   job->dlq_retry = 0;
-  job->t0_us = kmq__now_us();
+  if (!rt->batch_t0_us)
+    rt->batch_t0_us = kmq__now_us();
+  job->t0_us = rt->batch_t0_us;
   /* A record without a key has no user to order by (and no user order to
    * keep): dead-lettered here, before routing, and finished once the DLQ
    * has it. */

@@ -218,12 +218,16 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms) {
    * does the poll wait, and then each message wakes a worker at once, so
    * a trickle is not held back by the batching. */
   kmq_sched_batch_begin(rt->sched);
+  rt->batch_t0_us = 0;
   int n = kmq_consumer_poll_and_dispatch_with_ack(rt->consumer,
                                                   kmq__job_on_message, rt, 0);
   kmq_sched_batch_end(rt->sched);
-  if (n == 0 && timeout_ms != 0)
+  if (n == 0 && timeout_ms != 0) {
+    rt->batch_t0_us = 0; /* not the time before the wait */
     n = kmq_consumer_poll_and_dispatch_with_ack(
         rt->consumer, kmq__job_on_message, rt, timeout_ms);
+  }
+  rt->batch_t0_us = 0;
   int64_t now = kmq__mono_ms();
   if (now - rt->last_tick >= 1000) {
     rt->last_tick = now;

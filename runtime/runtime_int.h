@@ -59,7 +59,7 @@ typedef struct kmq__job_s {
   const rd_kafka_message_t *m;
   kmq_ack_t ack;
   kmq_sched_actor_t *actor; /* NULL for messages dead-lettered at dispatch */
-  int64_t t0_us;
+  int64_t t0_us; /* dispatched: its poll call's first dispatch */
   /* 1 on the first run; > 1 when kmq__job_run gets the job back from
    * kmq_sched_retry_after (begun and decoded already). */
   int attempt;
@@ -112,6 +112,11 @@ struct kmq_runtime_s {
   int shadow;
   kmq__log_sink_t log; /* the conf's log hook */
   int64_t last_tick;
+  /* When the current poll call dispatched its first message (0: none yet):
+   * the dispatch time of every message of that call, so that a burst costs
+   * the poll thread one clock read, not one per message. @locality poll
+   * thread */
+  int64_t batch_t0_us;
   atomic_int stop;
 
   /* Shutdown with work still running (kmq_runtime_destroy past its
