@@ -275,6 +275,21 @@ void kmq__consume_error(kmq_consumer_t *c, rd_kafka_message_t *m) {
   rd_kafka_message_destroy(m);
 }
 
+/* The fetch queue's next message, unless *read already reached room
+ * (counted in *read); its key is prefetched. @locality poll thread */
+static rd_kafka_message_t *kmq__read_ahead(kmq_consumer_t *c, size_t *read,
+                                           size_t room) {
+  if (*read >= room)
+    return NULL;
+  rd_kafka_message_t *m = rd_kafka_consume_queue(c->fq, 0);
+  if (m) {
+    (*read)++;
+    if (!m->err && m->key)
+      __builtin_prefetch(m->key);
+  }
+  return m;
+}
+
 /* Room for one read: the free records (the budget), at most a batch. */
 static size_t kmq__room(const kmq_consumer_t *c, int left) {
   size_t room = c->free_top;
@@ -366,10 +381,14 @@ int kmq__read_parts(kmq_consumer_t *c) {
   }
   size_t room;
   while (!c->per_part && (room = kmq__room(c, c->poll_batch - taken)) > 0) {
+    /* One ahead (never beyond room: every message read is handled in
+     * this loop): a message's key, which routing reads first and the
+     * fetch thread wrote last, is fetched while the one before it is
+     * dispatched. */
     size_t k = 0;
-    rd_kafka_message_t *m;
-    while (k < room && (m = rd_kafka_consume_queue(c->fq, 0))) {
-      k++;
+    rd_kafka_message_t *m, *next = kmq__read_ahead(c, &k, room);
+    while ((m = next) != NULL) {
+      next = kmq__read_ahead(c, &k, room);
       if (m->err) {
         kmq__consume_error(c, m);
         continue;

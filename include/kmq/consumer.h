@@ -136,7 +136,8 @@ typedef struct {
   void (*on_error)(rd_kafka_resp_err_t err, const char *reason, void *opaque);
   void *opaque;
   /* Bytes of the embedder's area in each record (kmq_ack_data), 0: none.
-   * Rounded up to alignof(max_align_t); kmq.max.inflight areas are
+   * Each area starts on a cache line of its own (64 bytes; the size is
+   * rounded up to a multiple of it); kmq.max.inflight areas are
    * allocated by kmq_consumer_new (which fails, with errstr, when that
    * cannot be), zeroed, and freed by kmq_consumer_destroy. */
   size_t record_size;
