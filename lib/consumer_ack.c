@@ -1,6 +1,5 @@
 /* Consumer: the record slab, its ack slots and their flags (consumer_int.h,
  * consumer.h). */
-#include <stdalign.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,10 +37,7 @@ int kmq__slab_init(kmq_consumer_t *c, size_t record_size, char *errstr,
   /* Zeroed: every word starts FREE at generation 0, every area zeroed;
    * aligned to a cache line (which max_align_t divides), so are head and
    * every stride after it. */
-  size_t bytes = KMQ__ALIGN_UP(head + n * stride, align);
-  unsigned char *slab = aligned_alloc(align, bytes);
-  if (slab)
-    memset(slab, 0, bytes);
+  unsigned char *slab = kmq__zalloc_lines(head + n * stride);
   c->free_stack = calloc(n, sizeof(*c->free_stack));
   c->acked_next = calloc(n, sizeof(*c->acked_next));
   if (!slab || !c->free_stack || !c->acked_next) {

@@ -121,7 +121,7 @@ struct kmq_consumer_s {
 
   /* The record slab, one allocation of kmq.max.inflight records: the
    * headers (slots) first, then the embedder's areas (hooks.record_size
-   * each, rounded up to max_align_t: record i's is data + i * data_stride,
+   * each, rounded up to a cache line: record i's is data + i * data_stride,
    * data_stride 0 when none was asked for). Index i is one record: one
    * budget (the free stack), one completion path (kmq_ack's push onto
    * `acked`, applied by kmq__drain). The headers are kept together rather

@@ -111,8 +111,8 @@ static void kmq__runtime(kmq__sb_t *sb, kmq__obs_t *o) {
     kmq__expo_int(sb, "kmq_errors_total", l, m.errors[i]);
   }
   kmq__hist(sb, "kmq_processing_duration_seconds",
-            "Dispatch (of its poll's burst) to outcome (processed, "
-            "dead-lettered) per message",
+            "From its poll call's first dispatch to its outcome "
+            "(processed, dead-lettered), per message",
             o->lat, kmq__proc_le, 1e6);
 }
 

@@ -333,23 +333,31 @@ void kmq_runtime_destroy(kmq_runtime_t *rt) {
   int64_t flush_deadline = kmq__mono_ms() + rt->flush_ms;
   atomic_fetch_or_explicit(&rt->entered, KMQ__RT_DETACHED,
                            memory_order_acq_rel);
-  while ((atomic_load_explicit(&rt->entered, memory_order_acquire) &
-          KMQ__RT_INSIDE) != 0 &&
-         kmq__mono_ms() < flush_deadline) {
+  /* Until no one is inside, or the deadline: then abandoned, in the same
+   * RMW that sees someone inside, so that exactly one of us drops the
+   * owner's reference (kmq__rt_leave). A thread refused entry (a late
+   * job) counts for a moment too: before the deadline that costs another
+   * look; at it, it is taken for a thread inside, and the rest is freed
+   * when it leaves, a moment later. */
+  bool inside;
+  for (;;) {
+    long long word = atomic_load_explicit(&rt->entered, memory_order_acquire);
+    if (!(word & KMQ__RT_INSIDE)) {
+      inside = false;
+      break;
+    }
+    if (kmq__mono_ms() >= flush_deadline) {
+      if (atomic_compare_exchange_strong_explicit(
+              &rt->entered, &word, word | KMQ__RT_ABANDONED,
+              memory_order_acq_rel, memory_order_acquire)) {
+        inside = true;
+        break;
+      }
+      continue; /* changed meanwhile: look again */
+    }
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
-  /* Still someone inside: abandoned, in the same RMW that sees it, so that
-   * exactly one of us drops the owner's reference (kmq__rt_leave). A
-   * thread refused entry counts for a moment too: it then leaves as the
-   * last one out, which is as right. */
-  long long word = atomic_load_explicit(&rt->entered, memory_order_acquire);
-  while ((word & KMQ__RT_INSIDE) != 0 &&
-         !atomic_compare_exchange_weak_explicit(
-             &rt->entered, &word, word | KMQ__RT_ABANDONED,
-             memory_order_acq_rel, memory_order_acquire))
-    ;
-  bool inside = (word & KMQ__RT_INSIDE) != 0;
   if (!inside) {
     /* Dead letters still in flight reach their outcome (or are purged)
      * within what is left; their callbacks take the late path. */

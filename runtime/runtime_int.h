@@ -14,7 +14,7 @@
  * thread and the DLQ's delivery thread bring outcomes back. Every way back
  * into the runtime for a job brackets its own work with kmq__rt_enter /
  * kmq__rt_leave (never the processor call), so that destroy can bound its
- * wait (see `detached` below); "inside kmq__rt_enter" below also covers
+ * wait (see `entered` below); "inside kmq__rt_enter" below also covers
  * the poll thread at dispatch (a keyless record's dead letter), which
  * destroy never runs beside (the same thread) and whose job reference
  * keeps rt alive.
@@ -113,9 +113,10 @@ struct kmq_runtime_s {
   kmq__log_sink_t log; /* the conf's log hook */
   int64_t last_tick;
   /* When the current poll call dispatched its first message (0: none yet):
-   * the dispatch time of every message of that call, so that a burst costs
-   * the poll thread one clock read, not one per message. @locality poll
-   * thread */
+   * the dispatch time of every message of that call (which includes the
+   * messages before it and a wait for room of up to about 1 ms), so that a
+   * burst costs the poll thread one clock read, not one per message.
+   * @locality poll thread */
   int64_t batch_t0_us;
   atomic_int stop;
 

@@ -124,6 +124,9 @@ struct kmq_sched_actor_s {
   /* An item of this actor is in cbs->run/awaiting kmq_sched_done. Only a
    * double-done detector; ordering comes from `pending`. */
   _Atomic bool running;
+  /* The seq of the item in cbs->run, written by its runner before the
+   * call: kmq__step_finish keeps the actor only for that item's done. */
+  uint32_t run_seq;
 
   /* Retry timer (timer.c), under s->runq_lock only: the running item put
    * back by kmq_sched_retry_after, when it is due (CLOCK_MONOTONIC ns) and
@@ -321,7 +324,8 @@ void kmq__wake_locked(kmq_sched_t *s);
 
 /* kmq_sched_done's shortcut: when called on a worker thread for the item
  * that worker's cbs->run is running (a synchronous completion, before run
- * returns), finishes it like kmq__actor_finish but leaves an actor with
+ * returns; a run started from the run queue, not a retry timer's),
+ * finishes it like kmq__actor_finish but leaves an actor with
  * more items to that worker, which goes on with it after run returns
  * (kmq__actor_step) instead of a push on the run queue and a pop by some
  * worker: one run-queue lock per item instead of two. Returns false (did

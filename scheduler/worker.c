@@ -149,6 +149,7 @@ static kmq_sched_actor_t *kmq__worker_wait(kmq_sched_t *s, void **itemp) {
 typedef struct {
   kmq_sched_t *s;
   kmq_sched_actor_t *a;
+  uint32_t seq; /* the item's (a->run_seq while it runs) */
   bool done; /* kmq_sched_done came before run returned */
   bool more; /* ... and left the actor with this worker (items remain) */
 } kmq__step_t;
@@ -159,7 +160,12 @@ static _Thread_local kmq__step_t *kmq__step;
 
 bool kmq__step_finish(kmq_sched_t *s, kmq_sched_actor_t *a) {
   kmq__step_t *st = kmq__step;
-  if (st == NULL || st->s != s || st->a != a || st->done)
+  /* The same actor's later item, finished on this thread while its run
+   * goes on (a processor completing other contexts), is not ours to
+   * keep: its runner was another worker. The seq tells them apart; the
+   * item reached us after its runner wrote it. */
+  if (st == NULL || st->s != s || st->a != a || st->done ||
+      a->run_seq != st->seq)
     return false;
   st->done = true;
   st->more = kmq__actor_finish(s, a, true);
@@ -185,7 +191,8 @@ static void kmq__actor_step(kmq_sched_t *s, kmq_sched_actor_t *a) {
        * caller's own hand-off, which orders this store before its done. */
       atomic_store_explicit(&a->running, true, memory_order_relaxed);
       atomic_fetch_add_explicit(&s->st_run, 1, memory_order_relaxed);
-      kmq__step_t step = {s, a, false, false};
+      a->run_seq = e.seq;
+      kmq__step_t step = {s, a, e.seq, false, false};
       kmq__step = &step;
       s->cbs.run(s->opaque, a, e.item);
       kmq__step = NULL;

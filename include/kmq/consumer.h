@@ -225,7 +225,8 @@ int kmq_consumer_poll_and_dispatch_with_ack(kmq_consumer_t *c,
 void kmq_ack(kmq_ack_t ack, int ok);
 
 /* The embedder's area of ack's record: hooks.record_size bytes (rounded
- * up), aligned for any type (max_align_t), one per record, never shared
+ * up to 64), starting on a 64-byte cache line (so aligned for any type),
+ * one per record, never shared
  * with another message in flight. Owned by whoever holds the ack, from the
  * ack handler's call until kmq_ack() for it (on any thread, through the
  * holder's own hand-offs); the consumer never reads or writes it. It is

@@ -231,7 +231,8 @@ bool kmq_sched_can_accept(const kmq_sched_t *s, const void *key,
  * late duplicate after the actor started its next item is not detected),
  * KMQ_ERR_INVALID_ARG for NULL arguments. Never blocks, never allocates.
  * Called from inside cbs->run for the item it is running (a synchronous
- * completion), the actor's next item starts after run returns, on the
+ * completion; a first run, not one after kmq_sched_retry_after's delay),
+ * the actor's next item starts after run returns, on the
  * same worker when it is the oldest queued work (else the oldest queued
  * actor runs there and this one waits its turn in the run queue): the
  * order is the run queue's either way, at one lock per item instead of
