@@ -257,6 +257,27 @@ fail_topic:
   return NULL;
 }
 
+kmq_dlq_record_t kmq_dlq_record_of(const rd_kafka_message_t *m,
+                                   const char *reason, const char *error,
+                                   const char *source) {
+  rd_kafka_headers_t *hdrs = NULL;
+  rd_kafka_message_headers(m, &hdrs); /* none: stays NULL */
+  return (kmq_dlq_record_t){
+      .original_topic = rd_kafka_topic_name(m->rkt),
+      .original_partition = m->partition,
+      .original_offset = m->offset,
+      .key = m->key,
+      .key_len = m->key_len,
+      .payload = m->payload,
+      .payload_len = m->len,
+      .headers = hdrs,
+      .reason = reason,
+      .error = error,
+      .kafka_err = RD_KAFKA_RESP_ERR_NO_ERROR,
+      .source = source,
+  };
+}
+
 kmq_err_t kmq_dlq_send(kmq_dlq_t *dlq, const kmq_dlq_record_t *rec,
                        kmq_dlq_done_cb *done, void *opaque) {
   if (!dlq || !rec)

@@ -84,21 +84,7 @@ void kmq__job_dlq(kmq__job_t *job, const char *reason, const char *error,
     KMQ__DIAG_SET(job, KMQ_STALL_DLQ, job->attempt - (job->entry == NULL));
     kmq__obs_dlq(job->rt->obs, reason);
   }
-  rd_kafka_headers_t *hdrs = NULL;
-  rd_kafka_message_headers(m, &hdrs);
-  kmq_dlq_record_t rec = {
-      .original_topic = rd_kafka_topic_name(m->rkt),
-      .original_partition = m->partition,
-      .original_offset = m->offset,
-      .key = m->key,
-      .key_len = m->key_len,
-      .payload = m->payload,
-      .payload_len = m->len,
-      .headers = hdrs,
-      .reason = reason,
-      .error = error,
-      .source = source,
-  };
+  kmq_dlq_record_t rec = kmq_dlq_record_of(m, reason, error, source);
   kmq_err_t err = kmq_dlq_send(job->rt->dlq, &rec, kmq__dlq_done, job);
   if (err != KMQ_OK) {
     KMQ__INC(job->rt, dlq_lost);

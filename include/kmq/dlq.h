@@ -97,6 +97,14 @@ typedef struct kmq_dlq_record_s {
   const char *source; /* "producer", "consumer", "processor" */
 } kmq_dlq_record_t;
 
+/* The record for a consumed message m: its topic, partition, offset, key,
+ * value and headers, borrowed from m (valid while m is), and what failed:
+ * reason, error (may be NULL) and source, borrowed too; kafka_err
+ * NO_ERROR. Allocates nothing. @locality any thread */
+kmq_dlq_record_t kmq_dlq_record_of(const rd_kafka_message_t *m,
+                                   const char *reason, const char *error,
+                                   const char *source);
+
 /* What the fallback hook receives: the DLQ message exactly as it would have
  * been produced, so that a compensator can replay it verbatim; for a record
  * whose full envelope does not fit the DLQ (kafka_err MSG_SIZE_TOO_LARGE),

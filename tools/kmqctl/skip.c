@@ -65,22 +65,8 @@ static int dead_letter(kmqctl_t *ctl, const char *topic, const char *dlq,
   kmq_conf_destroy(dc);
   if (!d)
     return kmqctl_fail(ctl, KMQCTL_USAGE, "DLQ producer: %s", errstr);
-  rd_kafka_headers_t *h = NULL;
-  rd_kafka_message_headers(m, &h);
-  kmq_dlq_record_t rec = {
-      .original_topic = topic,
-      .original_partition = m->partition,
-      .original_offset = m->offset,
-      .key = m->key,
-      .key_len = m->key_len,
-      .payload = m->payload,
-      .payload_len = m->len,
-      .headers = h,
-      .reason = "skipped_by_operator",
-      .error = "skipped with kmqctl skip",
-      .kafka_err = RD_KAFKA_RESP_ERR_NO_ERROR,
-      .source = "operator",
-  };
+  kmq_dlq_record_t rec = kmq_dlq_record_of(
+      m, "skipped_by_operator", "skipped with kmqctl skip", "operator");
   skip_dr_t dr = {0, KMQ_DLQ_OUTCOME_LOST, KMQ_OK};
   kmq_err_t e = kmq_dlq_send(d, &rec, skip_done, &dr);
   if (!e)
