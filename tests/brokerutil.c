@@ -2,6 +2,7 @@
 #include "brokerutil.h"
 
 #include <check.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kmq/admin.h"
@@ -67,6 +68,21 @@ void kt_produce_traffic(const char *topic, int users, int per) {
   for (int s = 0; s < per; s++)
     for (int u = 0; u < users; u++)
       kt_send_env(rk, topic, RD_KAFKA_PARTITION_UA, u, s);
+  kt_producer_done(rk);
+}
+
+void kt_produce_quotes(const char *topic, const char *key, size_t n) {
+  rd_kafka_t *rk = kt_producer_new();
+  char *v = malloc(n);
+  ck_assert_ptr_nonnull(v);
+  memset(v, '"', n);
+  ck_assert_int_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                     RD_KAFKA_V_KEY(key, strlen(key)),
+                                     RD_KAFKA_V_VALUE(v, n),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                     RD_KAFKA_V_END),
+                   0);
+  free(v);
   kt_producer_done(rk);
 }
 

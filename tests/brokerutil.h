@@ -31,6 +31,11 @@ void kt_producer_done(rd_kafka_t *rk);
 void kt_send_env(rd_kafka_t *rk, const char *topic, int32_t partition, int u,
                  int seq);
 
+/* Produces, and waits for, one record of n '"' bytes keyed `key` to
+ * topic: over kmq.msg.max.bytes when n is, and its dead-letter envelope
+ * (each quote escaped, twice) cannot fit the DLQ. */
+void kt_produce_quotes(const char *topic, const char *key, size_t n);
+
 /* users x per envelopes, seq-major (every user's seq 0, then seq 1, ...),
  * partitioned by key, all delivered when it returns. */
 void kt_produce_traffic(const char *topic, int users, int per);

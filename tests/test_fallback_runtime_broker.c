@@ -251,17 +251,7 @@ START_TEST(too_large_is_stored_whole_and_referenced) {
   snprintf(dlq, sizeof(dlq), "%s.dlq", topic);
   kt_create_topics(topic, 1, NULL);
   kt_create_topics(dlq, 1, NULL);
-  rd_kafka_t *p = kt_producer_new();
-  char *v = malloc(BIG);
-  memset(v, '"', BIG); /* escaped twofold: the envelope cannot fit */
-  ck_assert_int_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic),
-                                     RD_KAFKA_V_KEY("big-user", 8),
-                                     RD_KAFKA_V_VALUE(v, BIG),
-                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                     RD_KAFKA_V_END),
-                   0);
-  free(v);
-  kt_producer_done(p);
+  kt_produce_quotes(topic, "big-user", BIG);
   kmq_conf_t *c = kmq_conf_new();
   kmq_conf_set(c, "bootstrap.servers", kt_bootstrap(), errstr, sizeof(errstr));
   kmq_conf_set(c, "kmq.topic", topic, errstr, sizeof(errstr));

@@ -100,16 +100,22 @@ static void *member_main(void *arg) {
   return NULL;
 }
 
-static void member_start(member_t *m, app_t *a) {
-  char errstr[512];
+/* A member's conf: close bound 1 s, flush bound flush_ms. */
+static kmq_conf_t *member_conf(const char *workers, const char *flush_ms) {
   kmq_conf_t *c = kmq_conf_new();
   set(c, "bootstrap.servers", kt_bootstrap());
   set(c, "kmq.topic", topic);
   set(c, "group.id", group);
   set(c, "kmq.commit.interval.ms", "50");
-  set(c, "kmq.sched.workers", "2");
+  set(c, "kmq.sched.workers", workers);
   set(c, "kmq.close.timeout.ms", "1000");
-  set(c, "kmq.flush.timeout.ms", "1000");
+  set(c, "kmq.flush.timeout.ms", flush_ms);
+  return c;
+}
+
+static void member_start(member_t *m, app_t *a) {
+  char errstr[512];
+  kmq_conf_t *c = member_conf("2", "1000");
   m->reg = kmq_proc_registry_new(errstr, sizeof(errstr));
   ck_assert_int_eq(kmq_proc_set_default(m->reg, proc, a), KMQ_OK);
   m->rt = kmq_runtime_new(c, m->reg, NULL, NULL, errstr, sizeof(errstr));
@@ -146,6 +152,14 @@ static bool late_returned(void *arg) {
 static bool remains_gone(void *arg) {
   (void)arg;
   return kt_threads_named("kmq-sched-") == 0 && kt_threads_named("rdk:") == 0;
+}
+
+/* The runtime's remains (its abandoned scheduler's workers, its clients'
+ * librdkafka threads) go within 30 s of what they waited for. */
+static void assert_remains_gone(const char *after) {
+  ck_assert_msg(kt_wait_until(remains_gone, NULL, 30000),
+                "after %s: %d scheduler workers, %d librdkafka threads", after,
+                kt_threads_named("kmq-sched-"), kt_threads_named("rdk:"));
 }
 
 static int64_t committed_p0(void) {
@@ -214,10 +228,7 @@ static void stuck_case(bool async) {
     pthread_mutex_unlock(&a->lock);
     ck_assert(kt_wait_until(late_returned, a, 10000));
   }
-  ck_assert_msg(kt_wait_until(remains_gone, NULL, 30000),
-                "after the late outcome: %d scheduler workers, %d librdkafka "
-                "threads", kt_threads_named("kmq-sched-"),
-                kt_threads_named("rdk:"));
+  assert_remains_gone("the late outcome");
   ck_assert_int_eq(committed_p0(), STUCK_SEQ);
   ck_assert_int_eq(atomic_load(&a->violations), 0);
 
@@ -297,18 +308,7 @@ START_TEST(test_thread_inside_at_deadline) {
   snprintf(dlq_topic, sizeof(dlq_topic), "%s.dlq", topic);
   kt_unique_name(group, sizeof(group), "kmq-shut-hook");
   kt_create_topics(topic, 1, dlq_topic);
-  rd_kafka_t *p = kt_producer_new();
-  char *v = malloc(BIG);
-  ck_assert_ptr_nonnull(v);
-  memset(v, '"', BIG);
-  ck_assert_int_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic),
-                                     RD_KAFKA_V_KEY("big-user", 8),
-                                     RD_KAFKA_V_VALUE(v, BIG),
-                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                     RD_KAFKA_V_END),
-                   0);
-  free(v);
-  kt_producer_done(p);
+  kt_produce_quotes(topic, "big-user", BIG);
 
   hook_t *h = calloc(1, sizeof(*h)); /* outlives the runtime's husk */
   ck_assert_ptr_nonnull(h);
@@ -316,13 +316,7 @@ START_TEST(test_thread_inside_at_deadline) {
   pthread_cond_init(&h->cond, NULL);
   atomic_int called = 0;
   char errstr[512];
-  kmq_conf_t *c = kmq_conf_new();
-  set(c, "bootstrap.servers", kt_bootstrap());
-  set(c, "kmq.topic", topic);
-  set(c, "group.id", group);
-  set(c, "kmq.sched.workers", "1");
-  set(c, "kmq.close.timeout.ms", "1000");
-  set(c, "kmq.flush.timeout.ms", "500");
+  kmq_conf_t *c = member_conf("1", "500");
   kmq_proc_registry_t *reg = kmq_proc_registry_new(errstr, sizeof(errstr));
   ck_assert_int_eq(kmq_proc_set_default(reg, never_called, &called), KMQ_OK);
   member_t m = {0};
@@ -350,10 +344,7 @@ START_TEST(test_thread_inside_at_deadline) {
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->lock);
   ck_assert(kt_wait_until(hook_returned, h, 10000));
-  ck_assert_msg(kt_wait_until(remains_gone, NULL, 30000),
-                "after the thread left: %d scheduler workers, %d librdkafka "
-                "threads", kt_threads_named("kmq-sched-"),
-                kt_threads_named("rdk:"));
+  assert_remains_gone("the thread left");
   ck_assert_int_lt(committed_p0(), 1);
   ck_assert_int_eq(atomic_load(&called), 0);
   kmq_proc_registry_destroy(reg);
