@@ -227,7 +227,6 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms) {
     n = kmq_consumer_poll_and_dispatch_with_ack(
         rt->consumer, kmq__job_on_message, rt, timeout_ms);
   }
-  rt->batch_t0_us = 0;
   int64_t now = kmq__mono_ms();
   if (now - rt->last_tick >= 1000) {
     rt->last_tick = now;
