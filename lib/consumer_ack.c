@@ -40,12 +40,15 @@ int kmq__slab_init(kmq_consumer_t *c, size_t record_size, char *errstr,
   unsigned char *slab = kmq__zalloc_lines(head + n * stride);
   c->free_stack = calloc(n, sizeof(*c->free_stack));
   c->acked_next = calloc(n, sizeof(*c->acked_next));
-  if (!slab || !c->free_stack || !c->acked_next) {
+  c->revoke_order = calloc(n, sizeof(*c->revoke_order));
+  if (!slab || !c->free_stack || !c->acked_next || !c->revoke_order) {
     free(slab);
     free(c->free_stack);
     free(c->acked_next);
+    free(c->revoke_order);
     c->free_stack = NULL;
     c->acked_next = NULL;
+    c->revoke_order = NULL;
     snprintf(errstr, errstr_size,
              "out of memory for %zu records of %zu bytes", n,
              sizeof(kmq__slot_t) + stride);
@@ -61,6 +64,8 @@ int kmq__slab_init(kmq_consumer_t *c, size_t record_size, char *errstr,
 }
 
 void kmq__slab_free(kmq_consumer_t *c) {
+  free(c->revoke_order);
+  c->revoke_order = NULL;
   free(c->acked_next);
   free(c->free_stack);
   free(c->slots); /* the areas with it: one allocation */
@@ -265,15 +270,37 @@ int kmq__slot_running(const kmq__slot_t *s) {
          !(w & KMQ__SLOT_QUEUED);
 }
 
+static int kmq__revoke_ent_desc(const void *a, const void *b) {
+  int64_t x = ((const struct kmq__revoke_ent *)a)->offset;
+  int64_t y = ((const struct kmq__revoke_ent *)b)->offset;
+  return (x < y) - (x > y);
+}
+
 /* Flags every message of p still in flight as revoked: those not started
  * yet will not start (kmq_ack_revoked), so that only running ones keep the
- * partition. No capacity: one flag per ack slot. @locality poll thread */
+ * partition. No capacity: one flag per ack slot.
+ *
+ * Highest offset first. Workers begin a user's queued records in offset
+ * order while this runs; flagged in any other order, a worker could find
+ * a user's record refused and that user's next one not flagged yet, begin
+ * it, and the next owner would then run the refused one after it (seen:
+ * members_join_and_leave_midstream, under load). Flagged from the top, a
+ * record refused means every later record of p was flagged before it:
+ * the refusing worker's acquire load of this flag (kmq_ack_begin) reads a
+ * value this thread released after those, so they are refused too. What
+ * begins is a prefix of each user's records, and the revoke waits for it.
+ * @locality poll thread */
 void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p) {
   p->revoking = 1;
+  uint32_t n = 0;
   for (uint32_t i = 0; i < c->nslots; i++)
     if (c->slots[i].part == p)
-      /* Release: see kmq_ack_revoked. On a slot already acked the flag is
-       * harmless (the state bits are read masked). */
-      atomic_fetch_or_explicit(&c->slots[i].word, KMQ__SLOT_REVOKED,
-                               memory_order_release);
+      /* m is set whenever part is (kmq__offer, kmq__slot_free). */
+      c->revoke_order[n++] = (struct kmq__revoke_ent){c->slots[i].m->offset, i};
+  qsort(c->revoke_order, n, sizeof(*c->revoke_order), kmq__revoke_ent_desc);
+  for (uint32_t k = 0; k < n; k++)
+    /* Release: see kmq_ack_revoked and above. On a slot already acked the
+     * flag is harmless (the state bits are read masked). */
+    atomic_fetch_or_explicit(&c->slots[c->revoke_order[k].idx].word,
+                             KMQ__SLOT_REVOKED, memory_order_release);
 }

@@ -137,6 +137,11 @@ struct kmq_consumer_s {
    * the lines above are read by both (kmq_ack reads slots and nslots). */
   _Alignas(KMQ__CACHELINE) uint32_t *free_stack; /* @locality poll thread */
   uint32_t free_top;
+  /* A revoke's scratch (kmq__revoke_slots): the revoked partition's
+   * records, to be flagged highest offset first. nslots entries, allocated
+   * with the slab so that a revoke never fails for memory.
+   * @locality poll thread */
+  struct kmq__revoke_ent *revoke_order;
   _Alignas(KMQ__CACHELINE) kmq__mpsc_t acked; /* ackers -> poll thread:
                                                  slot indices */
   uint32_t *acked_next;
@@ -233,6 +238,11 @@ void kmq__retire_queues(kmq_consumer_t *c, int purge);
 void kmq__apply_stuck(kmq_consumer_t *c);
 
 /* ---- consumer_ack.c ---- */
+/* One record of a partition being revoked: its offset and index. */
+struct kmq__revoke_ent {
+  int64_t offset;
+  uint32_t idx;
+};
 /* p's gate finished offset: advance and tell the committer. */
 void kmq__part_finish(kmq_consumer_t *c, kmq__part_t *p, int64_t offset);
 /* Applies acks that arrived since the last call; returns their count. */

@@ -246,7 +246,13 @@ void *kmq_ack_data(kmq_ack_t ack);
  * lost, or the consumer is closing, and the message must not start (ack it
  * with 0: it is redelivered to the partition's next owner). One CAS decides
  * between a begin and a revoke, so a message either runs while its
- * partition is still held or never runs here.
+ * partition is still held or never runs here. A revoke refuses a suffix of
+ * the partition: it flags the messages highest offset first, so once
+ * kmq_ack_begin() refused a message, it refuses every later message of
+ * that partition on any thread that begins it afterwards (ordered after
+ * the refusal). A caller that begins a key's messages in offset order,
+ * one after the other, thus never runs a message behind one that the next
+ * owner will run.
  * A message that has begun may be deferred again while it waits (e.g. a
  * retry's backoff): a revoke then does not wait for it, and it must begin
  * again before it resumes.
