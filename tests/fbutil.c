@@ -113,7 +113,7 @@ void kt_fb_mariadb_sh(const char *src, const char *state, const char *cmd,
                       char *url, size_t size) {
   char line[1024], sh[2048];
   snprintf(sh, sizeof(sh),
-           "KMQ_MARIADB_STATE='%s' bash '%s/scripts/mariadb.sh' %s 2>/dev/null",
+           "KMQ_MARIADB_STATE='%s' bash '%s/scripts/mariadb.sh' %s",
            state, src, cmd);
   FILE *f = popen(sh, "r");
   ck_assert_ptr_nonnull(f);

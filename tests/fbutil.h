@@ -32,7 +32,8 @@ long long kt_fb_count(const kmq_conf_t *conf, int backend, const char *where);
 /* Runs scripts/mariadb.sh (below the source dir `src`) with cmd (start,
  * stop, down, up) on the private server whose state is in `state`; for
  * start and up, the server's URL (KMQ_MARIADB_URL) into url (may be NULL).
- * Asserts the script succeeded. */
+ * Asserts the script succeeded; its stderr (the server's error log when
+ * it does not come up) stays the test's, for ctest to show on failure. */
 void kt_fb_mariadb_sh(const char *src, const char *state, const char *cmd,
                       char *url, size_t size);
 
