@@ -286,17 +286,26 @@ static int kmq__revoke_ent_desc(const void *a, const void *b) {
  * it, and the next owner would then run the refused one after it (seen:
  * members_join_and_leave_midstream, under load). Flagged from the top, a
  * record refused means every later record of p was flagged before it:
- * the refusing worker's acquire load of this flag (kmq_ack_begin) reads a
- * value this thread released after those, so they are refused too. What
- * begins is a prefix of each user's records, and the revoke waits for it.
- * @locality poll thread */
+ * the refusing worker's acquire load of this flag (kmq_ack_begin, or
+ * kmq_ack_revoked on a retry) reads a value this thread released after
+ * those, so a begin ordered after that refusal (the user's next record, on
+ * this worker or the next runner) sees them refused too. What begins is a
+ * prefix of each user's records, and the revoke waits for it. Only
+ * pending records are sorted: an acked one needs no flag (its state bits
+ * already make begin fail) and cannot become pending again without this
+ * thread. @locality poll thread */
 void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p) {
   p->revoking = 1;
   uint32_t n = 0;
-  for (uint32_t i = 0; i < c->nslots; i++)
-    if (c->slots[i].part == p)
-      /* m is set whenever part is (kmq__offer, kmq__slot_free). */
-      c->revoke_order[n++] = (struct kmq__revoke_ent){c->slots[i].m->offset, i};
+  for (uint32_t i = 0; i < c->nslots; i++) {
+    const kmq__slot_t *s = &c->slots[i];
+    /* m is set whenever part is, outside this thread's own steps
+     * (kmq__offer, kmq__drain, kmq__slot_free). */
+    if (s->part == p &&
+        (atomic_load_explicit(&s->word, memory_order_relaxed) &
+         KMQ__SLOT_STATE) == KMQ__SLOT_PENDING)
+      c->revoke_order[n++] = (struct kmq__revoke_ent){s->m->offset, i};
+  }
   qsort(c->revoke_order, n, sizeof(*c->revoke_order), kmq__revoke_ent_desc);
   for (uint32_t k = 0; k < n; k++)
     /* Release: see kmq_ack_revoked and above. On a slot already acked the

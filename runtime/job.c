@@ -319,6 +319,12 @@ kmq_err_t kmq__job_on_message(const rd_kafka_message_t *m, kmq_ack_t ack,
   if (err) {
     /* Not taken: the consumer voids the ack and frees the record. */
     atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
+    /* No memory for the user's actor: held and offered again, like a full
+     * mailbox. As "unfinished" the consumer would go on with the next
+     * records, and the user's later ones could run before this one is
+     * redelivered. */
+    if (err == KMQ_ERR_NOMEM)
+      err = KMQ_ERR_BACKPRESSURE;
     return err; /* BACKPRESSURE: held and offered again; else unfinished */
   }
   KMQ__INC(rt, dispatched);

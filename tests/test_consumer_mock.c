@@ -323,16 +323,6 @@ static void *queue_runner(void *arg) {
   return NULL;
 }
 
-/* One user's records queued, a close (the same revoke as a rebalance's)
- * racing a worker that begins them in order: what begins is a prefix. A
- * record refused and a later one begun would have the next owner run the
- * refused one after the later one: that user's order broken across the
- * move (members_join_and_leave_midstream saw it in the runtime, under
- * load). The records sit in slots in shuffled order (the first K records
- * were acked shuffled, and the free stack hands their slots out again in
- * that order): a revoke that flags in slot order, as one did, has the
- * worker begin records behind a refused one; flagging highest offset first
- * does not. */
 /* One round of the race below on its own consumer (group) of m. */
 static void revoke_round(mock_t *m, uint32_t seed) {
   char inflight[16];
@@ -376,8 +366,12 @@ static void revoke_round(mock_t *m, uint32_t seed) {
   ck_assert_int_eq(q[1].begun_total, q[1].first_refused);
   kmq_consumer_stats_t st;
   kmq_consumer_stats(c, &st);
-  /* The close waited for the begun ones (acked before it returned). */
-  ck_assert_int_eq(st.finished, REVOKE_K + q[1].begun_total);
+  /* No refused record counts as finished. (Not an equality: a begun one
+   * acked between its CAS and its push onto the ack stack is no longer
+   * running for close's wait, and may be drained only after its partition
+   * was dropped: not finished here, redelivered.) */
+  ck_assert_int_le(st.finished, REVOKE_K + q[1].begun_total);
+  ck_assert_int_ge(st.finished, REVOKE_K);
   kmq_consumer_destroy(c);
   free(q);
 }

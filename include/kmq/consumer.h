@@ -246,13 +246,15 @@ void *kmq_ack_data(kmq_ack_t ack);
  * lost, or the consumer is closing, and the message must not start (ack it
  * with 0: it is redelivered to the partition's next owner). One CAS decides
  * between a begin and a revoke, so a message either runs while its
- * partition is still held or never runs here. A revoke refuses a suffix of
- * the partition: it flags the messages highest offset first, so once
- * kmq_ack_begin() refused a message, it refuses every later message of
- * that partition on any thread that begins it afterwards (ordered after
- * the refusal). A caller that begins a key's messages in offset order,
- * one after the other, thus never runs a message behind one that the next
- * owner will run.
+ * partition is still held or never runs here. A revoke flags the
+ * partition's messages in flight highest offset first: once
+ * kmq_ack_begin() has refused a message because of the revoke (or
+ * kmq_ack_revoked() returned true for it), every message of that partition
+ * with a higher offset that was in flight then is refused too, on any
+ * thread whose begin is ordered after that refusal. A caller that begins a
+ * key's messages in offset order, one after the other, thus never runs one
+ * of them after refusing an earlier one (which the next owner runs), as
+ * long as the key's messages are all in that partition.
  * A message that has begun may be deferred again while it waits (e.g. a
  * retry's backoff): a revoke then does not wait for it, and it must begin
  * again before it resumes.
