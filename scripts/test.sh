@@ -63,7 +63,8 @@ echo "test: MariaDB on port $KMQ_MARIADB_PORT"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$REPO/tests/lsan.supp:print_suppressions=0
-# (The librdkafka-client tests add tests/tsan.supp: kmq_tsan_rdkafka.)
+# (The librdkafka-client tests add tests/tsan.supp and
+# ignore_noninstrumented_modules=1: kmq_tsan_rdkafka in tests/CMakeLists.txt.)
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 status=0
