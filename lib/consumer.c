@@ -278,6 +278,12 @@ static int kmq__serve_events(kmq_consumer_t *c) {
       rd_kafka_message_destroy(m);
       continue;
     }
+    if (p->revoking) {
+      /* The next owner's, as in kmq__read_parts: nothing is offered once
+       * kmq__revoke_slots has flagged the partition. */
+      rd_kafka_message_destroy(m);
+      continue;
+    }
     kmq__dispatch(c, p, m);
     taken++;
   }

@@ -293,8 +293,13 @@ static int kmq__revoke_ent_desc(const void *a, const void *b) {
  * prefix of each user's records, and the revoke waits for it. Only
  * pending records are sorted: an acked one needs no flag (its state bits
  * already make begin fail) and cannot become pending again without this
- * thread. @locality poll thread */
+ * thread. Once per partition: nothing of a revoking partition is offered
+ * (kmq__read_parts, kmq__serve_events, kmq__retry_held skip it), so a
+ * second call (close, then its final rebalance) would find every pending
+ * record flagged already. @locality poll thread */
 void kmq__revoke_slots(kmq_consumer_t *c, kmq__part_t *p) {
+  if (p->revoking)
+    return;
   p->revoking = 1;
   uint32_t n = 0;
   for (uint32_t i = 0; i < c->nslots; i++) {
