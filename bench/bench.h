@@ -116,6 +116,31 @@ double bench_loadavg(void); /* 1-minute load average, -1 if unknown */
 int64_t bench_cpu_us(void);
 uint64_t bench_rand(uint64_t *state); /* xorshift64*, state != 0 */
 
+/* ---- CPU per thread group (bench_threads.c) ---- */
+
+#define BENCH_MAX_THREADS 128
+typedef struct {
+  int tid;
+  char comm[16];
+  int64_t cpu_us; /* user + system, in clock ticks' resolution */
+  int64_t sys_us; /* system (the kernel's share of cpu_us) */
+  int64_t ctxsw;  /* voluntary + involuntary context switches */
+} bench_thread_t;
+typedef struct {
+  bench_thread_t t[BENCH_MAX_THREADS];
+  int n;
+} bench_threads_t;
+/* Every thread of this process now (/proc/self/task). */
+void bench_threads_snap(bench_threads_t *s);
+/* Adds to row, between snapshots a and b, the CPU µs per message and the
+ * part of it spent in the kernel (sys_us_...), and the context switches
+ * (voluntary + involuntary) per 1000 messages of the bench's thread
+ * (cpu_us_poll, sys_us_poll, ctxsw_per_kmsg_poll), kmq's workers
+ * (..._workers), librdkafka's threads (..._rdkafka) and the rest
+ * (..._other); a group without threads or activity is left out. */
+void bench_threads_extra(bench_row_t *row, const bench_threads_t *a,
+                         const bench_threads_t *b, int64_t messages);
+
 /* Writes a valid kmq envelope (tools/traffic.h) of user u's message seq
  * into buf, padded with a top-level "pad" string of pseudo-random letters
  * up to `size` bytes when it is shorter, and with "bench_t_us": t_us (the

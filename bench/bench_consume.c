@@ -136,6 +136,8 @@ static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
       kmq_runtime_new(conf, reg, NULL, NULL, errstr, sizeof(errstr));
   if (!rt)
     bench_die("kmq_runtime_new: %s", errstr);
+  bench_threads_t th0, th1;
+  bench_threads_snap(&th0);
   int64_t cpu0 = bench_cpu_us();
   int64_t t0 = bench_now_us(), backlog_max = 0, inflight_max = 0, polls = 0;
   int err = 0;
@@ -163,6 +165,7 @@ static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
     }
   }
   int64_t t_done = bench_now_us(), cpu1 = bench_cpu_us();
+  bench_threads_snap(&th1);
   long rss1 = bench_rss_peak_kb();
   kmq_runtime_metrics_t mx;
   kmq_runtime_metrics(rt, &mx);
@@ -196,6 +199,7 @@ static int bench__kmq(const bench_opts_t *o, int raw, bench_run_t *run) {
   bench_row_extra(row, "wall_s", (double)(t_done - t0) / 1e6);
   bench_row_extra(row, "cpu_us_per_msg",
                   (double)(cpu1 - cpu0) / (double)o->messages);
+  bench_threads_extra(row, &th0, &th1, o->messages);
   bench__rss_extra(row, rss0, rss1);
   if (mx.failed || mx.dlq) {
     bench_log("%s: %lld messages failed (DLQ %lld): the envelopes are bad",
@@ -258,6 +262,8 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
   int nparts = o->partitions < BENCH_MAX_PARTS ? o->partitions
                                                : BENCH_MAX_PARTS;
   int64_t count = 0, since_commit = 0, bad = 0, t_first = 0, t_last = 0;
+  bench_threads_t th0, th1;
+  bench_threads_snap(&th0);
   int64_t cpu0 = bench_cpu_us();
   int64_t t0 = bench_now_us(), last_commit = t0;
   int err = 0;
@@ -298,6 +304,7 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
     }
   }
   int64_t t_done = bench_now_us(), cpu1 = bench_cpu_us();
+  bench_threads_snap(&th1);
   long rss1 = bench_rss_peak_kb();
   int64_t lag_done = bench_group_lag(o, group, bench__topic);
   bench__store_commit(rk, bench__topic, next, nparts, 0);
@@ -315,6 +322,7 @@ static int bench__raw(const bench_opts_t *o, int decode, bench_run_t *run) {
   bench_row_extra(row, "wall_s", (double)(t_done - t0) / 1e6);
   bench_row_extra(row, "cpu_us_per_msg",
                   (double)(cpu1 - cpu0) / (double)o->messages);
+  bench_threads_extra(row, &th0, &th1, o->messages);
   bench__rss_extra(row, rss0, rss1);
   if (bad) {
     bench_log("raw+decode: %lld records did not decode", (long long)bad);
