@@ -172,6 +172,7 @@ int bench_produce(const bench_opts_t *o, int rep, bench_run_t *run);
 int bench_consume(const bench_opts_t *o, int rep, bench_run_t *run);
 int bench_e2e(const bench_opts_t *o, int rep, bench_run_t *run);
 int bench_sched(const bench_opts_t *o, int rep, bench_run_t *run);
+int bench_decode(const bench_opts_t *o, int rep, bench_run_t *run);
 
 /* ---- Java reference (bench_java.c) ---- */
 

@@ -1,8 +1,8 @@
 /*
  * kmq-bench: kmq against raw librdkafka (and Kafka's Java tools) on a real
- * broker, and the scheduler alone.
+ * broker, and the scheduler and the envelope decoder alone.
  *
- *   kmq-bench produce|consume|e2e|sched [options]
+ *   kmq-bench produce|consume|e2e|sched|decode [options]
  *   kmq-bench check-json FILE
  *
  * Each mode runs --reps times; the table (Markdown, stdout), the JSON file
@@ -26,7 +26,7 @@
 
 static void usage(void) {
   fprintf(stderr,
-"usage: kmq-bench produce|consume|e2e|sched [options]\n"
+"usage: kmq-bench produce|consume|e2e|sched|decode [options]\n"
 "       kmq-bench check-json FILE\n"
 "common:  --bootstrap H:P (default $KMQ_BOOTSTRAP)  --reps N (1)\n"
 "         --only IMPL (kmq, kmq-raw, raw, raw-thread, raw+decode, java)\n"
@@ -39,7 +39,9 @@ static void usage(void) {
 "e2e:     --rate R (5000) --rate-secs S (10) --users-list 100,500\n"
 "         --work-us US (1000) --work sleep|spin --workers W (8) --size B\n"
 "sched:   --messages N (1000000) --workers-list 1,2,4\n"
-"         --users-list 1,100,10000,100000 --rss-users U (100000)\n");
+"         --users-list 1,100,10000,100000 --rss-users U (100000)\n"
+"decode:  --messages N per thread (200000) --workers-list 1,2,4 --size B\n"
+"         --users U (no broker: kmq_msg_decode alone on N threads at once)\n");
   exit(2);
 }
 
@@ -106,6 +108,7 @@ int main(int argc, char **argv) {
       : !strcmp(o.mode, "consume") ? bench_consume
       : !strcmp(o.mode, "e2e")     ? bench_e2e
       : !strcmp(o.mode, "sched")   ? bench_sched
+      : !strcmp(o.mode, "decode")  ? bench_decode
                                    : NULL;
   if (!fn)
     usage();
@@ -168,8 +171,10 @@ int main(int argc, char **argv) {
 
   /* Defaults, smaller with --smoke (the ctest smoke runs). */
   int sched = !strcmp(o.mode, "sched"), e2e = !strcmp(o.mode, "e2e");
+  int decode = !strcmp(o.mode, "decode");
   o.messages = messages > 0 ? messages
                : sched      ? (o.smoke ? 20000 : 1000000)
+               : decode     ? (o.smoke ? 2000 : 200000)
                : !strcmp(o.mode, "produce") ? (o.smoke ? 3000 : 500000)
                             : (o.smoke ? 3000 : 1000000);
   o.size = size > 0 ? size : 512;
@@ -195,7 +200,7 @@ int main(int argc, char **argv) {
     o.workers_list[2] = 4;
     o.n_workers_list = o.smoke ? 2 : 3;
   }
-  if (!sched && (!o.bootstrap || !*o.bootstrap))
+  if (!sched && !decode && (!o.bootstrap || !*o.bootstrap))
     bench_die("no broker: set KMQ_BOOTSTRAP or pass --bootstrap");
   if (!o.bootstrap)
     o.bootstrap = "";

@@ -11,7 +11,7 @@
 #      every table) and copies it to bench/out/latest.md, the source of
 #      bench/RESULTS.md.
 #
-#   bash bench/run.sh [--reps N] [MODE...]     MODE: produce consume e2e sched
+#   bash bench/run.sh [--reps N] [MODE...]     MODE: produce consume e2e sched decode
 #   KMQ_BENCH_ARGS="--no-java" bash bench/run.sh consume   (extra kmq-bench options)
 #
 # Exit status: 0 when every mode ran and every run was valid (nothing lost or
@@ -25,11 +25,11 @@ MODES=()
 while (($#)); do
   case $1 in
   --reps) REPS=$2; shift 2 ;;
-  produce | consume | e2e | sched) MODES+=("$1"); shift ;;
+  produce | consume | e2e | sched | decode) MODES+=("$1"); shift ;;
   *) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
-((${#MODES[@]})) || MODES=(produce consume e2e sched)
+((${#MODES[@]})) || MODES=(produce consume e2e sched decode)
 read -r -a EXTRA <<<"${KMQ_BENCH_ARGS:-}"
 
 BUILD=${KMQ_BENCH_BUILD:-$REPO/build-bench}
@@ -40,7 +40,7 @@ BIN=$BUILD/bench/kmq-bench
 
 export KMQ_KAFKA_STATE=${KMQ_KAFKA_STATE:-/tmp/kmq-bench-kafka}
 need_broker=0
-for m in "${MODES[@]}"; do [[ $m == sched ]] || need_broker=1; done
+for m in "${MODES[@]}"; do [[ $m == sched || $m == decode ]] || need_broker=1; done
 if ((need_broker)); then
   [[ -d .cache/kafka/lib ]] || bash scripts/setup.sh
   cleanup() { bash scripts/kafka.sh stop >/dev/null 2>&1 || true; }

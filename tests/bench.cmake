@@ -2,7 +2,7 @@
 # check that the harness works (exit 0, JSON written and well formed), not
 # the speed. The broker address comes from $KMQ_BOOTSTRAP.
 if(TARGET kmq-bench)
-  foreach(_mode produce consume e2e sched)
+  foreach(_mode produce consume e2e sched decode)
     set(_extra "")
     if(_mode STREQUAL "produce")
       # The Java reference row too, when java and the Kafka jars are there.
