@@ -118,7 +118,7 @@ uint64_t bench_rand(uint64_t *state); /* xorshift64*, state != 0 */
 
 /* ---- CPU per thread group (bench_threads.c) ---- */
 
-#define BENCH_MAX_THREADS 128
+#define BENCH_MAX_THREADS 256
 typedef struct {
   int tid;
   char comm[16];
@@ -129,15 +129,18 @@ typedef struct {
 typedef struct {
   bench_thread_t t[BENCH_MAX_THREADS];
   int n;
+  int complete; /* 0: more than BENCH_MAX_THREADS threads, or no /proc */
 } bench_threads_t;
-/* Every thread of this process now (/proc/self/task). */
+/* Every thread of this process now (/proc/self/task); threads that end
+ * while it reads are skipped. */
 void bench_threads_snap(bench_threads_t *s);
 /* Adds to row, between snapshots a and b, the CPU µs per message and the
  * part of it spent in the kernel (sys_us_...), and the context switches
  * (voluntary + involuntary) per 1000 messages of the bench's thread
  * (cpu_us_poll, sys_us_poll, ctxsw_per_kmsg_poll), kmq's workers
  * (..._workers), librdkafka's threads (..._rdkafka) and the rest
- * (..._other); a group without threads or activity is left out. */
+ * (..._other); a group without threads is left out. Adds nothing (and
+ * says so on stderr) when either snapshot is not complete. */
 void bench_threads_extra(bench_row_t *row, const bench_threads_t *a,
                          const bench_threads_t *b, int64_t messages);
 

@@ -6,7 +6,9 @@
  * something else (hand-offs, librdkafka) cost more" with numbers. The
  * kernel counts in clock ticks (10 ms here): a group that used less than a
  * few ticks over a row reads as noise. A thread that ended between the two
- * snapshots is missing from the later one and its CPU is not attributed. */
+ * snapshots is missing from the later one and its CPU is not attributed.
+ * In kmq's rows the poll-thread group also holds the bench's own sampling
+ * after every poll (kmq_consumer_partitions), which the raw rows lack. */
 #include "bench.h"
 
 #include <dirent.h>
@@ -15,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int bench__task_read(int tid, bench_thread_t *t) {
+static int bench__task_read(int tid, long hz, bench_thread_t *t) {
   char path[64], buf[1024];
   snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
   FILE *f = fopen(path, "r");
@@ -26,7 +28,7 @@ static int bench__task_read(int tid, bench_thread_t *t) {
   buf[n] = '\0';
   /* "tid (comm) state ppid ...": comm may hold spaces and parentheses, so
    * the fields start after the last ')'. utime and stime are fields 14 and
-   * 15 (proc(5)), the 12th and 13th after the state. */
+   * 15 (proc(5)), the 11th and 12th after the state (field 3). */
   char *open = strchr(buf, '('), *close = strrchr(buf, ')');
   if (!open || !close || close < open)
     return -1;
@@ -40,7 +42,6 @@ static int bench__task_read(int tid, bench_thread_t *t) {
              "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
              &st) != 2)
     return -1;
-  long hz = sysconf(_SC_CLK_TCK);
   t->tid = tid;
   t->cpu_us = (int64_t)((ut + st) * 1000000ULL / (unsigned long long)hz);
   t->sys_us = (int64_t)(st * 1000000ULL / (unsigned long long)hz);
@@ -60,13 +61,27 @@ static int bench__task_read(int tid, bench_thread_t *t) {
 
 void bench_threads_snap(bench_threads_t *s) {
   s->n = 0;
+  s->complete = 0;
+  long hz = sysconf(_SC_CLK_TCK);
   DIR *d = opendir("/proc/self/task");
-  if (!d)
+  if (!d || hz <= 0) {
+    if (d)
+      closedir(d);
     return;
+  }
   struct dirent *e;
-  while ((e = readdir(d)) && s->n < BENCH_MAX_THREADS) {
+  s->complete = 1;
+  while ((e = readdir(d))) {
     int tid = atoi(e->d_name);
-    if (tid > 0 && !bench__task_read(tid, &s->t[s->n]))
+    if (tid <= 0)
+      continue;
+    if (s->n == BENCH_MAX_THREADS) {
+      s->complete = 0; /* a thread left out would look new in a later one */
+      break;
+    }
+    /* A thread that ended since readdir listed it cannot be read: it is
+     * in no later snapshot either. */
+    if (!bench__task_read(tid, hz, &s->t[s->n]))
       s->n++;
   }
   closedir(d);
@@ -86,6 +101,13 @@ void bench_threads_extra(bench_row_t *row, const bench_threads_t *a,
                          const bench_threads_t *b, int64_t messages) {
   static const char *const grp[] = {"poll", "workers", "rdkafka", "other"};
   double cpu[4] = {0, 0, 0, 0}, sys[4] = {0, 0, 0, 0}, cs[4] = {0, 0, 0, 0};
+  int present[4] = {0, 0, 0, 0};
+  if (!a->complete || !b->complete || messages <= 0) {
+    bench_log("%s %s: no CPU split per thread (more than %d threads, or "
+              "/proc unreadable)",
+              row->impl, row->phase, BENCH_MAX_THREADS);
+    return;
+  }
   for (int i = 0; i < b->n; i++) {
     const bench_thread_t *t = &b->t[i];
     int64_t cpu0 = 0, sys0 = 0, cs0 = 0; /* started since a: from zero */
@@ -97,15 +119,16 @@ void bench_threads_extra(bench_row_t *row, const bench_threads_t *a,
         break;
       }
     int g = bench__group(t);
+    present[g] = 1;
     cpu[g] += (double)(t->cpu_us - cpu0);
     sys[g] += (double)(t->sys_us - sys0);
     cs[g] += (double)(t->ctxsw - cs0);
   }
-  if (messages <= 0)
-    return;
   char key[32];
   for (int g = 0; g < 4; g++) {
-    if (cpu[g] == 0 && cs[g] == 0)
+    /* Every group that has threads, idle or not: the medians over the
+     * repetitions take their keys from the first repetition's row. */
+    if (!present[g])
       continue; /* no such threads (the raw rows have no workers) */
     snprintf(key, sizeof(key), "cpu_us_%s", grp[g]);
     bench_row_extra(row, key, cpu[g] / (double)messages);
