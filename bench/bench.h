@@ -104,6 +104,8 @@ int64_t bench_now_us(void); /* CLOCK_MONOTONIC */
 int64_t bench_now_ns(void);
 void bench_sleep_until_us(int64_t t_us); /* absolute, CLOCK_MONOTONIC */
 void bench_sleep_us(int64_t us);
+/* The number after "field:" in a /proc status file (path), -1 if none. */
+long long bench_status_field(const char *path, const char *field);
 long bench_rss_kb(void); /* VmRSS of this process, -1 if unknown */
 /* The peak RSS (VmHWM) from now on: resets it to the current RSS and
  * returns that, -1 if the kernel cannot. Rows run one after the other, so

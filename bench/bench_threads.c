@@ -45,17 +45,10 @@ static int bench__task_read(int tid, long hz, bench_thread_t *t) {
   t->tid = tid;
   t->cpu_us = (int64_t)((ut + st) * 1000000ULL / (unsigned long long)hz);
   t->sys_us = (int64_t)(st * 1000000ULL / (unsigned long long)hz);
-  t->ctxsw = 0;
   snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
-  if ((f = fopen(path, "r"))) {
-    char line[128];
-    long long v;
-    while (fgets(line, sizeof(line), f))
-      if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
-          sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
-        t->ctxsw += v;
-    fclose(f);
-  }
+  long long vol = bench_status_field(path, "voluntary_ctxt_switches");
+  long long inv = bench_status_field(path, "nonvoluntary_ctxt_switches");
+  t->ctxsw = (vol > 0 ? vol : 0) + (inv > 0 ? inv : 0);
   return 0;
 }
 

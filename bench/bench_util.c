@@ -174,18 +174,24 @@ void bench_sleep_us(int64_t us) {
   nanosleep(&ts, NULL);
 }
 
-static long bench__status_kb(const char *field) {
-  FILE *f = fopen("/proc/self/status", "r");
+long long bench_status_field(const char *path, const char *field) {
+  FILE *f = fopen(path, "r");
   if (!f)
     return -1;
   char line[256];
-  long kb = -1;
+  long long v = -1;
   size_t n = strlen(field);
+  /* "Field:\t123 kB" or "Field:\t123": the ':' right after the name, so
+   * that a field is never taken for a longer one it begins. */
   while (fgets(line, sizeof(line), f))
-    if (!strncmp(line, field, n) && sscanf(line + n, ": %ld kB", &kb) == 1)
+    if (!strncmp(line, field, n) && sscanf(line + n, ": %lld", &v) == 1)
       break;
   fclose(f);
-  return kb;
+  return v;
+}
+
+static long bench__status_kb(const char *field) {
+  return (long)bench_status_field("/proc/self/status", field);
 }
 
 long bench_rss_kb(void) { return bench__status_kb("VmRSS"); }
