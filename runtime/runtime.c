@@ -213,20 +213,26 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms) {
       return err;
     rt->subscribed = 1;
   }
-  /* What is already fetched is dispatched as one burst with deferred
-   * worker wake-ups (kmq_sched_batch_begin); only when there was nothing
-   * does the poll wait, and then each message wakes a worker at once, so
-   * a trickle is not held back by the batching. */
+  /* One burst per call, with deferred worker wake-ups
+   * (kmq_sched_batch_begin): what is already fetched, or, only when there
+   * was nothing, what the wait brought. The wait is inside the batch too:
+   * it happens before anything is dispatched (so nothing deferred waits
+   * on it), and what arrives during it is woken for once, at the batch's
+   * end, right after its dispatch; a trickle (one message per wait) is
+   * not held back. Flat out, the wait is the usual path (every record in
+   * flight, the poll waits up to 1 ms for acks), and a wake per newly
+   * runnable user there cost about 20 context switches per 1 000 messages
+   * on the poll thread and on the workers each (bench/RESULTS.md). */
   kmq_sched_batch_begin(rt->sched);
   rt->batch_t0_us = 0;
   int n = kmq_consumer_poll_and_dispatch_with_ack(rt->consumer,
                                                   kmq__job_on_message, rt, 0);
-  kmq_sched_batch_end(rt->sched);
   if (n == 0 && timeout_ms != 0) {
     rt->batch_t0_us = 0; /* not the time before the wait */
     n = kmq_consumer_poll_and_dispatch_with_ack(
         rt->consumer, kmq__job_on_message, rt, timeout_ms);
   }
+  kmq_sched_batch_end(rt->sched);
   int64_t now = kmq__mono_ms();
   if (now - rt->last_tick >= 1000) {
     rt->last_tick = now;
