@@ -8,7 +8,10 @@
  * few ticks over a row reads as noise. A thread that ended between the two
  * snapshots is missing from the later one and its CPU is not attributed.
  * In kmq's rows the poll-thread group also holds the bench's own sampling
- * after every poll (kmq_consumer_partitions), which the raw rows lack. */
+ * after every poll (kmq_consumer_partitions), which the raw rows lack; the
+ * rdkafka group also holds the runtime's DLQ producer's librdkafka threads
+ * and "other" its poller thread ("kmq-poller"), all idle in the bench (no
+ * dead letters). */
 #include "bench.h"
 
 #include <dirent.h>

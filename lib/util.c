@@ -132,6 +132,7 @@ int kmq__poller_start(kmq__poller_t *p, rd_kafka_t *rk) {
   atomic_init(&p->stop, 0);
   if (pthread_create(&p->thread, NULL, kmq__poller_main, p))
     return -1;
+  pthread_setname_np(p->thread, "kmq-poller"); /* cosmetic: top, gdb, perf */
   p->running = 1;
   return 0;
 }
