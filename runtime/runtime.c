@@ -214,15 +214,16 @@ int kmq_runtime_poll(kmq_runtime_t *rt, int timeout_ms) {
     rt->subscribed = 1;
   }
   /* One burst per call, with deferred worker wake-ups
-   * (kmq_sched_batch_begin): what is already fetched, or, only when there
-   * was nothing, what the wait brought. The wait is inside the batch too:
-   * it happens before anything is dispatched (so nothing deferred waits
-   * on it), and what arrives during it is woken for once, at the batch's
-   * end, right after its dispatch; a trickle (one message per wait) is
-   * not held back. Flat out, the wait is the usual path (every record in
-   * flight, the poll waits up to 1 ms for acks), and a wake per newly
-   * runnable user there cost about 20 context switches per 1 000 messages
-   * on the poll thread and on the workers each (bench/RESULTS.md). */
+   * (kmq_sched_batch_begin, whose header says when it wakes before its
+   * end): what is already fetched, or, when that was nothing, what a
+   * second call takes, waiting first if it too finds nothing. The waiting
+   * call is inside the batch as well: the consumer blocks only after
+   * taking nothing in that call, so no deferred wake-up waits on it, and
+   * what it then dispatches is woken for at kmq_sched_batch_end, right
+   * after; a trickle (one message per wait) is not held back. Flat out the
+   * waiting call is the usual one (every record in flight, the poll waits
+   * up to 1 ms for acks), which is why it must not wake a worker per
+   * newly runnable user. */
   kmq_sched_batch_begin(rt->sched);
   rt->batch_t0_us = 0;
   int n = kmq_consumer_poll_and_dispatch_with_ack(rt->consumer,
