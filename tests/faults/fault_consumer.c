@@ -192,6 +192,14 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   the_rt = rt;
+  /* kf_spawn started us with both blocked: one that came during start-up
+   * is delivered here, to this thread (the runtime's threads keep them
+   * blocked), and stops the run before its first poll. */
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
   kf_log_line(app.fd, "# start pid %d t %lld\n", (int)getpid(),
               (long long)kf_now_ns());
   fc_commits_t commits = {.fd = app.fd};

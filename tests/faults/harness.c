@@ -435,6 +435,16 @@ pid_t kf_spawn(const char *const *argv) {
   if (pid == 0) {
     /* Only async-signal-safe calls between fork and exec (threads). */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* SIGTERM and SIGINT blocked across exec: the consumer unblocks them
+     * once its handler is installed (fault_consumer.c), so a member told
+     * to leave while it is still starting (a busy machine: a storm step
+     * can end before a new member's exec does) leaves cleanly, not by
+     * the signal's default action. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
     if (getppid() != parent)
       _exit(126);
     execv(argv[0], (char *const *)argv);

@@ -161,7 +161,8 @@ void kf_observer_stop(kf_observer_t *o);
 /* ---- consumer processes --------------------------------------------------- */
 
 /* Starts tests/faults/fault_consumer with these arguments (NULL-terminated
- * list after the program name). It dies with this process. Returns its
+ * list after the program name), SIGTERM and SIGINT blocked until it can
+ * handle them (it unblocks them). It dies with this process. Returns its
  * pid. */
 pid_t kf_spawn(const char *const *argv);
 /* Sends sig and reaps the process within timeout_ms (SIGKILL after).
